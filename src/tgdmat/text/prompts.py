@@ -1,0 +1,221 @@
+"""Prompts: the paper's short prompt built from a structure, and fields parsed from free text.
+
+The short prompt is the template TGDMat trains on ("Below is a description of a bulk material.
+The chemical formula is ... Generate the material:"). Users type free text instead; we parse the
+fields they give (formula, elements, space group, crystal system, number of atoms) and rebuild the
+same template from them, so a partial prompt looks like the partial prompts seen in training.
+"""
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+
+HEADER = "Below is a description of a bulk material."
+FOOTER = "Generate the material:"
+SYMPREC = 0.1  # spglib tolerance (Angstrom) for space groups, in prompts and in adherence checks
+MAX_PROMPT_CHARS = 4000
+CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic")
+# property column -> sentence, per the TGDMat loader (rounded to 4 decimals)
+PROPERTY_SENTENCES = {
+    "heat_ref": "The formation energy per atom is",
+    "formation_energy_per_atom": "The formation energy per atom is",
+    "energy_per_atom": "The energy per atom is",
+    "band_gap": "The band gap is",
+    "e_above_hull": "The energy above the convex hull is",
+}
+
+
+class PromptError(ValueError):
+    """A prompt that cannot be used (one clear line for the user)."""
+
+
+@dataclass
+class PromptFields:
+    """What a prompt says about the crystal; every field is optional."""
+
+    formula: str | None = None  # reduced formula, e.g. "SrTiO3"
+    elements: list[str] | None = None
+    spacegroup_number: int | None = None
+    spacegroup_symbol: str | None = None
+    crystal_system: str | None = None
+    num_atoms: int | None = None
+    properties: dict[str, float] = field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        return not any([self.formula, self.elements, self.spacegroup_number, self.crystal_system, self.num_atoms, self.properties])
+
+    def sentences(self) -> list[str]:
+        """One sentence per present field, in the canonical order."""
+        out = []
+        if self.formula:
+            out.append(f"The chemical formula is {self.formula}.")
+        if self.elements:
+            out.append(f"The elements are {', '.join(self.elements)}.")
+        if self.spacegroup_number:
+            out.append(f"The spacegroup number is {self.spacegroup_number}.")
+        if self.spacegroup_symbol:
+            out.append(f"The spacegroup symbol is {self.spacegroup_symbol}.")
+        if self.crystal_system:
+            out.append(f"The crystal system is {self.crystal_system}.")
+        if self.num_atoms:
+            out.append(f"The number of atoms in the unit cell is {self.num_atoms}.")
+        for key, value in self.properties.items():
+            if key in PROPERTY_SENTENCES:
+                out.append(f"{PROPERTY_SENTENCES[key]} {round(float(value), 4)}.")
+        return out
+
+
+def short_prompt(fields: PromptFields, rng: random.Random | None = None, keep: float = 1.0) -> str:
+    """The paper's short prompt; with ``rng`` the sentences are shuffled and each kept with prob. ``keep``."""
+    sentences = fields.sentences()
+    if rng is not None:
+        rng.shuffle(sentences)
+        kept = [s for s in sentences if rng.random() < keep]
+        sentences = kept or sentences[:1]
+    return " ".join([HEADER, *sentences, FOOTER])
+
+
+def crystal_system_of(spacegroup_number: int) -> str:
+    """Crystal system of an international space-group number (1-230)."""
+    bounds = [(2, "triclinic"), (15, "monoclinic"), (74, "orthorhombic"), (142, "tetragonal"), (167, "trigonal"), (194, "hexagonal"), (230, "cubic")]
+    for upper, name in bounds:
+        if spacegroup_number <= upper:
+            return name
+    raise PromptError(f"space group number {spacegroup_number} is not in 1..230")
+
+
+def structure_fields(structure, properties: dict[str, float] | None = None, symprec: float = SYMPREC) -> PromptFields:
+    """The prompt fields of a structure: formula, elements, spglib space group, crystal system."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        sga = SpacegroupAnalyzer(structure, symprec=symprec)
+        number, symbol = sga.get_space_group_number(), sga.get_space_group_symbol()
+    except Exception:  # spglib fails on a few degenerate cells: treat as P1
+        number, symbol = 1, "P1"
+    comp = structure.composition
+    return PromptFields(
+        formula=comp.reduced_formula,
+        elements=[e.symbol for e in sorted(comp.elements, key=lambda e: e.X)],
+        spacegroup_number=number,
+        spacegroup_symbol=symbol,
+        crystal_system=crystal_system_of(number),
+        num_atoms=len(structure),
+        properties={k: float(v) for k, v in (properties or {}).items() if k in PROPERTY_SENTENCES and v == v},
+    )
+
+
+# ---------------------------------------------------------------- free text
+_FORMULA_TOKEN = re.compile(r"^(?:[A-Z][a-z]?\d*(?:\.\d+)?|\((?:[A-Z][a-z]?\d*)+\)\d*)+$")
+_ELEMENT_PART = re.compile(r"[A-Z][a-z]?")
+_SG_NUMBER = re.compile(r"space\s*group(?:\s+(?:number|no\.?|#))?\s*[:=]?\s*(\d{1,3})\b", re.I)
+_ATOMS = re.compile(r"\b(\d{1,4})\s*[- ]?atoms?\b", re.I)
+
+
+def _element_names() -> dict[str, str]:
+    from pymatgen.core.periodic_table import Element
+
+    return {e.long_name.lower(): e.symbol for e in Element if e.Z <= 100}
+
+
+def _spacegroup_from_symbol(token: str) -> tuple[int, str] | None:
+    from pymatgen.symmetry.groups import SpaceGroup
+
+    token = token.strip(".,;:()")
+    if not token or token[0] not in "PIFCABR" or len(token) < 2:
+        return None
+    try:
+        sg = SpaceGroup(token)
+    except Exception:
+        return None
+    return sg.int_number, sg.symbol
+
+
+def parse_prompt(text: str) -> PromptFields:
+    """Fields a user's free text gives. Raises PromptError for empty/absurd text or unknown elements."""
+    from pymatgen.core import Composition
+    from pymatgen.core.periodic_table import Element
+
+    if text is None or not text.strip():
+        raise PromptError("the prompt is empty: describe the material, e.g. 'cubic perovskite SrTiO3, space group Pm-3m'")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise PromptError(f"the prompt has {len(text)} characters; at most {MAX_PROMPT_CHARS} are accepted")
+    if not re.search(r"[A-Za-z]", text):
+        raise PromptError("the prompt has no words: describe the material, e.g. 'SrTiO3 in space group Pm-3m'")
+    fields = PromptFields()
+    lowered = text.lower()
+    # the template itself (or a long description) may be given verbatim
+    m = re.search(r"chemical formula is\s+(\S+?)\.?(?:\s|$)", text)
+    tokens = re.findall(r"[A-Za-z0-9().\-/_]+", text)
+    formula_tokens = [m.group(1)] if m else []
+    for tok in tokens:
+        tok = tok.strip(".,;:")
+        if not _FORMULA_TOKEN.match(tok):
+            continue
+        parts = _ELEMENT_PART.findall(tok)
+        has_digit = any(ch.isdigit() for ch in tok)
+        if has_digit or (len(parts) >= 2 and not all(len(p) == 1 for p in parts)):
+            if _spacegroup_from_symbol(tok) and not has_digit:
+                continue
+            formula_tokens.append(tok)
+    for tok in formula_tokens:
+        for part in _ELEMENT_PART.findall(tok):
+            if not Element.is_valid_symbol(part):
+                raise PromptError(f"unknown element '{part}' in '{tok}'")
+        comp = Composition(tok)
+        if any(e.Z > 100 for e in comp.elements):
+            raise PromptError(f"'{tok}' has an element beyond Z=100, which no model here knows")
+        fields.formula = comp.reduced_formula
+        fields.elements = [e.symbol for e in sorted(comp.elements, key=lambda e: e.X)]
+        break
+    if fields.elements is None:
+        names = _element_names()
+        found = [sym for name, sym in names.items() if re.search(rf"\b{name}\b", lowered)]
+        m_el = re.search(r"elements (?:are|:)\s*([A-Z][a-z]?(?:\s*(?:,|and)\s*[A-Z][a-z]?)*)", text)
+        if m_el:
+            for sym in re.findall(r"[A-Z][a-z]?", m_el.group(1)):
+                if not Element.is_valid_symbol(sym):
+                    raise PromptError(f"unknown element '{sym}'")
+                found.append(sym)
+        if found:
+            fields.elements = sorted(set(found), key=lambda s: Element(s).X)
+    m = _SG_NUMBER.search(text)
+    if m:
+        number = int(m.group(1))
+        if not 1 <= number <= 230:
+            raise PromptError(f"space group number {number} is not in 1..230")
+        from pymatgen.symmetry.groups import SpaceGroup
+
+        fields.spacegroup_number = number
+        fields.spacegroup_symbol = SpaceGroup.from_int_number(number).symbol
+    else:
+        for tok in tokens:
+            sg = _spacegroup_from_symbol(tok)
+            if sg:
+                fields.spacegroup_number, fields.spacegroup_symbol = sg
+                break
+    for name in CRYSTAL_SYSTEMS:
+        if re.search(rf"\b{name}\b", lowered):
+            fields.crystal_system = name
+            break
+    if fields.spacegroup_number:
+        fields.crystal_system = crystal_system_of(fields.spacegroup_number)
+    m = _ATOMS.search(text)
+    if m:
+        fields.num_atoms = int(m.group(1))
+        if fields.num_atoms < 1:
+            raise PromptError("the number of atoms must be at least 1")
+    return fields
+
+
+def normalize_prompt(text: str) -> tuple[str, PromptFields]:
+    """The text the encoder sees for a user prompt, and the fields parsed from it.
+
+    When any field is recognised the canonical short prompt is rebuilt from the fields (what the
+    model was trained on); otherwise the free text goes to the encoder as typed.
+    """
+    fields = parse_prompt(text)
+    if fields.is_empty():
+        return text.strip(), fields
+    return short_prompt(fields), fields
