@@ -1,0 +1,107 @@
+"""Configuration as plain dataclasses, one YAML per dataset (see src/tgdmat/configs/)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class ModelConfig:
+    """The periodic invariant denoiser (CSPNet-style)."""
+
+    hidden: int = 256
+    layers: int = 4
+    num_freqs: int = 32  # Fourier frequencies of fractional differences (DiffCSP: 128)
+    time_dim: int = 128
+    text_dim: int = 384  # set from the text encoder
+    text_hidden: int = 128  # size of the projected text embedding
+    use_text: bool = True  # False: the same network with no text (the DiffCSP baseline)
+
+
+@dataclass
+class DiffusionConfig:
+    """The three joint processes and their loss weights."""
+
+    timesteps: int = 1000
+    sigma_begin: float = 0.005  # wrapped-normal sigma at t=1
+    sigma_end: float = 0.5  # ... at t=T
+    cost_lattice: float = 1.0
+    cost_coord: float = 1.0
+    cost_type: float = 1.0
+    task: str = "both"  # csp (types given), gen (types diffused) or both (a share of each batch as CSP)
+    csp_fraction: float = 0.5  # with task=both: share of crystals trained with types given
+    text_dropout: float = 0.1  # classifier-free guidance: share of crystals trained without text
+    step_lr: float = 1e-5  # Langevin corrector step size at sampling (DiffCSP: 5e-7 Perov-5, 1e-5 MP-20)
+
+
+@dataclass
+class DataConfig:
+    """Which data and which text the model learns from."""
+
+    dataset: str = "perov_5"
+    data_root: str | None = None
+    niggli: bool = True
+    primitive: bool = False
+    text_encoder: str = "minilm"
+    pooling: str = "mean"
+    max_length: int = 256
+    prompt_variants: int = 4  # short prompts per crystal: canonical + shuffled/partial ones
+    field_keep: float = 0.7  # in the shuffled variants, each field is kept with this probability
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    max_epochs: int = 1000
+    max_minutes: float = 0.0  # 0: no time budget
+    checkpoint_minutes: float = 5.0
+    seed: int = 0
+    threads: int = 0  # torch threads; 0 keeps torch's default
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "Config":
+        return _build(Config, d)
+
+
+def _build(cls, d: dict):
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(d) - set(known)
+    if unknown:
+        raise ValueError(f"unknown config keys for {cls.__name__}: {', '.join(sorted(unknown))}")
+    kwargs = {}
+    for name, value in d.items():
+        default = getattr(cls(), name)
+        kwargs[name] = _build(type(default), value) if is_dataclass(default) else value
+    return cls(**kwargs)
+
+
+def load_config(name_or_path: str) -> Config:
+    """A config by dataset name (shipped YAML) or by path to a YAML file."""
+    path = Path(name_or_path)
+    if not path.exists():
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        shipped = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise FileNotFoundError(f"config {name_or_path!r} not found (shipped: {shipped})")
+    return Config.from_dict(yaml.safe_load(path.read_text()) or {})

@@ -1,0 +1,165 @@
+"""The joint text-guided diffusion of (A, F, L): one training loss and one sampler.
+
+Every step denoises the lattice (DDPM), the fractional coordinates (wrapped-normal score,
+predictor-corrector) and the atom types (absorbing D3PM) together with one network. For crystal
+structure prediction (CSP) the types are given and stay clean; for de novo generation they start
+from the mask state. Text enters through a frozen embedding; NaN rows mean "no text", which with
+text dropout in training gives classifier-free guidance at sampling.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..config import Config
+from ..crystal import Crystal
+from ..model.cspnet import CSPNet, Graph
+from .coords import WrappedNormalCoords
+from .lattice import LatticeDDPM
+from .types import MASK, AbsorbingTypes, to_atomic_numbers, to_classes
+
+
+@dataclass
+class Losses:
+    total: torch.Tensor
+    lattice: torch.Tensor
+    coord: torch.Tensor
+    type: torch.Tensor
+
+    def items(self) -> dict[str, float]:
+        return {k: float(getattr(self, k).detach()) for k in ("total", "lattice", "coord", "type")}
+
+
+def respaced_steps(timesteps: int, steps: int) -> list[int]:
+    """Descending steps T = t_0 > t_1 > ... > 0 for a sampler with ``steps`` network steps."""
+    steps = max(1, min(steps, timesteps))
+    ts = torch.linspace(timesteps, 0, steps + 1).round().long().tolist()
+    out = []
+    for t in ts:
+        if not out or t < out[-1]:
+            out.append(t)
+    return out
+
+
+class TGDMat(nn.Module):
+    """Denoiser plus the three diffusion processes of one config."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.diffusion
+        self.net = CSPNet(cfg.model)
+        self.lattice = LatticeDDPM(d.timesteps)
+        self.coords = WrappedNormalCoords(d.timesteps, d.sigma_begin, d.sigma_end)
+        self.types = AbsorbingTypes(d.timesteps)
+
+    # ------------------------------------------------------------------ training
+    def loss(self, crystal: Crystal, text_emb: torch.Tensor | None, generator: torch.Generator | None = None) -> Losses:
+        """The weighted sum of the three denoising losses on a batch of clean crystals."""
+        d, dev = self.cfg.diffusion, crystal.device
+        B, N = crystal.num_crystals, crystal.atom_types.shape[0]
+        graph = Graph(crystal.num_atoms)
+
+        def rand(*shape):
+            return torch.rand(*shape, generator=generator, device=dev)
+
+        def randn(*shape):
+            return torch.randn(*shape, generator=generator, device=dev)
+
+        t = torch.randint(1, d.timesteps + 1, (B,), generator=generator, device=dev)
+        t_atoms = t[graph.batch]
+        eps_l = randn(B, 3, 3)
+        l_t = self.lattice.noise(crystal.lattices, t, eps_l)
+        f_t, target_f = self.coords.noise(crystal.frac_coords, t_atoms, randn(N, 3))
+
+        classes = to_classes(crystal.atom_types)
+        if d.task == "csp":
+            type_given = torch.ones(B, dtype=torch.bool, device=dev)
+        elif d.task == "gen":
+            type_given = torch.zeros(B, dtype=torch.bool, device=dev)
+        else:
+            type_given = rand(B) < d.csp_fraction
+        a_t, masked = self.types.noise(classes, t_atoms, rand(N))
+        a_t = torch.where(type_given[graph.batch], classes, a_t)
+        masked = masked & ~type_given[graph.batch]
+
+        if text_emb is not None and self.cfg.model.use_text and d.text_dropout > 0:
+            drop = (rand(B) < d.text_dropout).unsqueeze(-1)
+            text_emb = torch.where(drop, torch.full_like(text_emb, float("nan")), text_emb)
+
+        eps_hat, score_hat, logits = self.net(a_t, f_t, l_t, t, graph, text_emb if self.cfg.model.use_text else None)
+        loss_l = ((eps_hat - eps_l) ** 2).mean()
+        loss_f = ((score_hat - target_f) ** 2).mean()
+        loss_a = self.types.loss(logits, classes, masked)
+        total = d.cost_lattice * loss_l + d.cost_coord * loss_f + d.cost_type * loss_a
+        return Losses(total, loss_l, loss_f, loss_a)
+
+    # ------------------------------------------------------------------ sampling
+    def _denoise(self, a, f, l, t: int, graph: Graph, text_emb, guidance: float):
+        tt = torch.full((len(l),), t, device=l.device, dtype=torch.long)
+        if text_emb is None or not self.cfg.model.use_text:
+            return self.net(a, f, l, tt, graph, None)
+        if guidance == 1.0:
+            return self.net(a, f, l, tt, graph, text_emb)
+        cond = self.net(a, f, l, tt, graph, text_emb)
+        uncond = self.net(a, f, l, tt, graph, None)
+        eps = uncond[0] + guidance * (cond[0] - uncond[0])
+        score = uncond[1] + guidance * (cond[1] - uncond[1])
+        logits = torch.log_softmax(uncond[2], -1) + guidance * (torch.log_softmax(cond[2], -1) - torch.log_softmax(uncond[2], -1))
+        return eps, score, logits
+
+    @torch.inference_mode()
+    def sample(
+        self,
+        num_atoms: torch.Tensor,
+        text_emb: torch.Tensor | None = None,
+        atom_types: torch.Tensor | None = None,
+        steps: int | None = None,
+        step_lr: float | None = None,
+        guidance: float = 1.0,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> Crystal:
+        """Crystals with the given numbers of atoms; CSP when ``atom_types`` (atomic numbers) is given."""
+        d = self.cfg.diffusion
+        dev = next(self.parameters()).device
+        num_atoms = num_atoms.to(dev)
+        graph = Graph(num_atoms)
+        B, N = len(num_atoms), int(num_atoms.sum())
+        step_lr = d.step_lr if step_lr is None else step_lr
+        if text_emb is not None:
+            text_emb = text_emb.to(dev)
+
+        def randn(*shape):
+            return torch.randn(*shape, generator=generator, device=dev)
+
+        def rand(*shape):
+            return torch.rand(*shape, generator=generator, device=dev)
+
+        l = randn(B, 3, 3)
+        f = rand(N, 3)
+        csp = atom_types is not None
+        a = to_classes(atom_types.to(dev)) if csp else torch.full((N,), MASK, device=dev, dtype=torch.long)
+        ts = respaced_steps(d.timesteps, steps or d.timesteps)
+        pairs = list(zip(ts[:-1], ts[1:]))
+        if progress:
+            from tqdm import tqdm
+
+            pairs = tqdm(pairs, desc="sampling", file=sys.stderr, mininterval=0.5)
+        for t, s in pairs:
+            out = self._denoise(a, f, l, t, graph, text_emb, guidance)
+            if step_lr > 0:
+                f = self.coords.corrector(f, self.coords.score(out[1], t), t, step_lr, randn(N, 3))
+                out = self._denoise(a, f, l, t, graph, text_emb, guidance)
+            eps_hat, score_hat, logits = out
+            l = self.lattice.reverse_step(l, eps_hat, t, s, randn(B, 3, 3))
+            f = self.coords.predictor(f, self.coords.score(score_hat, t), t, s, randn(N, 3))
+            if not csp:
+                gumbel = -torch.log(-torch.log(rand(N, logits.shape[-1]).clamp(1e-20, 1.0)))
+                a = self.types.reverse_step(a, logits, t, s, rand(N), gumbel)
+        if not csp and bool((a == MASK).any()):  # cannot happen when the last step reaches 0
+            raise RuntimeError("sampler ended with masked atoms")
+        return Crystal(to_atomic_numbers(a), f % 1.0, l, num_atoms)

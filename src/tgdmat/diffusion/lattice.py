@@ -1,0 +1,40 @@
+"""DDPM for the lattice L with a cosine schedule: noise it, the training target, one reverse step.
+
+Reverse steps go from any t to any s < t (the DDPM posterior with the pair's own beta), so the
+sampler can take fewer steps than the T it was trained with.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def cosine_alphas_cumprod(timesteps: int, s: float = 0.008) -> torch.Tensor:
+    """alpha-bar_t for t = 0..T of the cosine schedule (Nichol & Dhariwal), betas clipped at 0.999."""
+    x = torch.linspace(0, timesteps, timesteps + 1, dtype=torch.float64)
+    f = torch.cos(((x / timesteps) + s) / (1 + s) * math.pi / 2) ** 2
+    betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)
+    return torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - betas, 0)])
+
+
+class LatticeDDPM:
+    """q(L_t | L_0) = N(sqrt(abar_t) L_0, (1 - abar_t) I); the network predicts the noise."""
+
+    def __init__(self, timesteps: int):
+        self.timesteps = timesteps
+        self.alphas_cumprod = cosine_alphas_cumprod(timesteps).float()
+
+    def noise(self, lattices: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """L_t for per-crystal steps t (B,) and standard normal eps (B, 3, 3)."""
+        ab = self.alphas_cumprod.to(lattices.device)[t].view(-1, 1, 1)
+        return ab.sqrt() * lattices + (1 - ab).sqrt() * eps
+
+    def reverse_step(self, l_t: torch.Tensor, eps_hat: torch.Tensor, t: int, s: int, z: torch.Tensor) -> torch.Tensor:
+        """Sample L_s ~ q(L_s | L_t, L_0 = prediction) for s < t."""
+        ab_t, ab_s = float(self.alphas_cumprod[t]), float(self.alphas_cumprod[s])
+        l0 = (l_t - math.sqrt(1 - ab_t) * eps_hat) / math.sqrt(ab_t)
+        beta = 1 - ab_t / ab_s
+        mean = (math.sqrt(ab_s) * beta / (1 - ab_t)) * l0 + (math.sqrt(1 - beta) * (1 - ab_s) / (1 - ab_t)) * l_t
+        var = beta * (1 - ab_s) / (1 - ab_t)
+        return mean + math.sqrt(var) * z if s > 0 else mean

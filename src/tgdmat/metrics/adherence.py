@@ -1,0 +1,78 @@
+"""Prompt adherence: how often generated crystals have what the text prompt asked for.
+
+For each field the prompt sets (reduced formula, element set, spglib space group at ``symprec``,
+crystal system, number of atoms in the cell) the share of structures that satisfy it, and
+"all": the share satisfying every set field. None or structurally invalid structures fail.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+from ..text.prompts import SYMPREC, PromptFields, structure_fields
+from .validity import structure_valid
+
+
+def _prompt_spacegroup(fields: PromptFields) -> int | None:
+    """The space-group number a prompt asks for (from its symbol when no number is given)."""
+    if fields.spacegroup_number:
+        return int(fields.spacegroup_number)
+    if fields.spacegroup_symbol:
+        from pymatgen.symmetry.groups import SpaceGroup
+
+        try:
+            return int(SpaceGroup(fields.spacegroup_symbol).int_number)
+        except Exception:
+            return None
+    return None
+
+
+def _checks(fields: PromptFields) -> dict:
+    """field name -> predicate on a structure's PromptFields, for the fields the prompt sets."""
+    from pymatgen.core import Composition
+
+    checks = {}
+    if fields.formula:
+        want = Composition(fields.formula).reduced_formula
+        checks["formula"] = lambda f: f.formula == want
+    if fields.elements:
+        want_el = frozenset(fields.elements)
+        checks["elements"] = lambda f: frozenset(f.elements) == want_el
+    number = _prompt_spacegroup(fields)
+    if number:
+        checks["spacegroup"] = lambda f: f.spacegroup_number == number
+    if fields.crystal_system:
+        system = fields.crystal_system.strip().lower()
+        checks["crystal_system"] = lambda f: f.crystal_system == system
+    if fields.num_atoms:
+        checks["num_atoms"] = lambda f: f.num_atoms == int(fields.num_atoms)
+    return checks
+
+
+def adherence(structures: Sequence, fields: PromptFields, symprec: float = SYMPREC) -> dict:
+    """Share of ``structures`` satisfying each field set in ``fields`` (keys: formula, elements,
+    spacegroup, crystal_system, num_atoms), plus "all" and "n". With no field set, "all" is the
+    share of valid structures."""
+    checks = _checks(fields)
+    n = len(structures)
+    table = np.zeros((n, len(checks)), dtype=bool)
+    for i, s in enumerate(structures):
+        if s is None or not structure_valid(s):
+            continue
+        with warnings.catch_warnings():  # spglib's deprecation chatter on every call
+            warnings.simplefilter("ignore")
+            got = structure_fields(s, symprec=symprec)
+        table[i] = [check(got) for check in checks.values()]
+    out: dict = {}
+    for j, name in enumerate(checks):
+        out[name] = float(table[:, j].mean()) if n else float("nan")
+    if n == 0:
+        out["all"] = float("nan")
+    elif checks:
+        out["all"] = float(table.all(axis=1).mean())
+    else:
+        out["all"] = float(np.mean([s is not None and structure_valid(s) for s in structures]))
+    out["n"] = n
+    return out

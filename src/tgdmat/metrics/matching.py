@@ -1,0 +1,163 @@
+"""Crystal-structure-prediction metrics: match rate and RMSE (CDVAE ``RecEval``, DiffCSP
+``RecEval``/``RecEvalBatch``), parallel over CPU cores.
+
+A prediction matches its target when pymatgen's StructureMatcher(stol=0.5, angle_tol=10,
+ltol=0.3) finds a mapping; its RMSE is ``get_rms_dist(pred, target)[0]``, which pymatgen already
+normalises by (V/N)^(1/3). Predictions that are None, structurally invalid or of another reduced
+composition are unmatched (CDVAE/DiffCSP skip invalid predictions).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Sequence
+
+import numpy as np
+
+from .validity import composition_valid, structure_valid
+
+MATCHER_KWARGS = {"stol": 0.5, "angle_tol": 10, "ltol": 0.3}  # CDVAE/DiffCSP RecEval defaults
+
+_MATCHER = None
+
+
+def _matcher():
+    """One StructureMatcher per process (created on first use)."""
+    global _MATCHER
+    if _MATCHER is None:
+        from pymatgen.analysis.structure_matcher import StructureMatcher
+
+        _MATCHER = StructureMatcher(**MATCHER_KWARGS)
+    return _MATCHER
+
+
+def _reduced(s):
+    """Reduced element composition (oxidation states ignored, as StructureMatcher's default)."""
+    return s.composition.element_composition.reduced_composition
+
+
+def _rms_one(pred, target, check_composition: bool) -> float | None:
+    """Normalised RMS distance of a matching pair, else None (invalid, other composition, no match)."""
+    if pred is None or target is None:
+        return None
+    if not structure_valid(pred):
+        return None
+    try:
+        if _reduced(pred) != _reduced(target):
+            return None
+        if check_composition and not composition_valid(pred):
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rms = _matcher().get_rms_dist(pred, target)
+    except Exception:  # as CDVAE: a matcher failure is a non-match
+        return None
+    return None if rms is None else float(rms[0])
+
+
+def _rms_chunk(pairs: list, check_composition: bool) -> list[float | None]:
+    """Worker: RMS distances of a chunk of (pred, target) pairs."""
+    return [_rms_one(p, t, check_composition) for p, t in pairs]
+
+
+def _chunk_size(n: int, workers: int) -> int:
+    """Chunks small enough for load balance and progress, large enough to amortise pickling."""
+    return max(1, min(32, math.ceil(n / max(1, workers * 8))))
+
+
+def pair_rms(
+    preds: Sequence,
+    targets: Sequence,
+    workers: int = 2,
+    progress: bool = False,
+    check_composition: bool = False,
+    desc: str = "matching",
+) -> list[float | None]:
+    """RMS distance (or None) for each (preds[i], targets[i]) pair, over ``workers`` processes."""
+    if len(preds) != len(targets):
+        raise ValueError(f"{len(preds)} predictions for {len(targets)} targets")
+    pairs = list(zip(preds, targets))
+    n = len(pairs)
+    if n == 0:
+        return []
+    from tqdm import tqdm
+
+    bar = tqdm(total=n, desc=desc, file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    try:
+        if workers <= 1 or n == 1:
+            out = []
+            for p, t in pairs:
+                out.append(_rms_one(p, t, check_composition))
+                bar.update(1)
+            return out
+        size = _chunk_size(n, workers)
+        starts = range(0, n, size)
+        out: list[float | None] = [None] * n
+        with ProcessPoolExecutor(max_workers=min(workers, math.ceil(n / size))) as pool:
+            futures = {pool.submit(_rms_chunk, pairs[s : s + size], check_composition): s for s in starts}
+            for fut in as_completed(futures):
+                s = futures[fut]
+                res = fut.result()
+                out[s : s + len(res)] = res
+                bar.update(len(res))
+        return out
+    finally:
+        bar.close()
+
+
+def _summary(best: list[float | None]) -> dict:
+    """match_rate over all targets and mean RMSE over matched ones (nan when none matched)."""
+    n = len(best)
+    rms = np.array([r for r in best if r is not None], dtype=float)
+    return {
+        "match_rate": float(len(rms) / n) if n else float("nan"),
+        "rmse": float(rms.mean()) if len(rms) else float("nan"),
+        "n": n,
+        "matched": int(len(rms)),
+    }
+
+
+def match_rate_rmse(
+    preds: Sequence,
+    targets: Sequence,
+    workers: int = 2,
+    progress: bool = False,
+    check_composition: bool = False,
+) -> dict:
+    """Match rate (share of targets matched) and mean normalised RMSE over matched pairs.
+
+    ``check_composition=True`` also skips SMACT-invalid predictions, as DiffCSP's ``RecEval``
+    (whose ``valid`` includes SMACT validity) does; the default checks only structural validity.
+    Returns {"match_rate", "rmse", "n", "matched"}.
+    """
+    return _summary(pair_rms(preds, targets, workers, progress, check_composition))
+
+
+def match_rate_rmse_k(
+    preds_k: Sequence[Sequence],
+    targets: Sequence,
+    workers: int = 2,
+    progress: bool = False,
+    check_composition: bool = False,
+) -> dict:
+    """Best-of-k match rate and RMSE: ``preds_k[i]`` holds the k samples for ``targets[i]``; a
+    target is matched if any sample matches, with the smallest RMSE among its matched samples
+    (DiffCSP ``RecEvalBatch``). Returns {"match_rate", "rmse", "n", "matched", "k"}."""
+    if len(preds_k) != len(targets):
+        raise ValueError(f"{len(preds_k)} sample lists for {len(targets)} targets")
+    flat_p, flat_t, owner = [], [], []
+    for i, (samples, target) in enumerate(zip(preds_k, targets)):
+        for p in samples:
+            flat_p.append(p)
+            flat_t.append(target)
+            owner.append(i)
+    rms = pair_rms(flat_p, flat_t, workers, progress, check_composition, desc="matching (best of k)")
+    best: list[float | None] = [None] * len(targets)
+    for i, r in zip(owner, rms):
+        if r is not None and (best[i] is None or r < best[i]):
+            best[i] = r
+    out = _summary(best)
+    out["k"] = max((len(s) for s in preds_k), default=0)
+    return out

@@ -1,0 +1,121 @@
+"""The periodic E(3)-invariant denoiser, in the manner of DiffCSP's CSPNet.
+
+Edges join every pair of atoms of a crystal (self edges included). An edge message sees the two
+atoms' features, the lattice inner products L L^T (invariant to rotations) and a Fourier embedding
+of the fractional difference f_j - f_i (invariant to periodic translations). Heads: coordinate
+score (per atom, fractional), lattice noise (M(h) @ L, so it rotates with L), type logits.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from ..config import ModelConfig
+from ..crystal import MAX_Z
+from ..diffusion.types import NUM_CLASSES
+
+
+def fully_connected_edges(num_atoms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(src, dst, crystal of each edge) for all n^2 ordered pairs within each crystal, vectorised."""
+    device = num_atoms.device
+    counts = num_atoms**2
+    edge_crystal = torch.repeat_interleave(torch.arange(len(num_atoms), device=device), counts)
+    edge_start = torch.cumsum(counts, 0) - counts
+    local = torch.arange(int(counts.sum()), device=device) - edge_start[edge_crystal]
+    n = num_atoms[edge_crystal]
+    offset = (torch.cumsum(num_atoms, 0) - num_atoms)[edge_crystal]
+    return offset + local // n, offset + local % n, edge_crystal
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Transformer-style embedding of integer steps t (B,) -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / max(half - 1, 1))
+    angles = t.float().unsqueeze(-1) * freqs
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def fourier_features(frac_diff: torch.Tensor, num_freqs: int) -> torch.Tensor:
+    """sin/cos(2 pi k x), k = 1..num_freqs, of fractional differences (E, 3) -> (E, 6 num_freqs)."""
+    k = torch.arange(1, num_freqs + 1, device=frac_diff.device, dtype=frac_diff.dtype)
+    angles = 2 * math.pi * frac_diff.unsqueeze(-1) * k  # (E, 3, F)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(1)
+
+
+class CSPLayer(nn.Module):
+    """One message-passing layer: edge MLP, mean aggregation, node MLP, residual."""
+
+    def __init__(self, hidden: int, edge_extra: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.edge_mlp = nn.Sequential(nn.Linear(2 * hidden + edge_extra, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+        self.node_mlp = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+
+    def forward(self, h: torch.Tensor, edge_feats: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, inv_degree: torch.Tensor) -> torch.Tensor:
+        hn = self.norm(h)
+        messages = self.edge_mlp(torch.cat([hn[src], hn[dst], edge_feats], dim=-1))
+        agg = torch.zeros_like(h).index_add_(0, dst, messages) * inv_degree
+        return h + self.node_mlp(torch.cat([hn, agg], dim=-1))
+
+
+class Graph:
+    """Edges of a batch, built once and reused by every denoising step of the sampler."""
+
+    def __init__(self, num_atoms: torch.Tensor):
+        self.num_atoms = num_atoms
+        self.batch = torch.repeat_interleave(torch.arange(len(num_atoms), device=num_atoms.device), num_atoms)
+        self.src, self.dst, self.edge_crystal = fully_connected_edges(num_atoms)
+        self.inv_degree = (1.0 / num_atoms.float())[self.batch].unsqueeze(-1)
+        self.inv_count = (1.0 / num_atoms.float()).unsqueeze(-1)
+
+
+class CSPNet(nn.Module):
+    """Denoiser: (types, F_t, L_t, t, text) -> (lattice noise, coordinate score, type logits)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        h = cfg.hidden
+        self.type_embedding = nn.Embedding(NUM_CLASSES, h)
+        in_dim = h + cfg.time_dim
+        if cfg.use_text:
+            self.text_proj = nn.Linear(cfg.text_dim, cfg.text_hidden)
+            self.null_text = nn.Parameter(torch.zeros(cfg.text_dim))  # "no text" for guidance
+            in_dim += cfg.text_hidden
+        self.input = nn.Linear(in_dim, h)
+        edge_extra = 9 + 6 * cfg.num_freqs
+        self.layers = nn.ModuleList([CSPLayer(h, edge_extra) for _ in range(cfg.layers)])
+        self.final_norm = nn.LayerNorm(h)
+        self.coord_out = nn.Linear(h, 3, bias=False)
+        self.lattice_out = nn.Linear(h, 9, bias=False)
+        self.type_out = nn.Linear(h, MAX_Z)
+
+    def forward(
+        self,
+        type_classes: torch.Tensor,
+        frac: torch.Tensor,
+        lattices: torch.Tensor,
+        t: torch.Tensor,
+        graph: Graph,
+        text_emb: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """t is per crystal (B,); text_emb (B, text_dim), rows of NaN mean 'no text' (guidance)."""
+        parts = [self.type_embedding(type_classes), sinusoidal_embedding(t, self.cfg.time_dim)[graph.batch]]
+        if self.cfg.use_text:
+            if text_emb is None:
+                text_emb = self.null_text.expand(len(t), -1)
+            else:
+                missing = torch.isnan(text_emb).any(-1, keepdim=True)
+                text_emb = torch.where(missing, self.null_text.expand_as(text_emb), text_emb)
+            parts.append(self.text_proj(text_emb)[graph.batch])
+        h = self.input(torch.cat(parts, dim=-1))
+        ips = (lattices @ lattices.transpose(-1, -2)).flatten(1)  # (B, 9), rotation invariant
+        edge_feats = torch.cat([ips[graph.edge_crystal], fourier_features(frac[graph.dst] - frac[graph.src], self.cfg.num_freqs)], dim=-1)
+        for layer in self.layers:
+            h = layer(h, edge_feats, graph.src, graph.dst, graph.inv_degree)
+        h = self.final_norm(h)
+        pooled = torch.zeros(len(t), h.shape[-1], device=h.device, dtype=h.dtype).index_add_(0, graph.batch, h) * graph.inv_count
+        lattice_eps = self.lattice_out(pooled).view(-1, 3, 3) @ lattices
+        return lattice_eps, self.coord_out(h), self.type_out(h)

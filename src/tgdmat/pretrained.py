@@ -1,0 +1,107 @@
+"""Model checkpoints: safetensors weights plus metadata (config, text encoder, training facts).
+
+Shipped checkpoints live in ``tgdmat/checkpoints/<name>.safetensors`` with a model card
+``<name>.md``. Loading never unpickles: safetensors holds only tensors and strings.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import Config
+from .text.encoder import EncoderSpec
+
+FORMAT = "tgdmat-checkpoint-v1"
+CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
+DEFAULT_MODEL = "perov_5"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt, foreign or mismatched (one clear line)."""
+
+
+@dataclass
+class ModelInfo:
+    """What a checkpoint knows about its training data, used to judge prompts."""
+
+    dataset: str = ""
+    num_atoms_hist: dict[int, int] = field(default_factory=dict)  # atoms per cell -> count in training
+    elements: list[str] = field(default_factory=list)  # elements seen in training
+    train: dict = field(default_factory=dict)  # how it was trained (command, time, hardware, epochs)
+
+    def to_json(self) -> str:
+        return json.dumps({"dataset": self.dataset, "num_atoms_hist": self.num_atoms_hist, "elements": self.elements, "train": self.train})
+
+    @staticmethod
+    def from_json(text: str) -> "ModelInfo":
+        d = json.loads(text)
+        return ModelInfo(d.get("dataset", ""), {int(k): int(v) for k, v in d.get("num_atoms_hist", {}).items()}, d.get("elements", []), d.get("train", {}))
+
+
+def encoder_spec(cfg: Config) -> EncoderSpec:
+    return EncoderSpec(cfg.data.text_encoder, cfg.data.pooling, cfg.data.max_length)
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: Config, info: ModelInfo) -> None:
+    """Write weights and metadata atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "config": json.dumps(cfg.to_dict()), "encoder": encoder_spec(cfg).key, "info": info.to_json()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(state, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def resolve_checkpoint(name_or_path: str | None) -> Path:
+    """A shipped model name (e.g. 'perov_5') or a path to a .safetensors file."""
+    name_or_path = name_or_path or DEFAULT_MODEL
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    shipped = CHECKPOINT_DIR / f"{name_or_path}.safetensors"
+    if shipped.exists():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in CHECKPOINT_DIR.glob("*.safetensors"))) or "none"
+    raise CheckpointError(f"checkpoint {name_or_path!r} not found (shipped models: {names})")
+
+
+def load_checkpoint(name_or_path: str | None = None, device: str | torch.device = "cpu"):
+    """(model in eval mode, config, ModelInfo) from a shipped name or a safetensors path."""
+    from safetensors import safe_open
+
+    from .diffusion.joint import TGDMat
+
+    path = resolve_checkpoint(name_or_path)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            if meta.get("format") != FORMAT:
+                raise CheckpointError(f"{path}: not a tgdmat checkpoint (format {meta.get('format')!r})")
+            state = {k: fh.get_tensor(k) for k in fh.keys()}
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+    cfg = Config.from_dict(json.loads(meta["config"]))
+    if encoder_spec(cfg).key != meta.get("encoder"):
+        raise CheckpointError(f"{path}: inconsistent text-encoder metadata")
+    model = TGDMat(cfg)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the stored config ({str(exc).splitlines()[0][:120]})") from None
+    return model.to(device).eval(), cfg, ModelInfo.from_json(meta.get("info", "{}"))
+
+
+def check_encoder(cfg: Config, spec: EncoderSpec) -> None:
+    """Refuse to condition a model on embeddings from a different text encoder."""
+    want = encoder_spec(cfg)
+    if want.key != spec.key:
+        raise CheckpointError(f"this model was trained with text encoder {want.key!r}, not {spec.key!r}")

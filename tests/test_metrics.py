@@ -1,0 +1,165 @@
+"""Known-answer tests of tgdmat.metrics: matching, validity, coverage, property distances,
+prompt adherence and (slow, optional) the CHGNet stability proxy."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from tgdmat.metrics import (
+    COV_CUTOFFS,
+    adherence,
+    composition_valid,
+    coverage,
+    fingerprints,
+    match_rate_rmse,
+    match_rate_rmse_k,
+    property_distances,
+    structure_valid,
+    validity,
+)
+from tgdmat.text.prompts import PromptFields
+
+
+def rocksalt(a: float = 5.64) -> Structure:
+    """Conventional rock-salt NaCl (8 atoms)."""
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def cscl_nacl(a: float = 3.3) -> Structure:
+    """NaCl in the CsCl structure (2 atoms): same composition, different structure."""
+    return Structure(Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def srtio3(a: float = 3.905) -> Structure:
+    """Cubic perovskite SrTiO3, Pm-3m."""
+    return Structure(Lattice.cubic(a), ["Sr", "Ti", "O", "O", "O"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+
+
+def diamond() -> Structure:
+    """Diamond carbon (2-atom primitive cell)."""
+    return Structure(Lattice.from_parameters(2.52, 2.52, 2.52, 60, 60, 60), ["C", "C"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+
+
+def perturbed(s: Structure, sigma: float = 0.05, seed: int = 0) -> Structure:
+    """A copy with every atom displaced by a random vector of length ``sigma`` Angstrom."""
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=(len(s), 3))
+    v *= sigma / np.linalg.norm(v, axis=1, keepdims=True)
+    return Structure(s.lattice, s.species, s.cart_coords + v, coords_are_cartesian=True)
+
+
+# ------------------------------------------------------------------ matching
+def test_identical_structures_match_with_zero_rmse():
+    """Identical prediction and target: all matched, RMSE 0."""
+    out = match_rate_rmse([rocksalt(), srtio3()], [rocksalt(), srtio3()], workers=1)
+    assert out["match_rate"] == 1.0 and out["matched"] == 2 and out["n"] == 2
+    assert out["rmse"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_perturbed_copy_matches_with_small_rmse_and_pool_agrees():
+    """A 0.05 A perturbation still matches with 0 < RMSE; the process pool gives the same answer."""
+    preds, targets = [perturbed(rocksalt()), perturbed(srtio3(), seed=1)], [rocksalt(), srtio3()]
+    out = match_rate_rmse(preds, targets, workers=1)
+    assert out["match_rate"] == 1.0
+    assert 0.0 < out["rmse"] < 0.05
+    pooled = match_rate_rmse(preds, targets, workers=2)
+    assert pooled == pytest.approx(out)
+
+
+def test_different_structure_none_and_other_composition_do_not_match():
+    """CsCl-type vs rock-salt NaCl, a None and another composition: nothing matches, RMSE nan."""
+    out = match_rate_rmse([cscl_nacl(), None, srtio3()], [rocksalt(), rocksalt(), rocksalt()], workers=1)
+    assert out["match_rate"] == 0.0 and out["matched"] == 0 and out["n"] == 3
+    assert math.isnan(out["rmse"])
+
+
+def test_structurally_invalid_prediction_does_not_match():
+    """An invalid prediction is skipped even when it equals its target (CDVAE/DiffCSP)."""
+    bad = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.03, 0, 0]])  # 0.17 A apart
+    target = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.03, 0, 0]])
+    assert match_rate_rmse([bad], [target], workers=1)["matched"] == 0
+
+
+def test_best_of_k_picks_the_matching_sample():
+    """Best-of-k: matched if any sample matches; RMSE is the smallest among matched samples."""
+    targets = [rocksalt(), srtio3()]
+    preds_k = [[cscl_nacl(), None, perturbed(rocksalt(), 0.02)], [None, cscl_nacl()]]
+    out = match_rate_rmse_k(preds_k, targets, workers=1)
+    assert out["match_rate"] == 0.5 and out["matched"] == 1 and out["k"] == 3
+    single = match_rate_rmse([perturbed(rocksalt(), 0.02)], [rocksalt()], workers=1)
+    assert out["rmse"] == pytest.approx(single["rmse"])
+    # the minimum over matched samples is taken
+    two = match_rate_rmse_k([[perturbed(rocksalt(), 0.05), rocksalt()]], [rocksalt()], workers=1)
+    assert two["rmse"] == pytest.approx(0.0, abs=1e-6)
+
+
+# ------------------------------------------------------------------ validity
+def test_structure_validity():
+    """Rock salt is valid; atoms 0.3 A apart, or an atom 0.4 A from its own image, are not."""
+    assert structure_valid(rocksalt())
+    close = Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0.3 / 5.0, 0, 0]])
+    assert not structure_valid(close)
+    assert not structure_valid(Structure(Lattice.cubic(0.4), ["C"], [[0, 0, 0]]))  # atom vs its own image
+    assert structure_valid(Structure(Lattice.cubic(2.0), ["Po"], [[0, 0, 0]]))
+    assert not structure_valid(None)
+
+
+def test_composition_validity():
+    """SMACT: NaCl valid, NaCl2 invalid, pure carbon valid; validity() shares count None as invalid."""
+    assert composition_valid(rocksalt())
+    assert not composition_valid(Structure(Lattice.cubic(5.0), ["Na", "Cl", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0, 0]]))
+    assert composition_valid(diamond())
+    assert composition_valid(srtio3())
+    out = validity([rocksalt(), diamond(), None, cscl_nacl(0.5)])  # last: Na-Cl 0.43 A
+    assert out["struct_valid"] == 0.5 and out["comp_valid"] == 0.75 and out["valid"] == 0.5
+
+
+# ------------------------------------------------------------------ coverage and distances
+def test_coverage_of_a_set_against_itself_is_complete():
+    """A set covers itself (COV-R = COV-P = 1); a fingerprint-less generated entry lowers COV-P only."""
+    structs = [rocksalt(), srtio3(), diamond()]
+    fps = fingerprints(structs, workers=1)
+    assert fps.ok.all() and fps.struct.shape == (3, 61) and fps.comp.shape == (3, 132)
+    out = coverage(structs, structs, dataset="perov_5", gen_fps=fps, test_fps=fps)
+    assert out["cov_recall"] == 1.0 and out["cov_precision"] == 1.0
+    assert out["amsd_recall"] == pytest.approx(0.0, abs=1e-9)
+    # a None generated crystal has no fingerprint and counts against COV-P only
+    out = coverage([*structs, None], structs, dataset="mp_20", test_fps=fps, workers=1)
+    assert out["cov_recall"] == 1.0 and out["cov_precision"] == 0.75 and out["n_gen_fp_failed"] == 1
+    assert COV_CUTOFFS["mp_20"] == {"struc": 0.4, "comp": 10.0}
+
+
+def test_wasserstein_of_identical_sets_is_zero():
+    """Identical sets have zero property distances; 1 vs 3 elements gives 2."""
+    structs = [rocksalt(), srtio3(), diamond()]
+    out = property_distances(structs, structs)
+    assert out["wdist_density"] == pytest.approx(0.0) and out["wdist_num_elems"] == pytest.approx(0.0)
+    assert property_distances([diamond()], [srtio3()])["wdist_num_elems"] == pytest.approx(2.0)
+
+
+# ------------------------------------------------------------------ adherence
+def test_adherence_to_prompt_fields():
+    """Cubic SrTiO3 satisfies a SrTiO3/Pm-3m/cubic prompt fully and a hexagonal one never."""
+    s = srtio3()
+    good = PromptFields(formula="SrTiO3", elements=["Sr", "Ti", "O"], spacegroup_number=221, spacegroup_symbol="Pm-3m", crystal_system="cubic", num_atoms=5)
+    out = adherence([s, s], good)
+    assert out["all"] == 1.0 and out["formula"] == out["elements"] == out["spacegroup"] == out["crystal_system"] == out["num_atoms"] == 1.0
+    assert adherence([s], PromptFields(crystal_system="hexagonal"))["all"] == 0.0
+    assert adherence([s], PromptFields(spacegroup_symbol="Pm-3m"))["spacegroup"] == 1.0
+    mixed = adherence([s, None], PromptFields(formula="SrTiO3", crystal_system="hexagonal"))
+    assert mixed["formula"] == 0.5 and mixed["crystal_system"] == 0.0 and mixed["all"] == 0.0
+
+
+# ------------------------------------------------------------------ stability (optional)
+@pytest.mark.slow
+def test_chgnet_relaxation_keeps_srtio3():
+    """CHGNet keeps relaxed cubic SrTiO3 where it was, at a plausible energy per atom."""
+    pytest.importorskip("chgnet")
+    from tgdmat.metrics import relax_stability
+
+    out = relax_stability([srtio3()], steps=5)
+    assert out["stable_rate"] == 1.0 and out["n_failed"] == 0
+    assert -10.0 < out["energy_per_atom"][0] < -6.0
