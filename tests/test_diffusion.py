@@ -1,0 +1,93 @@
+"""The forward processes' marginals and reverse steps against their closed forms."""
+import math
+
+import torch
+
+from tgdmat.diffusion.coords import WrappedNormalCoords, score_norm, wrapped_normal_log_density, wrapped_normal_score
+from tgdmat.diffusion.joint import respaced_steps
+from tgdmat.diffusion.lattice import LatticeDDPM, cosine_alphas_cumprod
+from tgdmat.diffusion.types import MASK, AbsorbingTypes
+
+
+def test_cosine_schedule_is_monotone_from_one():
+    ab = cosine_alphas_cumprod(1000)
+    assert ab[0] == 1.0 and torch.all(ab[1:] < ab[:-1]) and ab[-1] < 1e-3
+
+
+def test_lattice_marginal_mean_and_variance():
+    ddpm = LatticeDDPM(1000)
+    g = torch.Generator().manual_seed(0)
+    l0 = torch.tensor([[4.0, 0, 0], [0.5, 5.0, 0], [0.2, 0.3, 6.0]])
+    n, t = 200_000, 400
+    lt = ddpm.noise(l0.expand(n, 3, 3), torch.full((n,), t), torch.randn(n, 3, 3, generator=g))
+    ab = float(ddpm.alphas_cumprod[t])
+    assert torch.allclose(lt.mean(0), math.sqrt(ab) * l0, atol=0.01)
+    assert torch.allclose(lt.var(0), torch.full((3, 3), 1 - ab), atol=0.01)
+
+
+def test_lattice_reverse_step_keeps_the_marginal():
+    """With the true noise, L_t -> L_s must land on q(L_s | L_0), also for skipped steps."""
+    ddpm = LatticeDDPM(1000)
+    g = torch.Generator().manual_seed(1)
+    l0 = torch.eye(3) * 5
+    n, t, s = 200_000, 700, 300
+    eps = torch.randn(n, 3, 3, generator=g)
+    lt = ddpm.noise(l0.expand(n, 3, 3), torch.full((n,), t), eps)
+    ls = ddpm.reverse_step(lt, eps, t, s, torch.randn(n, 3, 3, generator=g))
+    ab_s = float(ddpm.alphas_cumprod[s])
+    assert torch.allclose(ls.mean(0), math.sqrt(ab_s) * l0, atol=0.01)
+    assert torch.allclose(ls.var(0), torch.full((3, 3), 1 - ab_s), atol=0.01)
+    assert torch.allclose(ddpm.reverse_step(lt[:5], eps[:5], t, 0, torch.zeros(5, 3, 3)), l0.expand(5, 3, 3), atol=1e-4)
+
+
+def test_wrapped_normal_score_is_gradient_of_log_density():
+    x = torch.linspace(-0.7, 1.3, 41, dtype=torch.float64).requires_grad_(True)
+    for sigma in (0.01, 0.1, 0.5):
+        sig = torch.full_like(x, sigma)
+        (grad,) = torch.autograd.grad(wrapped_normal_log_density(x, sig).sum(), x)
+        assert torch.allclose(wrapped_normal_score(x.detach(), sig), grad, atol=1e-8, rtol=1e-6)
+
+
+def test_wrapped_normal_score_is_periodic_and_gaussian_for_small_sigma():
+    x = torch.tensor([0.01, 0.2, -0.3], dtype=torch.float64)
+    sig = torch.full_like(x, 0.3)
+    assert torch.allclose(wrapped_normal_score(x, sig), wrapped_normal_score(x + 1, sig))
+    small = torch.full_like(x, 0.005)
+    assert torch.allclose(wrapped_normal_score(x * 0.01, small), -(x * 0.01) / 0.005**2)
+    assert abs(score_norm(0.005) * 0.005**2 - 1) < 1e-3  # E[score^2] = 1/sigma^2 for a narrow normal
+
+
+def test_coordinate_target_has_unit_scale():
+    coords = WrappedNormalCoords(1000, 0.005, 0.5)
+    g = torch.Generator().manual_seed(0)
+    for t in (1, 500, 1000):
+        n = 100_000
+        f0 = torch.rand(n, 3, generator=g)
+        ft, target = coords.noise(f0, torch.full((n,), t), torch.randn(n, 3, generator=g))
+        assert ft.min() >= 0 and ft.max() < 1
+        assert abs(float((target**2).mean()) - 1) < 0.03
+
+
+def test_absorbing_mask_rate_and_reverse_unmasking():
+    types = AbsorbingTypes(1000)
+    g = torch.Generator().manual_seed(0)
+    n = 200_000
+    a0 = torch.randint(0, 100, (n,), generator=g)
+    for t in (1, 250, 900):
+        at, masked = types.noise(a0, torch.full((n,), t), torch.rand(n, generator=g))
+        assert abs(float(masked.float().mean()) - t / 1000) < 0.005
+        assert torch.equal(at[~masked], a0[~masked]) and torch.all(at[masked] == MASK)
+    a = torch.full((n,), MASK)
+    logits = torch.zeros(n, 100)
+    logits[:, 7] = 50.0
+    a = types.reverse_step(a, logits, 1000, 400, torch.rand(n, generator=g), torch.zeros(n, 100))
+    assert abs(float((a == MASK).float().mean()) - 0.4) < 0.005  # s / T still masked
+    assert torch.all(a[a != MASK] == 7)
+    a = types.reverse_step(a, logits, 400, 0, torch.rand(n, generator=g), torch.zeros(n, 100))
+    assert not bool((a == MASK).any())
+
+
+def test_respaced_steps_end_at_zero():
+    assert respaced_steps(1000, 1000) == list(range(1000, -1, -1))
+    ts = respaced_steps(1000, 50)
+    assert ts[0] == 1000 and ts[-1] == 0 and len(ts) == 51 and all(a > b for a, b in zip(ts, ts[1:]))

@@ -1,0 +1,59 @@
+"""Short prompts, free-text parsing and the offline text encoder."""
+import random
+
+import pytest
+import torch
+
+from tgdmat.text.encoder import EncoderError, TextEncoder
+from tgdmat.text.prompts import PromptError, normalize_prompt, parse_prompt, short_prompt, structure_fields
+
+
+def test_short_prompt_of_cubic_srtio3(srtio3):
+    fields = structure_fields(srtio3, {"heat_ref": 1.234567})
+    assert (fields.spacegroup_number, fields.spacegroup_symbol, fields.crystal_system) == (221, "Pm-3m", "cubic")
+    text = short_prompt(fields)
+    assert text.startswith("Below is a description of a bulk material. The chemical formula is SrTiO3.")
+    assert "The spacegroup number is 221." in text and "The crystal system is cubic." in text
+    assert "The formation energy per atom is 1.2346." in text and text.endswith("Generate the material:")
+
+
+def test_shuffled_prompts_vary_but_keep_template(srtio3):
+    fields = structure_fields(srtio3)
+    rng = random.Random(0)
+    variants = {short_prompt(fields, rng, keep=0.7) for _ in range(20)}
+    assert len(variants) > 5
+    assert all(v.startswith("Below is a description") and v.endswith("Generate the material:") for v in variants)
+
+
+def test_free_text_parsing():
+    f = parse_prompt("a cubic perovskite of SrTiO3 in space group Pm-3m")
+    assert (f.formula, f.spacegroup_number, f.crystal_system, f.elements) == ("SrTiO3", 221, "cubic", ["Sr", "Ti", "O"])
+    f = parse_prompt("carbon allotrope with 12 atoms, spacegroup number 194")
+    assert f.elements == ["C"] and f.num_atoms == 12 and f.crystal_system == "hexagonal"
+    text, fields = normalize_prompt("something shiny and hard")
+    assert text == "something shiny and hard" and fields.is_empty()
+
+
+@pytest.mark.parametrize("bad, message", [("", "empty"), ("   ", "empty"), ("1234 5678", "no words"), ("XyO3 perovskite", "unknown element 'Xy'"), ("x" * 5000, "characters"), ("NaCl space group 999", "1..230")])
+def test_bad_prompts_have_one_line_errors(bad, message):
+    with pytest.raises(PromptError, match=message) as err:
+        parse_prompt(bad)
+    assert "\n" not in str(err.value)
+
+
+def test_offline_encoder_is_deterministic_and_cached(tmp_path):
+    texts = ["cubic SrTiO3", "hexagonal GaTe", "cubic SrTiO3"]
+    enc = TextEncoder("minilm", cache_dir=tmp_path)
+    a = enc.encode(texts)
+    assert a.shape == (3, 384) and torch.equal(a[0], a[2]) and enc.encoded_count == 2
+    again = TextEncoder("minilm", cache_dir=tmp_path)
+    b = again.encode(texts)
+    assert again.encoded_count == 0 and torch.equal(a, b)  # the second run does no encoder work
+    fresh = TextEncoder("minilm").encode(texts[:1])
+    assert torch.allclose(fresh[0], a[0], atol=1e-5)
+
+
+def test_missing_encoder_names_both_options():
+    with pytest.raises(EncoderError, match="matscibert") as err:
+        TextEncoder("/nonexistent/model/path").encode(["x"])
+    assert "minilm" in str(err.value) and "\n" not in str(err.value)
