@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -36,6 +37,121 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-n", "--num-samples", type=int, default=None, help="number of structures")
+    p.add_argument("--steps", type=int, help="reverse diffusion steps (default: the model's)")
+    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", help="shipped model name (perov_5, carbon_24) or .safetensors path")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", default="results", help="output folder for CIFs, extxyz and summary")
+    p.add_argument("--allow-out-of-scope", action="store_true", help="sample even when the request is outside the training data (warns)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _report(rows: list[dict], out: str, text: str) -> None:
+    print(f"prompt seen by the model: {text}")
+    for r in rows:
+        valid = "valid" if r["struct_valid"] and r["comp_valid"] else ("invalid structure" if not r["struct_valid"] else "not charge-balanced")
+        print(f"  {r['file']}: {r['formula']} {r['spacegroup']} ({r['spacegroup_number']}), a,b,c = {r['a']:.3f} {r['b']:.3f} {r['c']:.3f}, {r['density']:.2f} g/cm3, {valid}")
+    print(f"wrote {len(rows)} CIFs, structures.extxyz, summary.json and summary.csv to {out}")
+
+
+def cmd_generate(args) -> int:
+    from .sample import Sampler, write_results
+
+    sampler = Sampler.load(args.checkpoint, args.device)
+    n = args.num_samples or 16
+    structures, text, _ = sampler.generate(
+        args.prompt, n, steps=args.steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
+        num_atoms=args.atoms, strict=not args.allow_out_of_scope, progress=not args.quiet,
+    )
+    meta = {"command": "generate", "prompt": args.prompt, "model_text": text, "checkpoint": args.checkpoint or "perov_5", "steps": args.steps or sampler.cfg.diffusion.sample_steps, "guidance": args.guidance, "seed": args.seed}
+    _report(write_results(structures, args.out, meta), args.out, text)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .sample import Sampler, write_results
+
+    sampler = Sampler.load(args.checkpoint, args.device)
+    n = args.num_samples or 1
+    structures, text, _ = sampler.predict(
+        args.formula, args.text, n, steps=args.steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
+        strict=not args.allow_out_of_scope, progress=not args.quiet,
+    )
+    meta = {"command": "predict", "formula": args.formula, "text": args.text, "model_text": text, "checkpoint": args.checkpoint or "perov_5", "steps": args.steps or sampler.cfg.diffusion.sample_steps, "guidance": args.guidance, "seed": args.seed}
+    _report(write_results(structures, args.out, meta), args.out, text)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_csp, evaluate_gen, markdown_table, write_json
+
+    if args.task == "csp":
+        result = evaluate_csp(args.checkpoint, args.split, args.limit, args.steps, args.k, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet)
+    else:
+        result = evaluate_gen(args.checkpoint, args.split, args.limit or 1000, args.steps, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, not args.no_coverage)
+    result["command"] = "tgdmat " + " ".join(sys.argv[1:])
+    if args.json:
+        write_json(result, args.json)
+    print(markdown_table([result]))
+    return 0
+
+
+def cmd_describe(args) -> int:
+    from .data import load_split
+    from .text.describe import describe_table, shipped_description_path
+
+    table = load_split(args.dataset, args.split, args.data_root)
+    out = args.out or shipped_description_path(args.dataset, args.split)
+    done = describe_table(table.ids, table.structures(), out, workers=args.workers, fast=not args.slow, limit=args.limit)
+    print(f"{len(done)} of {len(table)} {args.dataset}/{args.split} crystals described in {out}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .show import show_folder
+
+    reference = None
+    if args.reference:
+        from .data import load_split
+
+        dataset, _, split = args.reference.partition(":")
+        table = load_split(dataset, split or "train")
+        if args.reference_limit and len(table) > args.reference_limit:
+            table = table.subset(range(args.reference_limit))
+        reference = table.structures()
+    written = show_folder(args.folder, args.out, reference)
+    print(f"wrote {len(written)} pictures; overview: {written[0]}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    import torch
+
+    from .crystal import Crystal, structure_from_cif, structure_to_cif
+    from .data import load_split
+
+    table = load_split(args.dataset, args.split, args.data_root)
+    print(f"{args.dataset}/{args.split}: {len(table)} crystals, {int(table.crystals.num_atoms.sum())} atoms")
+    if args.check_roundtrip:
+        from tqdm import tqdm
+
+        structures = table.structures()
+        back = Crystal.from_structures([structure_from_cif(structure_to_cif(s)) for s in tqdm(structures, desc="CIF round trip", file=sys.stderr)])
+        c = table.crystals
+        d = (back.frac_coords - c.frac_coords).abs()
+        frac_err = float(torch.minimum(d, 1 - d).max())
+        lat_err = float((back.lattices - c.lattices).abs().max())
+        same_types = bool(torch.equal(back.atom_types, c.atom_types))
+        ok = same_types and frac_err < 1e-6 and lat_err < 1e-6
+        print(f"round trip CSV -> crystal -> CIF -> crystal: types equal {same_types}, max |dF| (mod 1) {frac_err:.2e}, max |dL| {lat_err:.2e} A: {'OK' if ok else 'FAILED'}")
+        return 0 if ok else 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tgdmat", description="Text-guided joint diffusion for crystal structures.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -51,6 +167,59 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-root", help="folder with the benchmark CSVs (default: $TGDMAT_DATA or ../shared/data)")
     t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config field")
     t.set_defaults(func=cmd_train)
+
+    g = sub.add_parser("generate", help="de novo crystals from a text prompt")
+    g.add_argument("prompt", help="e.g. 'a cubic perovskite SrTiO3 in space group Pm-3m'")
+    g.add_argument("--atoms", type=int, help="atoms per cell (default: from the formula or the training data)")
+    _sampling_args(g)
+    g.set_defaults(func=cmd_generate)
+
+    r = sub.add_parser("predict", help="crystal structure prediction for a composition")
+    r.add_argument("--formula", required=True, help="composition of the cell, e.g. SrTiO3 (5 atoms) or Sr2Ti2O6 (10)")
+    r.add_argument("--text", help="optional description to guide the prediction")
+    _sampling_args(r)
+    r.set_defaults(func=cmd_predict)
+
+    e = sub.add_parser("evaluate", help="benchmark metrics of a checkpoint on a split")
+    e.add_argument("--task", choices=["csp", "gen"], required=True)
+    e.add_argument("--checkpoint", help="shipped model name or .safetensors path")
+    e.add_argument("--split", default="test")
+    e.add_argument("--limit", type=int, help="csp: a fixed seeded subset of this many crystals; gen: number of samples (default 1000)")
+    e.add_argument("--steps", type=int)
+    e.add_argument("-k", type=int, default=1, help="csp: samples per crystal (best of k)")
+    e.add_argument("--guidance", type=float, default=1.0)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--workers", type=int, default=2)
+    e.add_argument("--data-root")
+    e.add_argument("--no-coverage", action="store_true", help="gen: skip COV-R/COV-P (slow fingerprints)")
+    e.add_argument("--json", help="write all metrics to this JSON file")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+
+    d = sub.add_parser("describe", help="Robocrystallographer long descriptions, cached and resumable")
+    d.add_argument("--dataset", required=True)
+    d.add_argument("--split", default="test")
+    d.add_argument("--out", help="cache file (.jsonl.gz); default: the package's shipped cache")
+    d.add_argument("--workers", type=int, default=2)
+    d.add_argument("--limit", type=int, help="describe at most this many new crystals in this run")
+    d.add_argument("--slow", action="store_true", help="robocrys' stock mineral matcher (same text, ~6x slower)")
+    d.add_argument("--data-root")
+    d.set_defaults(func=cmd_describe)
+
+    s = sub.add_parser("show", help="render the CIFs of a results folder to PNG")
+    s.add_argument("folder")
+    s.add_argument("--out", help="where to write the pictures (default: the folder)")
+    s.add_argument("--reference", help="DATASET[:SPLIT] to compare distributions with, e.g. perov_5:train")
+    s.add_argument("--reference-limit", type=int, default=2000)
+    s.set_defaults(func=cmd_show)
+
+    a = sub.add_parser("data", help="load (and cache) a split; --check-roundtrip verifies CIF round trips")
+    a.add_argument("--dataset", required=True)
+    a.add_argument("--split", default="test")
+    a.add_argument("--data-root")
+    a.add_argument("--check-roundtrip", action="store_true")
+    a.set_defaults(func=cmd_data)
     return p
 
 
@@ -62,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         print("tgdmat: interrupted", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
+        if os.environ.get("TGDMAT_DEBUG"):
+            raise
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"tgdmat: error: {msg}", file=sys.stderr)
         return 2

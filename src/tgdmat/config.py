@@ -36,6 +36,7 @@ class DiffusionConfig:
     csp_fraction: float = 0.5  # with task=both: share of crystals trained with types given
     text_dropout: float = 0.1  # classifier-free guidance: share of crystals trained without text
     step_lr: float = 1e-5  # Langevin corrector step size at sampling (DiffCSP: 5e-7 Perov-5, 1e-5 MP-20)
+    sample_steps: int = 1000  # default number of reverse steps at sampling (fewer: respaced)
 
 
 @dataclass

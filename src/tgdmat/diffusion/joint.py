@@ -122,8 +122,12 @@ class TGDMat(nn.Module):
         guidance: float = 1.0,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        allowed_types: torch.Tensor | None = None,
     ) -> Crystal:
-        """Crystals with the given numbers of atoms; CSP when ``atom_types`` (atomic numbers) is given."""
+        """Crystals with the given numbers of atoms; CSP when ``atom_types`` (atomic numbers) is given.
+
+        ``allowed_types`` (atomic numbers) restricts de novo types, e.g. to the training elements.
+        """
         d = self.cfg.diffusion
         dev = next(self.parameters()).device
         num_atoms = num_atoms.to(dev)
@@ -143,6 +147,10 @@ class TGDMat(nn.Module):
         f = rand(N, 3)
         csp = atom_types is not None
         a = to_classes(atom_types.to(dev)) if csp else torch.full((N,), MASK, device=dev, dtype=torch.long)
+        type_bias = None
+        if allowed_types is not None:
+            type_bias = torch.full((self.net.type_out.out_features,), float("-inf"), device=dev)
+            type_bias[to_classes(allowed_types.to(dev))] = 0.0
         ts = respaced_steps(d.timesteps, steps or d.timesteps)
         pairs = list(zip(ts[:-1], ts[1:]))
         if progress:
@@ -158,6 +166,8 @@ class TGDMat(nn.Module):
             l = self.lattice.reverse_step(l, eps_hat, t, s, randn(B, 3, 3))
             f = self.coords.predictor(f, self.coords.score(score_hat, t), t, s, randn(N, 3))
             if not csp:
+                if type_bias is not None:
+                    logits = logits + type_bias
                 gumbel = -torch.log(-torch.log(rand(N, logits.shape[-1]).clamp(1e-20, 1.0)))
                 a = self.types.reverse_step(a, logits, t, s, rand(N), gumbel)
         if not csp and bool((a == MASK).any()):  # cannot happen when the last step reaches 0

@@ -94,6 +94,24 @@ def _combos(states: list[np.ndarray]) -> Iterable[np.ndarray]:
             yield np.concatenate([np.full((len(block), 1), first, dtype=block.dtype), block], axis=1)
 
 
+def _neutral_and_ordered(states: list[np.ndarray], counts: Sequence[int], enegs: Sequence[float]) -> bool:
+    """Is there an assignment that is charge neutral with every cation less electronegative than
+    every anion? Exact, without enumerating assignments: for each candidate anion threshold tau
+    (an electronegativity, or +inf), elements below tau may take states >= 0 and the others
+    states <= 0; a set of reachable charge sums then decides neutrality (a subset-sum walk)."""
+    for tau in sorted(set(enegs)) + [math.inf]:
+        reachable = {0}
+        for st, count, e in zip(states, counts, enegs):
+            allowed = {int(x) * int(count) for x in st if (x >= 0 if e < tau else x <= 0)}
+            if not allowed:
+                reachable = set()
+                break
+            reachable = {r + a for r in reachable for a in allowed}
+        if 0 in reachable:
+            return True
+    return False
+
+
 @lru_cache(maxsize=None)
 def smact_valid(elements: tuple[str, ...], counts: tuple[int, ...]) -> bool:
     """CDVAE's ``smact_validity`` on (symbols, gcd-reduced counts): some assignment of SMACT
@@ -110,6 +128,8 @@ def smact_valid(elements: tuple[str, ...], counts: tuple[int, ...]) -> bool:
         return False
     enegs = [smact.Element(el).pauling_eneg for el in elements]
     has_none = any(e is None for e in enegs)
+    if not has_none:
+        return _neutral_and_ordered(states, counts, enegs)
     counts_arr = np.asarray(counts, dtype=np.int64)
     e = np.asarray([np.nan if x is None else x for x in enegs], dtype=float)
     for block in _combos(states):

@@ -1,0 +1,175 @@
+"""Evaluate a checkpoint on a benchmark split: CSP match rate / RMSE, or generation metrics.
+
+``evaluate_csp`` predicts every test crystal from its composition (and, for text models, its
+canonical short prompt) and matches it with StructureMatcher. ``evaluate_gen`` samples de novo
+crystals conditioned on test prompts (number of atoms from the test crystal for every model) and
+reports validity, coverage, property distances and prompt adherence.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .crystal import atomic_write_text
+from .data import cache_root, load_split, protocol_name
+from .data.csv import CrystalTable
+from .sample import Sampler
+from .text.prompts import short_prompt
+
+
+def eval_subset(table: CrystalTable, limit: int | None, seed: int = 0) -> CrystalTable:
+    """A fixed, seeded subset of ``limit`` crystals (all when limit is None)."""
+    if not limit or limit >= len(table):
+        return table
+    perm = torch.randperm(len(table), generator=torch.Generator().manual_seed(seed))[:limit]
+    return table.subset(sorted(perm.tolist()))
+
+
+def _prompt_embeddings(sampler: Sampler, table: CrystalTable) -> torch.Tensor | None:
+    return sampler.embed([short_prompt(f) for f in table.fields]) if sampler.uses_text else None
+
+
+def _sample_batches(sampler: Sampler, table: CrystalTable, csp: bool, steps: int, guidance: float, seed: int, batch_size: int, progress: bool):
+    """One sample per crystal of ``table`` (same atoms per cell; same types for CSP)."""
+    emb = _prompt_embeddings(sampler, table)
+    gen = torch.Generator().manual_seed(seed)
+    allowed = None if csp else sampler.allowed_types()
+    out = []
+    n = len(table)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n, desc=f"{'csp' if csp else 'gen'} sampling ({steps} steps)", file=sys.stderr, mininterval=1.0)
+    for start in range(0, n, batch_size):
+        idx = list(range(start, min(start + batch_size, n)))
+        sub = table.crystals.select(idx)
+        crystals = sampler.model.sample(
+            sub.num_atoms,
+            emb[idx] if emb is not None else None,
+            sub.atom_types if csp else None,
+            steps=steps,
+            guidance=guidance,
+            generator=gen,
+            allowed_types=allowed,
+        )
+        out.extend(crystals.to_structures())
+        if bar is not None:
+            bar.update(len(idx))
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def evaluate_csp(checkpoint: str | None = None, split: str = "test", limit: int | None = None, steps: int | None = None, k: int = 1, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True) -> dict:
+    """Match rate and RMSE of CSP on a split (best of ``k`` samples when k > 1)."""
+    from .metrics import match_rate_rmse, match_rate_rmse_k
+
+    sampler = Sampler.load(checkpoint)
+    cfg = sampler.cfg
+    steps = steps or cfg.diffusion.sample_steps
+    table = eval_subset(load_split(cfg.data.dataset, split, data_root or cfg.data.data_root), limit)
+    targets = table.structures()
+    t0 = time.time()
+    samples = [_sample_batches(sampler, table, True, steps, guidance, seed + j, batch_size, progress) for j in range(k)]
+    seconds = time.time() - t0
+    if k == 1:
+        metrics = match_rate_rmse(samples[0], targets, workers=workers, progress=progress)
+    else:
+        metrics = match_rate_rmse_k([list(x) for x in zip(*samples)], targets, workers=workers, progress=progress)
+    return {
+        "task": "csp", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset), "split": split,
+        "checkpoint": str(checkpoint), "text": cfg.model.use_text, "n": len(table), "k": k, "steps": steps,
+        "guidance": guidance, "seed": seed, "sampling_seconds": round(seconds, 1),
+        "crystals_per_second": round(k * len(table) / seconds, 3), **metrics,
+    }
+
+
+def test_fingerprints(table: CrystalTable, workers: int, progress: bool):
+    """Fingerprints of a reference table, cached on disk by its ids and coordinates."""
+    import hashlib
+
+    from .metrics.coverage import Fingerprints, fingerprints
+
+    h = hashlib.sha256(json.dumps(table.ids).encode() + table.crystals.frac_coords.numpy().tobytes()).hexdigest()[:20]
+    path = cache_root() / "fingerprints" / f"{h}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as d:
+            return Fingerprints(d["struct"], d["comp"], d["ok"])
+    fps = fingerprints(table.structures(), workers=workers, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, struct=fps.struct, comp=fps.comp, ok=fps.ok)
+    tmp.replace(path)
+    return fps
+
+
+def per_sample_adherence(structures: list, table: CrystalTable) -> dict:
+    """Share of samples matching each field of the prompt they were conditioned on."""
+    from .metrics import adherence
+
+    keys = ("formula", "elements", "spacegroup", "crystal_system", "num_atoms", "all")
+    sums = {k: 0.0 for k in keys}
+    for s, fields in zip(structures, table.fields):
+        res = adherence([s], fields)
+        for k in keys:
+            sums[k] += res.get(k, 0.0)
+    return {f"adherence_{k}": round(v / max(len(structures), 1), 4) for k, v in sums.items()}
+
+
+def evaluate_gen(checkpoint: str | None = None, split: str = "test", num_samples: int = 1000, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, coverage_metrics: bool = True) -> dict:
+    """De novo generation conditioned on ``num_samples`` test prompts; CDVAE metrics + adherence."""
+    from .metrics import coverage, property_distances, validity
+
+    sampler = Sampler.load(checkpoint)
+    cfg = sampler.cfg
+    steps = steps or cfg.diffusion.sample_steps
+    full = load_split(cfg.data.dataset, split, data_root or cfg.data.data_root)
+    conditions = eval_subset(full, num_samples, seed)
+    t0 = time.time()
+    generated = _sample_batches(sampler, conditions, False, steps, guidance, seed, batch_size, progress)
+    seconds = time.time() - t0
+    result = {
+        "task": "gen", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset), "split": split,
+        "checkpoint": str(checkpoint), "text": cfg.model.use_text, "n": len(generated), "steps": steps,
+        "guidance": guidance, "seed": seed, "sampling_seconds": round(seconds, 1),
+        "crystals_per_second": round(len(generated) / seconds, 3),
+    }
+    result.update(validity(generated))
+    result.update(property_distances(generated, full.structures()))
+    if coverage_metrics:
+        cov = coverage(generated, None, dataset=cfg.data.dataset, workers=workers, progress=progress, valid_only=True, test_fps=test_fingerprints(full, workers, progress))
+        result.update({k: cov[k] for k in ("cov_recall", "cov_precision", "n_gen_fp_failed")})
+    result.update(per_sample_adherence(generated, conditions))
+    return result
+
+
+def markdown_table(results: list[dict]) -> str:
+    """A Markdown table of evaluation results (CSP and generation columns as present)."""
+    cols = [
+        ("dataset", "dataset"), ("protocol", "protocol"), ("task", "task"), ("text", "text"), ("n", "n"), ("k", "k"), ("steps", "steps"),
+        ("match_rate", "match rate"), ("rmse", "RMSE"), ("struct_valid", "struct. valid"), ("comp_valid", "comp. valid"),
+        ("cov_recall", "COV-R"), ("cov_precision", "COV-P"), ("wdist_density", "W(density)"), ("wdist_num_elems", "W(#elem)"),
+        ("adherence_all", "prompt adherence"), ("crystals_per_second", "crystals/s"),
+    ]
+    cols = [(k, h) for k, h in cols if any(k in r for r in results)]
+    lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
+    for r in results:
+        cells = []
+        for k, _ in cols:
+            v = r.get(k, "")
+            if isinstance(v, float):
+                v = "nan" if math.isnan(v) else (f"{100 * v:.2f}%" if k in ("match_rate", "struct_valid", "comp_valid", "cov_recall", "cov_precision", "adherence_all") else f"{v:.4g}")
+            cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_json(result: dict | list, path: str | Path) -> None:
+    atomic_write_text(path, json.dumps(result, indent=2))
