@@ -91,3 +91,12 @@ def test_respaced_steps_end_at_zero():
     assert respaced_steps(1000, 1000) == list(range(1000, -1, -1))
     ts = respaced_steps(1000, 50)
     assert ts[0] == 1000 and ts[-1] == 0 and len(ts) == 51 and all(a > b for a, b in zip(ts, ts[1:]))
+
+
+def test_vectorised_score_norms_match_quadrature():
+    from tgdmat.diffusion.coords import score_norms, sigma_schedule
+
+    sig = sigma_schedule(1000, 0.005, 0.5)[1:]
+    fast = score_norms(sig)
+    for i in (0, 400, 700, 850, 999):
+        assert abs(float(fast[i]) / score_norm(float(sig[i])) - 1) < 1e-6

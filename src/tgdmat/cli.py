@@ -62,7 +62,7 @@ def cmd_generate(args) -> int:
     from .sample import Sampler, write_results
 
     sampler = Sampler.load(args.checkpoint, args.device)
-    n = args.num_samples or 16
+    n = 16 if args.num_samples is None else args.num_samples
     structures, text, _ = sampler.generate(
         args.prompt, n, steps=args.steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
         num_atoms=args.atoms, strict=not args.allow_out_of_scope, progress=not args.quiet,
@@ -76,7 +76,7 @@ def cmd_predict(args) -> int:
     from .sample import Sampler, write_results
 
     sampler = Sampler.load(args.checkpoint, args.device)
-    n = args.num_samples or 1
+    n = 1 if args.num_samples is None else args.num_samples
     structures, text, _ = sampler.predict(
         args.formula, args.text, n, steps=args.steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
         strict=not args.allow_out_of_scope, progress=not args.quiet,
@@ -152,6 +152,42 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_speed(args) -> int:
+    import json
+
+    from .benchmark import markdown_rows, speed_sample, speed_train
+    from .evaluate import write_json
+
+    if args.what == "train":
+        rows = speed_train(args.dataset, tuple(args.hidden), seconds=args.seconds, threads=args.threads)
+    else:
+        rows = speed_sample(args.checkpoint, tuple(args.steps), n=args.n, match_limit=args.match_limit)
+    if args.json:
+        write_json({"command": "tgdmat " + " ".join(sys.argv[1:]), "rows": rows}, args.json)
+    print(markdown_rows(rows))
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from pathlib import Path
+
+    from .benchmark import results_block, replace_readme_block
+    from .evaluate import evaluate_csp, evaluate_gen, write_json
+
+    results = []
+    for ckpt in args.checkpoints:
+        results.append(evaluate_csp(ckpt, limit=args.csp_limit, steps=args.steps, progress=not args.quiet))
+        results.append(evaluate_gen(ckpt, num_samples=args.gen_samples, steps=args.steps, progress=not args.quiet))
+    command = "tgdmat " + " ".join(sys.argv[1:])
+    write_json({"command": command, "results": results}, args.json)
+    block = results_block(results, command)
+    print(block)
+    if args.readme:
+        replace_readme_block(Path(args.readme), block)
+        print(f"updated {args.readme}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tgdmat", description="Text-guided joint diffusion for crystal structures.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -220,6 +256,29 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--data-root")
     a.add_argument("--check-roundtrip", action="store_true")
     a.set_defaults(func=cmd_data)
+
+    v = sub.add_parser("speed", help="throughput and peak memory of training or sampling")
+    v.add_argument("what", choices=["train", "sample"])
+    v.add_argument("--dataset", default="perov_5")
+    v.add_argument("--hidden", type=int, nargs="+", default=[128, 256, 512])
+    v.add_argument("--seconds", type=float, default=20.0, help="train: seconds timed per configuration")
+    v.add_argument("--threads", type=int, default=2)
+    v.add_argument("--checkpoint", help="sample: shipped model name or path")
+    v.add_argument("--steps", type=int, nargs="+", default=[1000, 300, 100])
+    v.add_argument("-n", type=int, default=256, help="sample: crystals timed per step count")
+    v.add_argument("--match-limit", type=int, default=500, help="sample: test crystals for the match rate per step count (0: skip)")
+    v.add_argument("--json")
+    v.set_defaults(func=cmd_speed)
+
+    b = sub.add_parser("benchmark", help="evaluate checkpoints on CSP and generation; rewrite the README results table")
+    b.add_argument("--checkpoints", nargs="+", default=["perov_5", "carbon_24"])
+    b.add_argument("--csp-limit", type=int, help="CSP on a fixed seeded subset of the test set (default: all)")
+    b.add_argument("--gen-samples", type=int, default=1000)
+    b.add_argument("--steps", type=int, help="sampling steps (default: each model's)")
+    b.add_argument("--json", default="results/benchmark.json")
+    b.add_argument("--readme", help="README to update between the results markers")
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(func=cmd_benchmark)
     return p
 
 

@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +83,6 @@ class Sampler:
             message = "; ".join(problems)
             if strict:
                 raise ScopeError(message + " (use --allow-out-of-scope to sample anyway)")
-            warnings.warn(message, stacklevel=2)
             print(f"tgdmat: warning: {message}", file=sys.stderr)
 
     def atoms_for(self, fields: PromptFields, n: int, generator: torch.Generator) -> list[int]:

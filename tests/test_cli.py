@@ -1,0 +1,85 @@
+"""The command line as a user meets it: outputs, exit codes and one-line errors."""
+import json
+
+import pytest
+import torch
+
+from tgdmat.cli import main
+from tgdmat.config import Config, DataConfig, DiffusionConfig, ModelConfig
+from tgdmat.diffusion.joint import TGDMat
+from tgdmat.pretrained import ModelInfo, save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """An untrained text model with perov-like training facts (outputs are not physical)."""
+    torch.manual_seed(0)
+    cfg = Config(model=ModelConfig(hidden=32, layers=1, num_freqs=4, time_dim=16, text_hidden=8), diffusion=DiffusionConfig(step_lr=0.0, sample_steps=5), data=DataConfig(dataset="perov_5"))
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, TGDMat(cfg), cfg, ModelInfo("perov_5", {5: 100}, ["O", "N", "F", "Sr", "Ti", "Ba"], {}))
+    return str(path)
+
+
+def test_generate_writes_cifs_extxyz_and_summary(tiny_checkpoint, tmp_path, capsys):
+    from ase.io import read
+    from pymatgen.core import Structure
+
+    out = tmp_path / "gen"
+    assert main(["generate", "cubic perovskite SrTiO3, space group Pm-3m", "-n", "3", "--checkpoint", tiny_checkpoint, "--out", str(out), "--quiet"]) == 0
+    cifs = sorted(out.glob("*.cif"))
+    assert len(cifs) == 3 and all(len(Structure.from_file(str(c))) == 5 for c in cifs)
+    assert len(read(out / "structures.extxyz", index=":")) == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model_text"].startswith("Below is a description") and "SrTiO3" in summary["model_text"]
+    assert {"formula", "spacegroup", "density", "struct_valid", "comp_valid"} <= set(summary["structures"][0])
+    assert (out / "summary.csv").read_text().startswith("file,formula")
+    assert "prompt seen by the model" in capsys.readouterr().out
+
+
+def test_predict_keeps_the_composition(tiny_checkpoint, tmp_path):
+    out = tmp_path / "pred"
+    assert main(["predict", "--formula", "SrTiO3", "-n", "2", "--checkpoint", tiny_checkpoint, "--out", str(out), "--quiet"]) == 0
+    rows = json.loads((out / "summary.json").read_text())["structures"]
+    assert [r["formula"] for r in rows] == ["SrTiO3", "SrTiO3"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", ""], "empty"),
+        (["generate", "XyO3 perovskite"], "unknown element 'Xy'"),
+        (["generate", "SrTiO3 with 30 atoms"], "30 atoms per cell is outside"),
+        (["generate", "UO2 fluorite"], "never appear"),
+        (["generate", "SrTiO3 with 400 atoms"], "too many"),
+        (["predict", "--formula", "Qq2O"], "unknown element"),
+        (["predict", "--formula", "cubic"], "not a chemical formula"),
+        (["generate", "SrTiO3", "-n", "0"], "number of samples"),
+    ],
+)
+def test_bad_input_one_line_error(tiny_checkpoint, tmp_path, capsys, argv, message):
+    code = main(argv + ["--checkpoint", tiny_checkpoint, "--out", str(tmp_path / "x"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("tgdmat: error:") and message in err[0]
+    assert not (tmp_path / "x").exists()
+
+
+def test_out_of_scope_can_be_forced_with_a_warning(tiny_checkpoint, tmp_path, capsys):
+    code = main(["generate", "SrTiO3 with 10 atoms", "-n", "1", "--checkpoint", tiny_checkpoint, "--out", str(tmp_path / "y"), "--quiet", "--allow-out-of-scope"])
+    assert code == 0 and "warning" in capsys.readouterr().err
+
+
+def test_bad_checkpoints(tmp_path, capsys):
+    corrupt = tmp_path / "c.safetensors"
+    corrupt.write_bytes(b"\x00garbage")
+    for ckpt, message in [(str(corrupt), "unreadable checkpoint"), ("missing_model", "not found")]:
+        assert main(["generate", "SrTiO3", "--checkpoint", ckpt, "--out", str(tmp_path / "z")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
+
+
+def test_evaluate_csp_small_sample(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--task", "csp", "--checkpoint", tiny_checkpoint, "--limit", "8", "--steps", "5", "--workers", "1", "--json", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert result["n"] == 8 and 0.0 <= result["match_rate"] <= 1.0 and result["protocol"] == "shared-data"
+    assert "| match rate |" in capsys.readouterr().out
