@@ -90,7 +90,7 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_csp, evaluate_gen, markdown_table, write_json
 
     if args.task == "csp":
-        result = evaluate_csp(args.checkpoint, args.split, args.limit, args.steps, args.k, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet)
+        result = evaluate_csp(args.checkpoint, args.split, args.limit, args.steps, args.k, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, args.step_lr)
     else:
         result = evaluate_gen(args.checkpoint, args.split, args.limit or 1000, args.steps, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, not args.no_coverage)
     result["command"] = "tgdmat " + " ".join(sys.argv[1:])
@@ -174,17 +174,36 @@ def cmd_benchmark(args) -> int:
     from .benchmark import results_block, replace_readme_block
     from .evaluate import evaluate_csp, evaluate_gen, write_json
 
-    results = []
+    import json
+
+    results, commands = [], []
+    if args.append and Path(args.json).exists():
+        previous = json.loads(Path(args.json).read_text())
+        results, commands = previous["results"], previous["commands"]
     for ckpt in args.checkpoints:
         results.append(evaluate_csp(ckpt, limit=args.csp_limit, steps=args.steps, progress=not args.quiet))
         results.append(evaluate_gen(ckpt, num_samples=args.gen_samples, steps=args.steps, progress=not args.quiet))
-    command = "tgdmat " + " ".join(sys.argv[1:])
-    write_json({"command": command, "results": results}, args.json)
-    block = results_block(results, command)
+    commands.append("tgdmat " + " ".join(sys.argv[1:]))
+    write_json({"commands": commands, "results": results}, args.json)
+    block = results_block(results, commands)
     print(block)
     if args.readme:
         replace_readme_block(Path(args.readme), block)
         print(f"updated {args.readme}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .pretrained import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
+
+    model, cfg, info = load_checkpoint(args.checkpoint)
+    if args.sample_steps:
+        cfg.diffusion.sample_steps = args.sample_steps
+    if args.step_lr is not None:
+        cfg.diffusion.step_lr = args.step_lr
+    out = args.out or CHECKPOINT_DIR / f"{args.name}.safetensors"
+    save_checkpoint(out, model, cfg, info)
+    print(f"wrote {out} (sample_steps={cfg.diffusion.sample_steps}, step_lr={cfg.diffusion.step_lr})")
     return 0
 
 
@@ -224,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=int)
     e.add_argument("-k", type=int, default=1, help="csp: samples per crystal (best of k)")
     e.add_argument("--guidance", type=float, default=1.0)
+    e.add_argument("--step-lr", type=float, help="csp: Langevin corrector step size (0: predictor only; default: the model's)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--workers", type=int, default=2)
@@ -277,8 +297,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, help="sampling steps (default: each model's)")
     b.add_argument("--json", default="results/benchmark.json")
     b.add_argument("--readme", help="README to update between the results markers")
+    b.add_argument("--append", action="store_true", help="keep the results already in --json (e.g. another dataset run with other limits)")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_benchmark)
+
+    x = sub.add_parser("export", help="copy a trained checkpoint into the package (optionally with new sampling defaults)")
+    x.add_argument("checkpoint")
+    x.add_argument("--name", required=True, help="shipped model name, e.g. perov_5")
+    x.add_argument("--out", help="explicit output path instead of the package's checkpoints folder")
+    x.add_argument("--sample-steps", type=int)
+    x.add_argument("--step-lr", type=float)
+    x.set_defaults(func=cmd_export)
     return p
 
 

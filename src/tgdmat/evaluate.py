@@ -35,7 +35,7 @@ def _prompt_embeddings(sampler: Sampler, table: CrystalTable) -> torch.Tensor | 
     return sampler.embed([short_prompt(f) for f in table.fields]) if sampler.uses_text else None
 
 
-def _sample_batches(sampler: Sampler, table: CrystalTable, csp: bool, steps: int, guidance: float, seed: int, batch_size: int, progress: bool):
+def _sample_batches(sampler: Sampler, table: CrystalTable, csp: bool, steps: int, guidance: float, seed: int, batch_size: int, progress: bool, step_lr: float | None = None):
     """One sample per crystal of ``table`` (same atoms per cell; same types for CSP)."""
     emb = _prompt_embeddings(sampler, table)
     gen = torch.Generator().manual_seed(seed)
@@ -55,6 +55,7 @@ def _sample_batches(sampler: Sampler, table: CrystalTable, csp: bool, steps: int
             emb[idx] if emb is not None else None,
             sub.atom_types if csp else None,
             steps=steps,
+            step_lr=step_lr,
             guidance=guidance,
             generator=gen,
             allowed_types=allowed,
@@ -67,7 +68,7 @@ def _sample_batches(sampler: Sampler, table: CrystalTable, csp: bool, steps: int
     return out
 
 
-def evaluate_csp(checkpoint: str | None = None, split: str = "test", limit: int | None = None, steps: int | None = None, k: int = 1, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True) -> dict:
+def evaluate_csp(checkpoint: str | None = None, split: str = "test", limit: int | None = None, steps: int | None = None, k: int = 1, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, step_lr: float | None = None) -> dict:
     """Match rate and RMSE of CSP on a split (best of ``k`` samples when k > 1)."""
     from .metrics import match_rate_rmse, match_rate_rmse_k
 
@@ -77,7 +78,8 @@ def evaluate_csp(checkpoint: str | None = None, split: str = "test", limit: int 
     table = eval_subset(load_split(cfg.data.dataset, split, data_root or cfg.data.data_root), limit)
     targets = table.structures()
     t0 = time.time()
-    samples = [_sample_batches(sampler, table, True, steps, guidance, seed + j, batch_size, progress) for j in range(k)]
+    step_lr = cfg.diffusion.step_lr if step_lr is None else step_lr
+    samples = [_sample_batches(sampler, table, True, steps, guidance, seed + j, batch_size, progress, step_lr) for j in range(k)]
     seconds = time.time() - t0
     if k == 1:
         metrics = match_rate_rmse(samples[0], targets, workers=workers, progress=progress)
@@ -85,7 +87,7 @@ def evaluate_csp(checkpoint: str | None = None, split: str = "test", limit: int 
         metrics = match_rate_rmse_k([list(x) for x in zip(*samples)], targets, workers=workers, progress=progress)
     return {
         "task": "csp", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset), "split": split,
-        "checkpoint": str(checkpoint), "text": cfg.model.use_text, "n": len(table), "k": k, "steps": steps,
+        "checkpoint": str(checkpoint), "text": cfg.model.use_text, "n": len(table), "k": k, "steps": steps, "step_lr": step_lr,
         "guidance": guidance, "seed": seed, "sampling_seconds": round(seconds, 1),
         "crystals_per_second": round(k * len(table) / seconds, 3), **metrics,
     }
