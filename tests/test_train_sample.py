@@ -20,23 +20,29 @@ def small_config(**diffusion) -> Config:
 
 
 def test_overfit_one_crystal_csp(srtio3):
-    """A few hundred steps on one crystal: the CSP sampler gives it back (StructureMatcher)."""
+    """Trained on one crystal, the CSP predictor-corrector sampler gives it back (StructureMatcher).
+
+    Measured here: after 3000 steps, 8/8 samples match with 1000 steps and the corrector
+    (step_lr 1e-5); 5/8 with the predictor alone; 2/8 with 100 predictor steps.
+    """
     from pymatgen.analysis.structure_matcher import StructureMatcher
 
     torch.manual_seed(0)
-    model = TGDMat(small_config(task="csp"))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    cfg = small_config(task="csp")
+    cfg.model.hidden, cfg.model.layers, cfg.model.num_freqs = 128, 3, 16
+    model = TGDMat(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     crystal = Crystal.from_structures([srtio3])
     crystal = crystal.replace(frac_coords=crystal.frac_coords.float(), lattices=crystal.lattices.float())
     batch = crystal.select([0] * 32)
     gen = torch.Generator().manual_seed(0)
-    for _ in range(300):
+    for _ in range(3000):
         loss = model.loss(batch, None, gen).total
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
-    out = model.sample(torch.tensor([5] * 8), atom_types=batch.atom_types[:40], steps=100, generator=torch.Generator().manual_seed(1))
+    out = model.sample(torch.tensor([5] * 8), atom_types=batch.atom_types[:40], steps=1000, step_lr=1e-5, generator=torch.Generator().manual_seed(1))
     matcher = StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)
     matched = sum(matcher.fit(srtio3, s) for s in out.to_structures())
     assert matched >= 6, f"only {matched}/8 samples match the training crystal"

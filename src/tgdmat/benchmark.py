@@ -70,30 +70,33 @@ def speed_train(dataset: str = "perov_5", hiddens=(128, 256, 512), layers: int =
     return out
 
 
-def speed_sample(checkpoint: str | None = None, steps_list=(1000, 300, 100), n: int = 256, match_limit: int = 500, batch_size: int = 256, seed: int = 0) -> list[dict]:
-    """Crystals/s of CSP and de novo sampling per step count, and the CSP match rate reached.
+def speed_sample(checkpoint: str | None = None, steps_list=(1000, 300, 100), n: int = 256, match_limit: int = 500, batch_size: int = 256, seed: int = 0, step_lrs=(None,)) -> list[dict]:
+    """Crystals/s of CSP and de novo sampling per (steps, corrector step size), and the CSP match rate.
 
     Throughput is timed on ``n`` test crystals; the match rate on a fixed subset of ``match_limit``
-    (0 skips it). Sampling runs in ``torch.inference_mode`` with the graph built once per batch.
+    (0 skips it). ``step_lr`` None is the model's own; 0 is the predictor alone (one network pass
+    per step instead of two). Sampling runs in ``torch.inference_mode`` with the graph built once.
     """
-    from .evaluate import _sample_batches, eval_subset, evaluate_csp
     from .data import load_split
+    from .evaluate import _sample_batches, eval_subset, evaluate_csp
     from .sample import Sampler
 
     sampler = Sampler.load(checkpoint)
     table = eval_subset(load_split(sampler.cfg.data.dataset, "test", progress=False), n)
     rows = []
     for steps in steps_list:
-        row = {"steps": steps, "n": len(table), "torch_threads": torch.get_num_threads()}
-        for task, csp in (("predict", True), ("generate", False)):
-            start = time.time()
-            _sample_batches(sampler, table, csp, steps, 1.0, seed, batch_size, progress=False)
-            row[f"{task}_crystals_per_second"] = round(len(table) / (time.time() - start), 2)
-        if match_limit:
-            res = evaluate_csp(checkpoint, limit=match_limit, steps=steps, batch_size=batch_size, progress=False)
-            row.update(match_rate=res["match_rate"], rmse=res["rmse"], match_n=res["n"])
-        row["peak_rss_mb"] = round(_peak_rss_mb(), 1)
-        rows.append(row)
+        for step_lr in step_lrs:
+            lr = sampler.cfg.diffusion.step_lr if step_lr is None else step_lr
+            row = {"steps": steps, "step_lr": lr, "n": len(table), "torch_threads": torch.get_num_threads()}
+            for task, csp in (("predict", True), ("generate", False)):
+                start = time.time()
+                _sample_batches(sampler, table, csp, steps, 1.0, seed, batch_size, False, lr)
+                row[f"{task}_crystals_per_second"] = round(len(table) / (time.time() - start), 2)
+            if match_limit:
+                res = evaluate_csp(checkpoint, limit=match_limit, steps=steps, batch_size=batch_size, progress=False, step_lr=lr)
+                row.update(match_rate=round(res["match_rate"], 4), rmse=round(res["rmse"], 4), match_n=res["n"])
+            row["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+            rows.append(row)
     return rows
 
 

@@ -161,7 +161,7 @@ def cmd_speed(args) -> int:
     if args.what == "train":
         rows = speed_train(args.dataset, tuple(args.hidden), seconds=args.seconds, threads=args.threads)
     else:
-        rows = speed_sample(args.checkpoint, tuple(args.steps), n=args.n, match_limit=args.match_limit)
+        rows = speed_sample(args.checkpoint, tuple(args.steps), n=args.n, match_limit=args.match_limit, step_lrs=tuple(args.step_lr or [None]))
     if args.json:
         write_json({"command": "tgdmat " + " ".join(sys.argv[1:]), "rows": rows}, args.json)
     print(markdown_rows(rows))
@@ -286,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--checkpoint", help="sample: shipped model name or path")
     v.add_argument("--steps", type=int, nargs="+", default=[1000, 300, 100])
     v.add_argument("-n", type=int, default=256, help="sample: crystals timed per step count")
+    v.add_argument("--step-lr", type=float, nargs="+", help="sample: corrector step sizes to compare (0 = predictor only; default: the model's)")
     v.add_argument("--match-limit", type=int, default=500, help="sample: test crystals for the match rate per step count (0: skip)")
     v.add_argument("--json")
     v.set_defaults(func=cmd_speed)
