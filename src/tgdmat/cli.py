@@ -92,7 +92,7 @@ def cmd_evaluate(args) -> int:
     if args.task == "csp":
         result = evaluate_csp(args.checkpoint, args.split, args.limit, args.steps, args.k, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, args.step_lr)
     else:
-        result = evaluate_gen(args.checkpoint, args.split, args.limit or 1000, args.steps, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, not args.no_coverage)
+        result = evaluate_gen(args.checkpoint, args.split, args.limit or 1000, args.steps, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, not args.no_coverage, args.stability)
     result["command"] = "tgdmat " + " ".join(sys.argv[1:])
     if args.json:
         write_json(result, args.json)
@@ -249,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--workers", type=int, default=2)
     e.add_argument("--data-root")
     e.add_argument("--no-coverage", action="store_true", help="gen: skip COV-R/COV-P (slow fingerprints)")
+    e.add_argument("--stability", type=int, default=0, metavar="N", help="gen: relax the first N valid samples with CHGNet (optional extra) and report the stable share")
     e.add_argument("--json", help="write all metrics to this JSON file")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)

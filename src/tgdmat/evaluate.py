@@ -125,7 +125,7 @@ def per_sample_adherence(structures: list, table: CrystalTable) -> dict:
     return {f"adherence_{k}": round(v / max(len(structures), 1), 4) for k, v in sums.items()}
 
 
-def evaluate_gen(checkpoint: str | None = None, split: str = "test", num_samples: int = 1000, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, coverage_metrics: bool = True) -> dict:
+def evaluate_gen(checkpoint: str | None = None, split: str = "test", num_samples: int = 1000, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, coverage_metrics: bool = True, stability: int = 0) -> dict:
     """De novo generation conditioned on ``num_samples`` test prompts; CDVAE metrics + adherence."""
     from .metrics import coverage, property_distances, validity
 
@@ -149,6 +149,12 @@ def evaluate_gen(checkpoint: str | None = None, split: str = "test", num_samples
         cov = coverage(generated, None, dataset=cfg.data.dataset, workers=workers, progress=progress, valid_only=True, test_fps=test_fingerprints(full, workers, progress))
         result.update({k: cov[k] for k in ("cov_recall", "cov_precision", "n_gen_fp_failed")})
     result.update(per_sample_adherence(generated, conditions))
+    if stability:  # CHGNet relaxation of the first `stability` structurally valid samples (optional extra)
+        from .metrics import relax_stability, structure_valid
+
+        subset = [s for s in generated if structure_valid(s)][:stability]
+        relaxed = relax_stability(subset, progress=progress)
+        result.update({f"chgnet_{k}": v for k, v in relaxed.items() if not isinstance(v, list)})
     return result
 
 
