@@ -140,7 +140,7 @@ def cmd_data(args) -> int:
         from tqdm import tqdm
 
         structures = table.structures()
-        back = Crystal.from_structures([structure_from_cif(structure_to_cif(s)) for s in tqdm(structures, desc="CIF round trip", file=sys.stderr)])
+        back = Crystal.from_structures([structure_from_cif(structure_to_cif(s), snap=False) for s in tqdm(structures, desc="CIF round trip", file=sys.stderr)])
         c = table.crystals
         d = (back.frac_coords - c.frac_coords).abs()
         frac_err = float(torch.minimum(d, 1 - d).max())

@@ -141,8 +141,12 @@ def standardize(structure: "Structure", niggli: bool = True, primitive: bool = F
     )
 
 
-def structure_from_cif(text: str) -> "Structure":  # noqa: F821
-    """Parse one CIF string; raises CrystalError with a one-line reason when it is malformed."""
+def structure_from_cif(text: str, snap: bool = True) -> "Structure":  # noqa: F821
+    """Parse one CIF string; raises CrystalError with a one-line reason when it is malformed.
+
+    ``snap`` keeps pymatgen's default of rounding coordinates within 1e-4 of ideal fractions
+    (1/3, 1/4, ...), as CDVAE's loaders do; ``snap=False`` reads coordinates exactly as written.
+    """
     import warnings
 
     from pymatgen.io.cif import CifParser
@@ -150,7 +154,7 @@ def structure_from_cif(text: str) -> "Structure":  # noqa: F821
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            structures = CifParser(io.StringIO(text)).parse_structures(primitive=False)
+            structures = CifParser(io.StringIO(text), frac_tolerance=1e-4 if snap else 0.0).parse_structures(primitive=False)
     except Exception as exc:  # pymatgen raises many types for bad CIFs
         raise CrystalError(f"malformed CIF: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if not structures:
