@@ -6,18 +6,16 @@ import pandas as pd
 import pytest
 import torch
 
-from tgdmat.crystal import Crystal, CrystalError, read_structure, standardize, structure_from_cif, structure_to_cif, write_extxyz
+from tgdmat.crystal import Crystal, CrystalError, cif_roundtrip_errors, read_structure, standardize, structure_from_cif, structure_to_cif, write_extxyz
 from tgdmat.data import load_csv, load_split
 from tgdmat.data.protocol import default_data_root
 
 
 def roundtrip_errors(structures):
     """Max |diff| of lattice and of fractional coordinates (mod 1) after crystal -> CIF -> crystal."""
-    crystals = Crystal.from_structures(structures)
-    back = Crystal.from_structures([structure_from_cif(structure_to_cif(s), snap=False) for s in crystals.to_structures()])
-    assert torch.equal(back.atom_types, crystals.atom_types) and torch.equal(back.num_atoms, crystals.num_atoms)
-    d = (back.frac_coords - crystals.frac_coords).abs()
-    return float((back.lattices - crystals.lattices).abs().max()), float(torch.minimum(d, 1 - d).max())
+    same_types, frac_err, lat_err = cif_roundtrip_errors(Crystal.from_structures(structures))
+    assert same_types
+    return lat_err, frac_err
 
 
 @pytest.mark.parametrize("dataset", ["perov_5", "carbon_24"])

@@ -129,23 +129,13 @@ def cmd_show(args) -> int:
 
 
 def cmd_data(args) -> int:
-    import torch
-
-    from .crystal import Crystal, structure_from_cif, structure_to_cif
+    from .crystal import cif_roundtrip_errors
     from .data import load_split
 
     table = load_split(args.dataset, args.split, args.data_root)
     print(f"{args.dataset}/{args.split}: {len(table)} crystals, {int(table.crystals.num_atoms.sum())} atoms")
     if args.check_roundtrip:
-        from tqdm import tqdm
-
-        structures = table.structures()
-        back = Crystal.from_structures([structure_from_cif(structure_to_cif(s), snap=False) for s in tqdm(structures, desc="CIF round trip", file=sys.stderr)])
-        c = table.crystals
-        d = (back.frac_coords - c.frac_coords).abs()
-        frac_err = float(torch.minimum(d, 1 - d).max())
-        lat_err = float((back.lattices - c.lattices).abs().max())
-        same_types = bool(torch.equal(back.atom_types, c.atom_types))
+        same_types, frac_err, lat_err = cif_roundtrip_errors(table.crystals, progress=True)
         ok = same_types and frac_err < 1e-6 and lat_err < 1e-6
         print(f"round trip CSV -> crystal -> CIF -> crystal: types equal {same_types}, max |dF| (mod 1) {frac_err:.2e}, max |dL| {lat_err:.2e} A: {'OK' if ok else 'FAILED'}")
         return 0 if ok else 1

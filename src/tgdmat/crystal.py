@@ -213,3 +213,18 @@ def write_extxyz(structures: Sequence["Structure"], path: str | Path, info: Sequ
     buf = io.StringIO()
     write(buf, atoms, format="extxyz")
     atomic_write_text(path, buf.getvalue())
+
+
+def cif_roundtrip_errors(crystals: Crystal, progress: bool = False) -> tuple[bool, float, float]:
+    """(types equal, max |dF| mod 1, max |dL| in Angstrom) after crystal -> CIF -> crystal (no snapping)."""
+    structures = crystals.to_structures()
+    if progress:
+        import sys
+
+        from tqdm import tqdm
+
+        structures = tqdm(structures, desc="CIF round trip", file=sys.stderr)
+    back = Crystal.from_structures([structure_from_cif(structure_to_cif(s), snap=False) for s in structures])
+    same_types = bool(torch.equal(back.atom_types, crystals.atom_types)) and bool(torch.equal(back.num_atoms, crystals.num_atoms))
+    d = (back.frac_coords - crystals.frac_coords).abs()
+    return same_types, float(torch.minimum(d, 1 - d).max()), float((back.lattices - crystals.lattices).abs().max())

@@ -7,6 +7,7 @@ validation loss) and ``last.safetensors``. ``log.jsonl`` has one line per epoch.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import platform
@@ -126,6 +127,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = 
         "torch": torch.__version__,
     }
 
+    base_info = model_info(train_table, cfg, info_train)  # histogram and elements: computed once
+
     def save_state():
         _atomic_torch_save(
             {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "generator": gen.get_state(), "loop": state},
@@ -184,7 +187,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = 
             print(json.dumps(record), file=sys.stderr)
             state["epoch"] += 1
             state["perm"] = None
-            info = model_info(train_table, cfg, {**info_train, "epochs": state["epoch"], "steps": state["steps"], "minutes": round(state["elapsed"] / 60, 2), "val_loss": round(val, 5)})
+            info = dataclasses.replace(base_info, train={**info_train, "epochs": state["epoch"], "steps": state["steps"], "minutes": round(state["elapsed"] / 60, 2), "val_loss": round(val, 5)})
             if val < state["best_val"]:
                 state["best_val"] = val
                 save_checkpoint(out / "best.safetensors", ema, cfg, info)
@@ -195,6 +198,6 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = 
         raise
     save_state()
     if not (out / "best.safetensors").exists():  # budget ended inside the first epoch
-        info = model_info(train_table, cfg, {**info_train, "epochs": state["epoch"], "steps": state["steps"], "minutes": round(state["elapsed"] / 60, 2)})
+        info = dataclasses.replace(base_info, train={**info_train, "epochs": state["epoch"], "steps": state["steps"], "minutes": round(state["elapsed"] / 60, 2)})
         save_checkpoint(out / "best.safetensors", ema, cfg, info)
     return out / "best.safetensors"
