@@ -83,3 +83,40 @@ def test_evaluate_csp_small_sample(tiny_checkpoint, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["n"] == 8 and 0.0 <= result["match_rate"] <= 1.0 and result["protocol"] == "shared-data"
     assert "| match rate |" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def tiny_long_checkpoint(tmp_path_factory):
+    """An untrained model that was configured for long (robocrys) descriptions."""
+    torch.manual_seed(0)
+    cfg = Config(model=ModelConfig(hidden=32, layers=1, num_freqs=4, time_dim=16, text_hidden=8), diffusion=DiffusionConfig(step_lr=0.0, sample_steps=5), data=DataConfig(dataset="perov_5", prompt="long", max_length=512))
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_long.safetensors"
+    save_checkpoint(path, TGDMat(cfg), cfg, ModelInfo("perov_5", {5: 100}, ["O", "N", "F", "Sr", "Ti", "Ba"], {}))
+    return str(path)
+
+
+def test_long_description_model_sees_the_text_as_typed(tiny_long_checkpoint, tmp_path, capsys):
+    text = "SrTiO3 is (Cubic) Perovskite structured and crystallizes in the cubic Pm-3m space group. Sr(1) is bonded to twelve equivalent O(1) atoms to form SrO12 cuboctahedra that share corners with twelve equivalent Sr(1)O12 cuboctahedra."
+    out = tmp_path / "long"
+    assert main(["generate", text + "\n", "-n", "2", "--checkpoint", tiny_long_checkpoint, "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model_text"] == text and len(list(out.glob("*.cif"))) == 2
+    assert "warning" not in capsys.readouterr().err
+    assert main(["generate", "SrTiO3", "-n", "1", "--checkpoint", tiny_long_checkpoint, "--out", str(tmp_path / "short"), "--quiet"]) == 0
+    assert "trained on long descriptions" in capsys.readouterr().err
+
+
+def test_evaluate_with_cached_long_descriptions(tiny_long_checkpoint, tmp_path):
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--task", "csp", "--checkpoint", tiny_long_checkpoint, "--limit", "4", "--steps", "3", "--workers", "1", "--json", str(out), "--quiet"]) == 0
+    assert json.loads(out.read_text())["prompt"] == "long"
+    assert main(["evaluate", "--task", "csp", "--checkpoint", tiny_long_checkpoint, "--limit", "4", "--steps", "3", "--workers", "1", "--json", str(out), "--quiet", "--prompt", "short"]) == 0
+    assert json.loads(out.read_text())["prompt"] == "short"
+
+
+def test_describe_one_cif(tmp_path, capsys, srtio3):
+    pytest.importorskip("robocrys")
+    path = tmp_path / "srtio3.cif"
+    srtio3.to(filename=str(path))
+    assert main(["describe", "--cif", str(path)]) == 0
+    assert "Pm-3m" in capsys.readouterr().out

@@ -131,3 +131,27 @@ def test_shipped_path():
     assert D.shipped_description_path("carbon_24", "test").name == "carbon_24_test.jsonl.gz"
     with pytest.raises(ValueError):
         D.shipped_description_path("perov_5", "training")
+
+
+def test_descriptions_for_reads_in_order_and_names_the_fix(tmp_path):
+    from tgdmat.text.describe import DescriptionCache, descriptions_for
+
+    path = tmp_path / "d.jsonl.gz"
+    with DescriptionCache(path) as cache:
+        cache.add("a", "text of a")
+        cache.add("b", "text of b")
+    assert descriptions_for("perov_5", "test", ["b", "a"], path) == ["text of b", "text of a"]
+    with pytest.raises(LookupError, match="1 of 2 .*first: c.*tgdmat describe --dataset perov_5 --split test"):
+        descriptions_for("perov_5", "test", ["a", "c"], path)
+
+
+def test_shipped_caches_cover_the_benchmark_pools():
+    """Every Perov-5 and Carbon-24 crystal (train, val, test) has a shipped long description."""
+    from tgdmat.data import load_split
+    from tgdmat.text.describe import descriptions_for
+
+    for dataset in ("perov_5", "carbon_24"):
+        for split in ("train", "val", "test"):
+            ids = load_split(dataset, split, progress=False).ids
+            texts = descriptions_for(dataset, split, ids)
+            assert len(texts) == len(ids) and all("space group" in t for t in texts[:50])

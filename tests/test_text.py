@@ -57,3 +57,18 @@ def test_missing_encoder_names_both_options():
     with pytest.raises(EncoderError, match="matscibert") as err:
         TextEncoder("/nonexistent/model/path").encode(["x"])
     assert "minilm" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_long_prompt_kind_trains_on_the_cached_descriptions():
+    from tgdmat.config import Config, DataConfig
+    from tgdmat.data import load_split
+    from tgdmat.text.describe import descriptions_for
+    from tgdmat.train import prompt_texts
+
+    table = load_split("perov_5", "test", progress=False).subset(list(range(5)))
+    cfg = Config(data=DataConfig(dataset="perov_5", prompt="long"))
+    assert prompt_texts(table, cfg, "test", 4) == [[t] for t in descriptions_for("perov_5", "test", table.ids)]
+    short = prompt_texts(table, Config(data=DataConfig(dataset="perov_5")), "test", 4)
+    assert all(len(per) == 4 and per[0].startswith("Below is") for per in short)
+    with pytest.raises(ValueError, match="data.prompt must be one of short, long"):
+        DataConfig(prompt="medium")

@@ -78,11 +78,12 @@ def speed_sample(checkpoint: str | None = None, steps_list=(1000, 300, 100), n: 
     per step instead of two). Sampling runs in ``torch.inference_mode`` with the graph built once.
     """
     from .data import load_split
-    from .evaluate import _sample_batches, eval_subset, evaluate_csp
+    from .evaluate import _sample_batches, eval_prompt_kind, eval_subset, evaluate_csp, prompt_embeddings
     from .sample import Sampler
 
     sampler = Sampler.load(checkpoint)
     table = eval_subset(load_split(sampler.cfg.data.dataset, "test", progress=False), n)
+    emb = prompt_embeddings(sampler, table, "test", eval_prompt_kind(sampler, None))
     rows = []
     for steps in steps_list:
         for step_lr in step_lrs:
@@ -90,7 +91,7 @@ def speed_sample(checkpoint: str | None = None, steps_list=(1000, 300, 100), n: 
             row = {"steps": steps, "step_lr": lr, "n": len(table), "torch_threads": torch.get_num_threads()}
             for task, csp in (("predict", True), ("generate", False)):
                 start = time.time()
-                _sample_batches(sampler, table, csp, steps, 1.0, seed, batch_size, False, lr)
+                _sample_batches(sampler, table, emb, csp, steps, 1.0, seed, batch_size, False, lr)
                 row[f"{task}_crystals_per_second"] = round(len(table) / (time.time() - start), 2)
             if match_limit:
                 res = evaluate_csp(checkpoint, limit=match_limit, steps=steps, batch_size=batch_size, progress=False, step_lr=lr)
@@ -112,7 +113,7 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 def replace_readme_block(readme: Path, block: str) -> None:
     """Replace the text between the results markers of the README (atomically)."""
-    from .crystal import atomic_write_text
+    from .atomic import atomic_write_text
 
     text = readme.read_text()
     if README_START not in text or README_END not in text:

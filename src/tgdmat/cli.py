@@ -90,9 +90,9 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_csp, evaluate_gen, markdown_table, write_json
 
     if args.task == "csp":
-        result = evaluate_csp(args.checkpoint, args.split, args.limit, args.steps, args.k, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, args.step_lr)
+        result = evaluate_csp(args.checkpoint, args.split, args.limit, args.steps, args.k, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, args.step_lr, args.prompt)
     else:
-        result = evaluate_gen(args.checkpoint, args.split, args.limit or 1000, args.steps, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, not args.no_coverage, args.stability)
+        result = evaluate_gen(args.checkpoint, args.split, args.limit or 1000, args.steps, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, not args.no_coverage, args.stability, args.prompt)
     result["command"] = "tgdmat " + " ".join(sys.argv[1:])
     if args.json:
         write_json(result, args.json)
@@ -104,6 +104,14 @@ def cmd_describe(args) -> int:
     from .data import load_split
     from .text.describe import describe_table, shipped_description_path
 
+    if args.cif:  # one user structure: print its description (the text a long-description model expects)
+        from .crystal import read_structure
+        from .text.describe import describe_structure
+
+        print(describe_structure(read_structure(args.cif), fast=not args.slow))
+        return 0
+    if not args.dataset:
+        raise SystemExit("tgdmat describe: give --dataset (a benchmark split) or --cif FILE (one structure)")
     table = load_split(args.dataset, args.split, args.data_root)
     out = args.out or shipped_description_path(args.dataset, args.split)
     done = describe_table(table.ids, table.structures(), out, workers=args.workers, fast=not args.slow, limit=args.limit)
@@ -143,7 +151,6 @@ def cmd_data(args) -> int:
 
 
 def cmd_speed(args) -> int:
-    import json
 
     from .benchmark import markdown_rows, speed_sample, speed_train
     from .evaluate import write_json
@@ -234,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-k", type=int, default=1, help="csp: samples per crystal (best of k)")
     e.add_argument("--guidance", type=float, default=1.0)
     e.add_argument("--step-lr", type=float, help="csp: Langevin corrector step size (0: predictor only; default: the model's)")
+    e.add_argument("--prompt", choices=["short", "long"], help="text to condition on: canonical short prompts or cached long descriptions (default: what the model was trained on)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--workers", type=int, default=2)
@@ -245,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     d = sub.add_parser("describe", help="Robocrystallographer long descriptions, cached and resumable")
-    d.add_argument("--dataset", required=True)
+    d.add_argument("--dataset", help="describe a benchmark split into the cache")
+    d.add_argument("--cif", help="describe one structure file (CIF, POSCAR, ...) and print the text")
     d.add_argument("--split", default="test")
     d.add_argument("--out", help="cache file (.jsonl.gz); default: the package's shipped cache")
     d.add_argument("--workers", type=int, default=2)

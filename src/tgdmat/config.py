@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+PROMPT_KINDS = ("short", "long")
 
 
 @dataclass
@@ -47,11 +48,16 @@ class DataConfig:
     data_root: str | None = None
     niggli: bool = True
     primitive: bool = False
+    prompt: str = "short"  # text trained on: short prompts (formula, space group, ...) or long robocrys descriptions
     text_encoder: str = "minilm"
     pooling: str = "mean"
     max_length: int = 256
     prompt_variants: int = 4  # short prompts per crystal: canonical + shuffled/partial ones
     field_keep: float = 0.7  # in the shuffled variants, each field is kept with this probability
+
+    def __post_init__(self) -> None:
+        if self.prompt not in PROMPT_KINDS:
+            raise ValueError(f"data.prompt must be one of {', '.join(PROMPT_KINDS)}, not {self.prompt!r}")
 
 
 @dataclass

@@ -7,14 +7,14 @@ of atoms of each crystal (B,). pymatgen's ``Structure`` is the interchange type.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
+
+from .atomic import atomic_write_text
 
 MAX_Z = 100  # elements H..Fm; atom-type classes are Z-1, the absorbing mask state is MAX_Z
 
@@ -175,20 +175,6 @@ def read_structure(path: str | Path) -> "Structure":  # noqa: F821
         return Structure.from_file(str(path))
     except Exception as exc:
         raise CrystalError(f"{path}: cannot read structure ({type(exc).__name__})") from None
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a file atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def structure_to_cif(structure: "Structure", symprec: float | None = None) -> str:  # noqa: F821

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .crystal import atomic_write_text
+from .atomic import atomic_path, atomic_write_text
 from .data import cache_root, load_split, protocol_name
 from .data.csv import CrystalTable
 from .sample import Sampler
@@ -31,13 +31,27 @@ def eval_subset(table: CrystalTable, limit: int | None, seed: int = 0) -> Crysta
     return table.subset(sorted(perm.tolist()))
 
 
-def _prompt_embeddings(sampler: Sampler, table: CrystalTable) -> torch.Tensor | None:
-    return sampler.embed([short_prompt(f) for f in table.fields]) if sampler.uses_text else None
+def eval_prompt_kind(sampler: Sampler, prompt: str | None) -> str:
+    """The text kind to condition on: as asked, else the one the model was trained on."""
+    kind = prompt or sampler.cfg.data.prompt
+    if kind not in ("short", "long"):
+        raise ValueError(f"prompt must be short or long, not {kind!r}")
+    return kind
 
 
-def _sample_batches(sampler: Sampler, table: CrystalTable, csp: bool, steps: int, guidance: float, seed: int, batch_size: int, progress: bool, step_lr: float | None = None):
+def prompt_embeddings(sampler: Sampler, table: CrystalTable, split: str, kind: str) -> torch.Tensor | None:
+    """Embeddings of each crystal's canonical short prompt or its cached long description."""
+    if not sampler.uses_text:
+        return None
+    if kind == "long":
+        from .text.describe import descriptions_for
+
+        return sampler.embed(descriptions_for(sampler.cfg.data.dataset, split, table.ids))
+    return sampler.embed([short_prompt(f) for f in table.fields])
+
+
+def _sample_batches(sampler: Sampler, table: CrystalTable, emb: torch.Tensor | None, csp: bool, steps: int, guidance: float, seed: int, batch_size: int, progress: bool, step_lr: float | None = None):
     """One sample per crystal of ``table`` (same atoms per cell; same types for CSP)."""
-    emb = _prompt_embeddings(sampler, table)
     gen = torch.Generator().manual_seed(seed)
     allowed = None if csp else sampler.allowed_types()
     out = []
@@ -68,7 +82,7 @@ def _sample_batches(sampler: Sampler, table: CrystalTable, csp: bool, steps: int
     return out
 
 
-def evaluate_csp(checkpoint: str | None = None, split: str = "test", limit: int | None = None, steps: int | None = None, k: int = 1, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, step_lr: float | None = None) -> dict:
+def evaluate_csp(checkpoint: str | None = None, split: str = "test", limit: int | None = None, steps: int | None = None, k: int = 1, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, step_lr: float | None = None, prompt: str | None = None) -> dict:
     """Match rate and RMSE of CSP on a split (best of ``k`` samples when k > 1)."""
     from .metrics import match_rate_rmse, match_rate_rmse_k
 
@@ -79,7 +93,9 @@ def evaluate_csp(checkpoint: str | None = None, split: str = "test", limit: int 
     targets = table.structures()
     t0 = time.time()
     step_lr = cfg.diffusion.step_lr if step_lr is None else step_lr
-    samples = [_sample_batches(sampler, table, True, steps, guidance, seed + j, batch_size, progress, step_lr) for j in range(k)]
+    kind = eval_prompt_kind(sampler, prompt)
+    emb = prompt_embeddings(sampler, table, split, kind)
+    samples = [_sample_batches(sampler, table, emb, True, steps, guidance, seed + j, batch_size, progress, step_lr) for j in range(k)]
     seconds = time.time() - t0
     if k == 1:
         metrics = match_rate_rmse(samples[0], targets, workers=workers, progress=progress)
@@ -87,7 +103,7 @@ def evaluate_csp(checkpoint: str | None = None, split: str = "test", limit: int 
         metrics = match_rate_rmse_k([list(x) for x in zip(*samples)], targets, workers=workers, progress=progress)
     return {
         "task": "csp", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset), "split": split,
-        "checkpoint": str(checkpoint), "text": cfg.model.use_text, "n": len(table), "k": k, "steps": steps, "step_lr": step_lr,
+        "checkpoint": str(checkpoint), "text": cfg.model.use_text, "prompt": kind if cfg.model.use_text else None, "n": len(table), "k": k, "steps": steps, "step_lr": step_lr,
         "guidance": guidance, "seed": seed, "sampling_seconds": round(seconds, 1),
         "crystals_per_second": round(k * len(table) / seconds, 3), **metrics,
     }
@@ -105,10 +121,8 @@ def test_fingerprints(table: CrystalTable, workers: int, progress: bool):
         with np.load(path, allow_pickle=False) as d:
             return Fingerprints(d["struct"], d["comp"], d["ok"])
     fps = fingerprints(table.structures(), workers=workers, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, struct=fps.struct, comp=fps.comp, ok=fps.ok)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, struct=fps.struct, comp=fps.comp, ok=fps.ok)
     return fps
 
 
@@ -125,7 +139,7 @@ def per_sample_adherence(structures: list, table: CrystalTable) -> dict:
     return {f"adherence_{k}": round(v / max(len(structures), 1), 4) for k, v in sums.items()}
 
 
-def evaluate_gen(checkpoint: str | None = None, split: str = "test", num_samples: int = 1000, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, coverage_metrics: bool = True, stability: int = 0) -> dict:
+def evaluate_gen(checkpoint: str | None = None, split: str = "test", num_samples: int = 1000, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, coverage_metrics: bool = True, stability: int = 0, prompt: str | None = None) -> dict:
     """De novo generation conditioned on ``num_samples`` test prompts; CDVAE metrics + adherence."""
     from .metrics import coverage, property_distances, validity
 
@@ -135,11 +149,12 @@ def evaluate_gen(checkpoint: str | None = None, split: str = "test", num_samples
     full = load_split(cfg.data.dataset, split, data_root or cfg.data.data_root)
     conditions = eval_subset(full, num_samples, seed)
     t0 = time.time()
-    generated = _sample_batches(sampler, conditions, False, steps, guidance, seed, batch_size, progress)
+    kind = eval_prompt_kind(sampler, prompt)
+    generated = _sample_batches(sampler, conditions, prompt_embeddings(sampler, conditions, split, kind), False, steps, guidance, seed, batch_size, progress)
     seconds = time.time() - t0
     result = {
         "task": "gen", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset), "split": split,
-        "checkpoint": str(checkpoint), "text": cfg.model.use_text, "n": len(generated), "steps": steps,
+        "checkpoint": str(checkpoint), "text": cfg.model.use_text, "prompt": kind if cfg.model.use_text else None, "n": len(generated), "steps": steps,
         "guidance": guidance, "seed": seed, "sampling_seconds": round(seconds, 1),
         "crystals_per_second": round(len(generated) / seconds, 3),
     }

@@ -6,12 +6,12 @@ Shipped checkpoints live in ``tgdmat/checkpoints/<name>.safetensors`` with a mod
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_path
 from .config import Config
 from .text.encoder import EncoderSpec
 
@@ -54,9 +54,8 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: Config, info:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "config": json.dumps(cfg.to_dict()), "encoder": encoder_spec(cfg).key, "info": info.to_json()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
 
 
 def resolve_checkpoint(name_or_path: str | None) -> Path:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from .crystal import MAX_Z, atomic_write_text, structure_to_cif, write_extxyz
+from .atomic import atomic_write_text
+from .crystal import MAX_Z, structure_to_cif, write_extxyz
 from .pretrained import ModelInfo, encoder_spec, load_checkpoint
 from .text.encoder import TextEncoder
 from .text.prompts import SYMPREC, PromptError, PromptFields, normalize_prompt, parse_prompt, short_prompt
@@ -54,6 +55,18 @@ class Sampler:
 
             self._encoder = TextEncoder(encoder_spec(self.cfg), device=self.device, cache_dir=cache_root() / "embeddings")
         return self._encoder.encode(texts)
+
+    @property
+    def long_text(self) -> bool:
+        """True for models trained on long (robocrys) descriptions: user text goes to the encoder as typed."""
+        return self.uses_text and self.cfg.data.prompt == "long"
+
+    @staticmethod
+    def _long_text(text: str) -> str:
+        text = " ".join(text.split())
+        if len(text.split()) < 20:
+            print("tgdmat: warning: this model was trained on long descriptions (about 150 words, see `tgdmat describe`); a short prompt is out of its training distribution", file=sys.stderr)
+        return text
 
     def allowed_types(self) -> torch.Tensor | None:
         """Atomic numbers seen in training: de novo types are drawn among these only."""
@@ -128,6 +141,8 @@ class Sampler:
         if num_atoms:
             fields.num_atoms = num_atoms
             text = short_prompt(fields) if text.startswith("Below is") else text
+        if self.long_text:
+            text = self._long_text(prompt)
         _check_n(n)
         gen = torch.Generator().manual_seed(seed)
         counts = self.atoms_for(fields, n, gen)
@@ -151,7 +166,9 @@ class Sampler:
         self.check_scope([len(symbols)], comp_fields.elements, strict)
         fields = parse_prompt(text) if text else PromptFields()
         fields.formula, fields.elements, fields.num_atoms = comp_fields.formula, comp_fields.elements, len(symbols)
-        prompt_text = short_prompt(fields)
+        prompt_text = self._long_text(text) if self.long_text and text else short_prompt(fields)
+        if self.long_text and not text:
+            print("tgdmat: warning: this model was trained on long descriptions; with no --text it sees only a short prompt", file=sys.stderr)
         from pymatgen.core.periodic_table import Element
 
         types = torch.tensor([Element(s).Z for s in symbols], dtype=torch.long)

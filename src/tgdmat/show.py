@@ -7,9 +7,7 @@ A atoms, the central B atom and 6 face-centred anions. Every file is written ato
 """
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import warnings
 from functools import lru_cache
 from itertools import product
@@ -17,6 +15,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from .atomic import atomic_path
 
 BOUNDARY_TOL = 0.03  # fractional distance from a face within which an atom is repeated there
 SPHERE_SCALE = 0.45  # drawn sphere radius / covalent radius (ball and stick)
@@ -37,15 +37,8 @@ def _figure(width: float, height: float):
 def _save(fig, path: str | Path, dpi: int = 100) -> Path:
     """Save a figure as PNG atomically (temp file in the same folder, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=dpi, facecolor="white")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=dpi, facecolor="white")
     return path
 
 

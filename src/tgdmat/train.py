@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
 import platform
 import random
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import atomic_path
 from .config import Config
 from .crystal import Crystal
 from .data import cache_root, load_split, protocol_name
@@ -26,24 +26,31 @@ from .data.csv import CrystalTable
 from .diffusion.joint import TGDMat
 from .pretrained import ModelInfo, encoder_spec, save_checkpoint
 from .text.encoder import TextEncoder
+from .text.describe import descriptions_for
 from .text.prompts import short_prompt
 
 
-def prompt_texts(table: CrystalTable, variants: int, keep: float, seed: int) -> list[str]:
-    """``variants`` short prompts per crystal: the canonical one, then shuffled partial ones."""
+def prompt_texts(table: CrystalTable, cfg: Config, split: str, variants: int) -> list[list[str]]:
+    """The texts each crystal is trained with, as many per crystal for every crystal.
+
+    ``short``: ``variants`` short prompts (the canonical one, then shuffled partial ones);
+    ``long``: the crystal's robocrys description (one per crystal) from the shipped cache.
+    """
+    if cfg.data.prompt == "long":
+        return [[text] for text in descriptions_for(cfg.data.dataset, split, table.ids)]
     texts = []
     for material_id, fields in zip(table.ids, table.fields):
-        rng = random.Random(f"{seed}:{material_id}")
-        texts.append(short_prompt(fields))
-        texts.extend(short_prompt(fields, rng, keep) for _ in range(variants - 1))
+        rng = random.Random(f"{cfg.train.seed}:{material_id}")
+        texts.append([short_prompt(fields)] + [short_prompt(fields, rng, cfg.data.field_keep) for _ in range(variants - 1)])
     return texts
 
 
-def embed_prompts(table: CrystalTable, cfg: Config, variants: int, device: str = "cpu") -> torch.Tensor:
-    """(M, variants, D) frozen text embeddings of the table's prompts (cached on disk)."""
+def embed_prompts(table: CrystalTable, cfg: Config, split: str, variants: int, device: str = "cpu") -> torch.Tensor:
+    """(M, V, D) frozen text embeddings of the table's training texts (cached on disk)."""
     encoder = TextEncoder(encoder_spec(cfg), device=device, cache_dir=cache_root() / "embeddings")
-    texts = prompt_texts(table, variants, cfg.data.field_keep, cfg.train.seed)
-    return encoder.encode(texts, progress=True).view(len(table), variants, -1)
+    texts = prompt_texts(table, cfg, split, variants)
+    flat = [t for per in texts for t in per]
+    return encoder.encode(flat, progress=True).view(len(table), len(texts[0]), -1)
 
 
 def as_float(crystals: Crystal, device: str | torch.device) -> Crystal:
@@ -78,12 +85,6 @@ def validation_loss(model: TGDMat, crystals: Crystal, text: torch.Tensor | None,
     return total / count
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = "cpu", command: str = "") -> Path:
     """Train until max_epochs or the time budget; returns the path of the best checkpoint."""
     out = Path(out_dir)
@@ -97,8 +98,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = 
     val_table = load_split(cfg.data.dataset, "val", cfg.data.data_root, **load_kw)
     text_train = text_val = None
     if cfg.model.use_text:
-        text_train = embed_prompts(train_table, cfg, cfg.data.prompt_variants).to(device)
-        text_val = embed_prompts(val_table, cfg, 1).to(device)
+        text_train = embed_prompts(train_table, cfg, "train", cfg.data.prompt_variants).to(device)
+        text_val = embed_prompts(val_table, cfg, "val", 1).to(device)
         cfg.model.text_dim = int(text_train.shape[-1])
     crystals, val_crystals = as_float(train_table.crystals, device), as_float(val_table.crystals, device)
 
@@ -117,7 +118,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = 
         print(f"resumed at epoch {state['epoch']} batch position {state['position']}", file=sys.stderr)
     print(
         f"{cfg.data.dataset} ({protocol_name(cfg.data.dataset)} protocol): {len(train_table)} train, {len(val_table)} val; "
-        f"{sum(p.numel() for p in model.parameters()):,} parameters; text={'on' if cfg.model.use_text else 'off'}",
+        f"{sum(p.numel() for p in model.parameters()):,} parameters; text={cfg.data.prompt if cfg.model.use_text else 'off'}",
         file=sys.stderr,
     )
     info_train = {
@@ -130,10 +131,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = 
     base_info = model_info(train_table, cfg, info_train)  # histogram and elements: computed once
 
     def save_state():
-        _atomic_torch_save(
-            {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "generator": gen.get_state(), "loop": state},
-            out / "state.pt",
-        )
+        with atomic_path(out / "state.pt") as tmp:
+            torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "generator": gen.get_state(), "loop": state}, tmp)
 
     start_time = time.time() - state["elapsed"]
     last_save = time.time()

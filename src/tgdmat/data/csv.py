@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..crystal import Crystal, CrystalError, atomic_write_text, standardize, structure_from_cif
+from ..atomic import atomic_path, atomic_write_bytes
+from ..crystal import Crystal, CrystalError, standardize, structure_from_cif
 from ..text.prompts import PROPERTY_SENTENCES, PromptFields, structure_fields
 
 CACHE_VERSION = 1
@@ -161,16 +162,11 @@ def _write_cache(cache_dir: Path, table: CrystalTable, skipped: int) -> None:
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     c = table.crystals
-    tmp = cache_dir / "crystals.safetensors.tmp"
-    save_file(
-        {"atom_types": c.atom_types, "frac_coords": c.frac_coords, "lattices": c.lattices, "num_atoms": c.num_atoms}, str(tmp)
-    )
-    os.replace(tmp, cache_dir / "crystals.safetensors")
+    with atomic_path(cache_dir / "crystals.safetensors") as tmp:
+        save_file({"atom_types": c.atom_types, "frac_coords": c.frac_coords, "lattices": c.lattices, "num_atoms": c.num_atoms}, str(tmp))
     meta = {"ids": table.ids, "fields": [asdict(f) for f in table.fields], "skipped": skipped}
-    data = gzip.compress(json.dumps(meta).encode())
-    tmp = cache_dir / "meta.json.gz.tmp"
-    tmp.write_bytes(data)
-    os.replace(tmp, cache_dir / "meta.json.gz")  # written last: its presence marks a complete cache
+    # written last: its presence marks a complete cache
+    atomic_write_bytes(cache_dir / "meta.json.gz", gzip.compress(json.dumps(meta).encode()))
 
 
 def _read_cache(cache_dir: Path) -> CrystalTable:
@@ -185,4 +181,4 @@ def _read_cache(cache_dir: Path) -> CrystalTable:
     )
 
 
-__all__ = ["CrystalTable", "load_csv", "cache_root", "atomic_write_text"]
+__all__ = ["CrystalTable", "load_csv", "cache_root"]

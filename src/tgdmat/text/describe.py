@@ -24,6 +24,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..atomic import atomic_write_bytes
+
 MIN_DISTANCE = 0.5  # Angstrom; closer atoms make robocrys' bonding analysis meaningless (fallback)
 MAX_ATOMS = 500  # larger cells are described by the fallback (robocrys would take minutes)
 _FALLBACKS = 0  # structures described by the fallback in this process
@@ -267,9 +269,7 @@ class DescriptionCache:
         records = [
             {"id": k, "text": v, **({"fallback": True} if k in self.fallback_ids else {})} for k, v in self.texts.items()
         ]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_bytes(self._encode(records))
-        os.replace(tmp, self.path)
+        atomic_write_bytes(self.path, self._encode(records))
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -309,6 +309,22 @@ class DescriptionCache:
 def load_descriptions(path: str | Path) -> dict[str, str]:
     """All descriptions of a cache file ({} when it does not exist)."""
     return dict(DescriptionCache(path).texts) if Path(path).exists() else {}
+
+
+def descriptions_for(dataset: str, split: str, ids: Sequence[str], path: str | Path | None = None) -> list[str]:
+    """The long description of every crystal in ``ids`` (in order), from the shipped cache.
+
+    Raises ``LookupError`` naming the ``tgdmat describe`` command when any is missing.
+    """
+    path = Path(path) if path else shipped_description_path(dataset, split)
+    texts = load_descriptions(path)
+    missing = [i for i in ids if i not in texts]
+    if missing:
+        raise LookupError(
+            f"{len(missing)} of {len(ids)} {dataset}/{split} crystals have no long description in {path} "
+            f"(first: {missing[0]}); run: tgdmat describe --dataset {dataset} --split {split}"
+        )
+    return [texts[i] for i in ids]
 
 
 # ---------------------------------------------------------------- batches

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+
+from ..atomic import atomic_path
 
 DEFAULT_ENCODER = "minilm"
 MATSCIBERT = "m3rg-iitd/matscibert"
@@ -96,7 +97,6 @@ class TextEncoder:
     @torch.inference_mode()
     def _encode(self, texts: Sequence[str], batch_size: int, progress: bool) -> np.ndarray:
         self._load()
-        out = []
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         if progress and len(batches) > 1:
@@ -155,9 +155,6 @@ class EmbeddingStore:
         self._vectors = vectors if start == 0 else np.concatenate([self._vectors, vectors])
         for i, t in enumerate(texts):
             self._index[_text_key(t)] = start + i
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         keys = np.array(sorted(self._index, key=self._index.get), dtype="U32")
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".npz")
-        os.close(fd)
-        np.savez(tmp, keys=keys, vectors=self._vectors)
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            np.savez(tmp, keys=keys, vectors=self._vectors)
