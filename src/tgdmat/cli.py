@@ -18,12 +18,13 @@ def _set_option(cfg, dotted: str) -> None:
 
 
 def cmd_train(args) -> int:
-    from .config import load_config
+    from .config import Config, load_config
     from .train import train
 
     cfg = load_config(args.config)
     for item in args.set or []:
         _set_option(cfg, item)
+    cfg = Config.from_dict(cfg.to_dict())  # validate the overridden values
     if args.no_text:
         cfg.model.use_text = False
     if args.max_minutes is not None:
