@@ -120,3 +120,27 @@ def test_describe_one_cif(tmp_path, capsys, srtio3):
     srtio3.to(filename=str(path))
     assert main(["describe", "--cif", str(path)]) == 0
     assert "Pm-3m" in capsys.readouterr().out
+
+
+def test_benchmark_append_replaces_a_remeasured_model(tmp_path, monkeypatch):
+    """--append keeps other models' rows and replaces the re-measured one's; each row names its command."""
+    import tgdmat.evaluate as E
+
+    calls = {"n": 0}
+
+    def fake(task):
+        def run(ckpt, **kw):
+            calls["n"] += 1
+            return {"task": task, "checkpoint": ckpt, "dataset": "perov_5", "text": True, "prompt": "long", "n": 2, "steps": 5, "match_rate": calls["n"] / 10, "rmse": 0.1,
+                    "struct_valid": 1.0, "comp_valid": 1.0, "wdist_density": 0.1, "wdist_num_elems": 0.0, "adherence_all": 0.5, "adherence_formula": 0.5, "adherence_spacegroup": 0.5}
+        return run
+
+    monkeypatch.setattr(E, "evaluate_csp", fake("csp"))
+    monkeypatch.setattr(E, "evaluate_gen", fake("gen"))
+    out = tmp_path / "b.json"
+    assert main(["benchmark", "--checkpoints", "a", "b", "--json", str(out), "--quiet"]) == 0
+    assert main(["benchmark", "--append", "--checkpoints", "b", "--csp-limit", "7", "--json", str(out), "--quiet"]) == 0
+    data = json.loads(out.read_text())
+    assert [(r["checkpoint"], r["task"]) for r in data["results"]] == [("a", "csp"), ("a", "gen"), ("b", "csp"), ("b", "gen")]
+    assert data["results"][2]["match_rate"] == 0.5 and "--csp-limit 7" in data["results"][2]["command"]
+    assert len(data["commands"]) == 2 and "--append" not in data["commands"][0]

@@ -94,7 +94,7 @@ def speed_sample(checkpoint: str | None = None, steps_list=(1000, 300, 100), n: 
                 _sample_batches(sampler, table, emb, csp, steps, 1.0, seed, batch_size, False, lr)
                 row[f"{task}_crystals_per_second"] = round(len(table) / (time.time() - start), 2)
             if match_limit:
-                res = evaluate_csp(checkpoint, limit=match_limit, steps=steps, batch_size=batch_size, progress=False, step_lr=lr)
+                res = evaluate_csp(sampler, limit=match_limit, steps=steps, batch_size=batch_size, progress=False, step_lr=lr)
                 row.update(match_rate=round(res["match_rate"], 4), rmse=round(res["rmse"], 4), match_n=res["n"])
             row["peak_rss_mb"] = round(_peak_rss_mb(), 1)
             rows.append(row)
@@ -150,7 +150,12 @@ def results_block(results: list[dict], commands: list[str]) -> str:
     """The README's results section: our measured rows beside the published ones."""
     csp = [r for r in results if r["task"] == "csp"]
     gen = [r for r in results if r["task"] == "gen"]
-    name = lambda r: r.get("model") or f"tgdmat {'text' if r['text'] else 'no text (DiffCSP-style)'} `{Path(r['checkpoint']).name}`"
+    def name(r: dict) -> str:
+        if r.get("model"):
+            return r["model"]
+        text = f"text ({r.get('prompt') or 'short'} prompt)" if r["text"] else "no text (DiffCSP-style)"
+        return f"tgdmat {text} `{Path(r['checkpoint']).name}`"
+
     lines = [
         "## Results",
         "",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
 
@@ -33,7 +34,7 @@ def cmd_train(args) -> int:
         cfg.train.seed = args.seed
     if args.data_root:
         cfg.data.data_root = args.data_root
-    best = train(cfg, args.out, resume=args.resume, device=args.device, command="tgdmat " + " ".join(sys.argv[1:]))
+    best = train(cfg, args.out, resume=args.resume, device=args.device, command=args.command_line)
     print(best)
     return 0
 
@@ -94,7 +95,7 @@ def cmd_evaluate(args) -> int:
         result = evaluate_csp(args.checkpoint, args.split, args.limit, args.steps, args.k, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, args.step_lr, args.prompt)
     else:
         result = evaluate_gen(args.checkpoint, args.split, args.limit or 1000, args.steps, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, not args.no_coverage, args.stability, args.prompt)
-    result["command"] = "tgdmat " + " ".join(sys.argv[1:])
+    result["command"] = args.command_line
     if args.json:
         write_json(result, args.json)
     print(markdown_table([result]))
@@ -161,7 +162,7 @@ def cmd_speed(args) -> int:
     else:
         rows = speed_sample(args.checkpoint, tuple(args.steps), n=args.n, match_limit=args.match_limit, step_lrs=tuple(args.step_lr or [None]))
     if args.json:
-        write_json({"command": "tgdmat " + " ".join(sys.argv[1:]), "rows": rows}, args.json)
+        write_json({"command": args.command_line, "rows": rows}, args.json)
     print(markdown_rows(rows))
     return 0
 
@@ -174,14 +175,15 @@ def cmd_benchmark(args) -> int:
 
     import json
 
-    results, commands = [], []
-    if args.append and Path(args.json).exists():
-        previous = json.loads(Path(args.json).read_text())
-        results, commands = previous["results"], previous["commands"]
+    results = []
+    if args.append and Path(args.json).exists():  # keep other models' rows; re-measured models are replaced
+        results = [r for r in json.loads(Path(args.json).read_text())["results"] if r["checkpoint"] not in args.checkpoints]
+    command = args.command_line
     for ckpt in args.checkpoints:
         results.append(evaluate_csp(ckpt, limit=args.csp_limit, steps=args.steps, progress=not args.quiet))
         results.append(evaluate_gen(ckpt, num_samples=args.gen_samples, steps=args.steps, progress=not args.quiet))
-    commands.append("tgdmat " + " ".join(sys.argv[1:]))
+        results[-2]["command"] = results[-1]["command"] = command
+    commands = list(dict.fromkeys(r["command"] for r in results))  # every command behind a row, in order
     write_json({"commands": commands, "results": results}, args.json)
     block = results_block(results, commands)
     print(block)
@@ -314,7 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command_line = "tgdmat " + shlex.join(argv)  # recorded with every result and checkpoint
     try:
         return args.func(args)
     except KeyboardInterrupt:

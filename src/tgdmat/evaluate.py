@@ -82,11 +82,15 @@ def _sample_batches(sampler: Sampler, table: CrystalTable, emb: torch.Tensor | N
     return out
 
 
-def evaluate_csp(checkpoint: str | None = None, split: str = "test", limit: int | None = None, steps: int | None = None, k: int = 1, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, step_lr: float | None = None, prompt: str | None = None) -> dict:
-    """Match rate and RMSE of CSP on a split (best of ``k`` samples when k > 1)."""
+def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test", limit: int | None = None, steps: int | None = None, k: int = 1, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, step_lr: float | None = None, prompt: str | None = None) -> dict:
+    """Match rate and RMSE of CSP on a split (best of ``k`` samples when k > 1).
+
+    ``checkpoint``: a shipped name, a ``.safetensors`` path, or an already loaded ``Sampler``.
+    """
     from .metrics import match_rate_rmse, match_rate_rmse_k
 
-    sampler = Sampler.load(checkpoint)
+    sampler = checkpoint if isinstance(checkpoint, Sampler) else Sampler.load(checkpoint)
+    checkpoint = sampler.source if isinstance(checkpoint, Sampler) else checkpoint
     cfg = sampler.cfg
     steps = steps or cfg.diffusion.sample_steps
     table = eval_subset(load_split(cfg.data.dataset, split, data_root or cfg.data.data_root), limit)

@@ -36,12 +36,13 @@ class Sampler:
     cfg: object
     info: ModelInfo
     device: str = "cpu"
+    source: str | None = None  # the shipped name or path it was loaded from
     _encoder: TextEncoder | None = None
 
     @staticmethod
     def load(checkpoint: str | None = None, device: str = "cpu") -> "Sampler":
         model, cfg, info = load_checkpoint(checkpoint, device)
-        return Sampler(model, cfg, info, device)
+        return Sampler(model, cfg, info, device, checkpoint)
 
     @property
     def uses_text(self) -> bool:
