@@ -20,3 +20,13 @@ def test_suffix_kept_for_writers_that_add_one(tmp_path):
     with atomic_path(path) as tmp:
         np.savez(tmp, x=np.arange(3))  # np.savez appends .npz unless the name ends with it
     assert np.load(path)["x"].tolist() == [0, 1, 2] and [p.name for p in path.parent.iterdir()] == ["v.npz"]
+
+
+def test_new_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    path = tmp_path / "x.cif"
+    atomic_write_text(path, "data")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
