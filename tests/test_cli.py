@@ -120,6 +120,11 @@ def test_describe_one_cif(tmp_path, capsys, srtio3):
     srtio3.to(filename=str(path))
     assert main(["describe", "--cif", str(path)]) == 0
     assert "Pm-3m" in capsys.readouterr().out
+    (tmp_path / "bad.cif").write_text("garbage")
+    for argv, message in ((["describe", "--cif", str(tmp_path / "bad.cif")], "malformed CIF"), (["describe"], "needs --dataset")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
 
 
 def test_benchmark_append_replaces_a_remeasured_model(tmp_path, monkeypatch):

@@ -6,6 +6,8 @@ import os
 import shlex
 import sys
 
+from .config import PROMPT_KINDS
+
 
 def _set_option(cfg, dotted: str) -> None:
     """Apply ``section.key=value`` (value parsed as YAML) to a Config."""
@@ -113,7 +115,7 @@ def cmd_describe(args) -> int:
         print(describe_structure(read_structure(args.cif), fast=not args.slow))
         return 0
     if not args.dataset:
-        raise SystemExit("tgdmat describe: give --dataset (a benchmark split) or --cif FILE (one structure)")
+        raise ValueError("describe needs --dataset (a benchmark split) or --cif FILE (one structure)")
     table = load_split(args.dataset, args.split, args.data_root)
     out = args.out or shipped_description_path(args.dataset, args.split)
     done = describe_table(table.ids, table.structures(), out, workers=args.workers, fast=not args.slow, limit=args.limit)
@@ -168,21 +170,19 @@ def cmd_speed(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
+    import json
     from pathlib import Path
 
     from .benchmark import results_block, replace_readme_block
     from .evaluate import evaluate_csp, evaluate_gen, write_json
 
-    import json
-
     results = []
     if args.append and Path(args.json).exists():  # keep other models' rows; re-measured models are replaced
         results = [r for r in json.loads(Path(args.json).read_text())["results"] if r["checkpoint"] not in args.checkpoints]
-    command = args.command_line
     for ckpt in args.checkpoints:
         results.append(evaluate_csp(ckpt, limit=args.csp_limit, steps=args.steps, progress=not args.quiet))
         results.append(evaluate_gen(ckpt, num_samples=args.gen_samples, steps=args.steps, progress=not args.quiet))
-        results[-2]["command"] = results[-1]["command"] = command
+        results[-2]["command"] = results[-1]["command"] = args.command_line
     commands = list(dict.fromkeys(r["command"] for r in results))  # every command behind a row, in order
     write_json({"commands": commands, "results": results}, args.json)
     block = results_block(results, commands)
@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-k", type=int, default=1, help="csp: samples per crystal (best of k)")
     e.add_argument("--guidance", type=float, default=1.0)
     e.add_argument("--step-lr", type=float, help="csp: Langevin corrector step size (0: predictor only; default: the model's)")
-    e.add_argument("--prompt", choices=["short", "long"], help="text to condition on: canonical short prompts or cached long descriptions (default: what the model was trained on)")
+    e.add_argument("--prompt", choices=PROMPT_KINDS, help="text to condition on: canonical short prompts or cached long descriptions (default: what the model was trained on)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--workers", type=int, default=2)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path, atomic_write_text
+from .config import PROMPT_KINDS
 from .data import cache_root, load_split, protocol_name
 from .data.csv import CrystalTable
 from .sample import Sampler
@@ -34,8 +35,8 @@ def eval_subset(table: CrystalTable, limit: int | None, seed: int = 0) -> Crysta
 def eval_prompt_kind(sampler: Sampler, prompt: str | None) -> str:
     """The text kind to condition on: as asked, else the one the model was trained on."""
     kind = prompt or sampler.cfg.data.prompt
-    if kind not in ("short", "long"):
-        raise ValueError(f"prompt must be short or long, not {kind!r}")
+    if kind not in PROMPT_KINDS:
+        raise ValueError(f"prompt must be one of {', '.join(PROMPT_KINDS)}, not {kind!r}")
     return kind
 
 

@@ -141,9 +141,10 @@ class Sampler:
         text, fields = normalize_prompt(prompt)
         if num_atoms:
             fields.num_atoms = num_atoms
-            text = short_prompt(fields) if text.startswith("Below is") else text
         if self.long_text:
             text = self._long_text(prompt)
+        elif num_atoms and text.startswith("Below is"):
+            text = short_prompt(fields)
         _check_n(n)
         gen = torch.Generator().manual_seed(seed)
         counts = self.atoms_for(fields, n, gen)
@@ -167,9 +168,12 @@ class Sampler:
         self.check_scope([len(symbols)], comp_fields.elements, strict)
         fields = parse_prompt(text) if text else PromptFields()
         fields.formula, fields.elements, fields.num_atoms = comp_fields.formula, comp_fields.elements, len(symbols)
-        prompt_text = self._long_text(text) if self.long_text and text else short_prompt(fields)
-        if self.long_text and not text:
-            print("tgdmat: warning: this model was trained on long descriptions; with no --text it sees only a short prompt", file=sys.stderr)
+        if self.long_text and text:
+            prompt_text = self._long_text(text)
+        else:
+            if self.long_text:
+                print("tgdmat: warning: this model was trained on long descriptions; with no --text it sees only a short prompt", file=sys.stderr)
+            prompt_text = short_prompt(fields)
         from pymatgen.core.periodic_table import Element
 
         types = torch.tensor([Element(s).Z for s in symbols], dtype=torch.long)
