@@ -54,12 +54,18 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _report(rows: list[dict], out: str, text: str) -> None:
-    print(f"prompt seen by the model: {text}")
+def _report(rows: list[dict], out: str, result) -> None:
+    print(f"prompt seen by the model: {result.text}")
+    for note in result.notes:
+        print(f"note: {note}")
     for r in rows:
         valid = "valid" if r["struct_valid"] and r["comp_valid"] else ("invalid structure" if not r["struct_valid"] else "not charge-balanced")
-        print(f"  {r['file']}: {r['formula']} {r['spacegroup']} ({r['spacegroup_number']}), a,b,c = {r['a']:.3f} {r['b']:.3f} {r['c']:.3f}, {r['density']:.2f} g/cm3, {valid}")
-    print(f"wrote {len(rows)} CIFs, structures.extxyz, summary.json and summary.csv to {out}")
+        asked = f", misses {r['fails']}" if r.get("fails") else (", as asked" if r.get("satisfies") else "")
+        print(f"  {r['file']}: {r['formula']} {r['spacegroup']} ({r['spacegroup_number']}), a,b,c = {r['a']:.3f} {r['b']:.3f} {r['c']:.3f}, {r['density']:.2f} g/cm3, {valid}{asked}")
+    kept = sum(1 for r in rows if not r.get("fails"))
+    if any(r.get("satisfies") or r.get("fails") for r in rows):
+        print(f"{kept} of {len(rows)} crystals satisfy every field of the prompt")
+    print(f"wrote {len(rows)} CIF{'s' if len(rows) != 1 else ''}, structures.extxyz, summary.json and summary.csv to {out}")
 
 
 def cmd_generate(args) -> int:
@@ -67,12 +73,12 @@ def cmd_generate(args) -> int:
 
     sampler = Sampler.load(args.checkpoint, args.device)
     n = 16 if args.num_samples is None else args.num_samples
-    structures, text, _ = sampler.generate(
+    result = sampler.generate(
         args.prompt, n, steps=args.steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
-        num_atoms=args.atoms, strict=not args.allow_out_of_scope, progress=not args.quiet,
+        num_atoms=args.atoms, strict=not args.allow_out_of_scope, progress=not args.quiet, free=args.free,
     )
-    meta = {"command": "generate", "prompt": args.prompt, "model_text": text, "checkpoint": args.checkpoint or "perov_5", "steps": args.steps or sampler.cfg.diffusion.sample_steps, "guidance": args.guidance, "seed": args.seed}
-    _report(write_results(structures, args.out, meta), args.out, text)
+    meta = {"command": "generate", "prompt": args.prompt, "model_text": result.text, "checkpoint": args.checkpoint or "perov_5", "steps": args.steps or sampler.cfg.diffusion.sample_steps, "guidance": args.guidance, "seed": args.seed, "free": args.free, "notes": result.notes, "lattice_targets": result.lattice.as_dict() if result.lattice else {}}
+    _report(write_results(result.structures, args.out, meta, result.fields, result.lattice), args.out, result)
     return 0
 
 
@@ -81,12 +87,12 @@ def cmd_predict(args) -> int:
 
     sampler = Sampler.load(args.checkpoint, args.device)
     n = 1 if args.num_samples is None else args.num_samples
-    structures, text, _ = sampler.predict(
+    result = sampler.predict(
         args.formula, args.text, n, steps=args.steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
         strict=not args.allow_out_of_scope, progress=not args.quiet,
     )
-    meta = {"command": "predict", "formula": args.formula, "text": args.text, "model_text": text, "checkpoint": args.checkpoint or "perov_5", "steps": args.steps or sampler.cfg.diffusion.sample_steps, "guidance": args.guidance, "seed": args.seed}
-    _report(write_results(structures, args.out, meta), args.out, text)
+    meta = {"command": "predict", "formula": args.formula, "text": args.text, "model_text": result.text, "checkpoint": args.checkpoint or "perov_5", "steps": args.steps or sampler.cfg.diffusion.sample_steps, "guidance": args.guidance, "seed": args.seed, "notes": result.notes, "lattice_targets": result.lattice.as_dict() if result.lattice else {}}
+    _report(write_results(result.structures, args.out, meta, result.fields, result.lattice), args.out, result)
     return 0
 
 
@@ -94,9 +100,9 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_csp, evaluate_gen, markdown_table, write_json
 
     if args.task == "csp":
-        result = evaluate_csp(args.checkpoint, args.split, args.limit, args.steps, args.k, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, args.step_lr, args.prompt)
+        result = evaluate_csp(args.checkpoint, args.split, args.limit, args.steps, args.k, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, args.step_lr, args.prompt, args.enforce)
     else:
-        result = evaluate_gen(args.checkpoint, args.split, args.limit or 1000, args.steps, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, not args.no_coverage, args.stability, args.prompt)
+        result = evaluate_gen(args.checkpoint, args.split, args.limit or 1000, args.steps, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, not args.no_coverage, args.stability, args.prompt, args.enforce)
     result["command"] = args.command_line
     if args.json:
         write_json(result, args.json)
@@ -226,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="de novo crystals from a text prompt")
     g.add_argument("prompt", help="e.g. 'a cubic perovskite SrTiO3 in space group Pm-3m'")
     g.add_argument("--atoms", type=int, help="atoms per cell (default: from the formula or the training data)")
+    g.add_argument("--free", action="store_true", help="the model's own de novo sampling: the text conditions it but nothing is enforced (default: formula, elements, space group, crystal system and lattice numbers in the prompt are binding)")
     _sampling_args(g)
     g.set_defaults(func=cmd_generate)
 
@@ -251,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-root")
     e.add_argument("--no-coverage", action="store_true", help="gen: skip COV-R/COV-P (slow fingerprints)")
     e.add_argument("--stability", type=int, default=0, metavar="N", help="gen: relax the first N valid samples with CHGNet (optional extra) and report the stable share")
+    e.add_argument("--enforce", action="store_true", help="enforce each test prompt as the product does (csp: its space group; gen: formula, space group, atoms per cell); default: the model's free sampling")
     e.add_argument("--json", help="write all metrics to this JSON file")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)

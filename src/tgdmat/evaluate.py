@@ -21,7 +21,7 @@ from .config import PROMPT_KINDS
 from .data import cache_root, load_split, protocol_name
 from .data.csv import CrystalTable
 from .sample import Sampler
-from .text.prompts import short_prompt
+from .text.prompts import PromptFields, short_prompt
 
 
 def eval_subset(table: CrystalTable, limit: int | None, seed: int = 0) -> CrystalTable:
@@ -83,10 +83,35 @@ def _sample_batches(sampler: Sampler, table: CrystalTable, emb: torch.Tensor | N
     return out
 
 
-def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test", limit: int | None = None, steps: int | None = None, k: int = 1, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, step_lr: float | None = None, prompt: str | None = None) -> dict:
+def condition_plans(sampler: Sampler, table: CrystalTable, seed: int, typed: bool) -> tuple[list, int]:
+    """One plan per test prompt with everything it states enforced (formula when ``typed``, space
+    group, atoms per cell); (plans, how many prompts no Wyckoff template could satisfy: those are
+    sampled without the symmetry constraint)."""
+    from .conditioning import CrystalPlan, plan_crystals
+    from .symmetry import SymmetryError
+
+    gen = torch.Generator().manual_seed(seed)
+    plans, failed = [], 0
+    for fields, n_atoms in zip(table.fields, table.crystals.num_atoms.tolist()):
+        f = PromptFields(**{**vars(fields), "properties": dict(fields.properties)})
+        if not typed:
+            f.formula, f.elements = None, None
+        f.num_atoms = n_atoms
+        try:
+            plans.append(plan_crystals(f, [n_atoms] if typed else None, 1, sampler.templates(), sampler.info.num_atoms_hist, gen)[0])
+        except SymmetryError:
+            failed += 1
+            f.spacegroup_number = f.spacegroup_symbol = f.crystal_system = None
+            plans.append(plan_crystals(f, [n_atoms] if typed else None, 1, sampler.templates(), sampler.info.num_atoms_hist, gen)[0] if typed else CrystalPlan(n_atoms))
+    return plans, failed
+
+
+def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test", limit: int | None = None, steps: int | None = None, k: int = 1, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, step_lr: float | None = None, prompt: str | None = None, enforce: bool = False) -> dict:
     """Match rate and RMSE of CSP on a split (best of ``k`` samples when k > 1).
 
     ``checkpoint``: a shipped name, a ``.safetensors`` path, or an already loaded ``Sampler``.
+    ``enforce``: the test prompt's space group is kept at every step (a Wyckoff template chosen
+    from the training templates for the composition, as the product does for a user).
     """
     from .metrics import match_rate_rmse, match_rate_rmse_k
 
@@ -100,7 +125,14 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
     step_lr = cfg.diffusion.step_lr if step_lr is None else step_lr
     kind = eval_prompt_kind(sampler, prompt)
     emb = prompt_embeddings(sampler, table, split, kind)
-    samples = [_sample_batches(sampler, table, emb, True, steps, guidance, seed + j, batch_size, progress, step_lr) for j in range(k)]
+    failed = 0
+    if enforce:
+        samples = []
+        for j in range(k):
+            plans, failed = condition_plans(sampler, table, seed + j, typed=True)
+            samples.append(sampler.sample_plans(plans, emb, steps, guidance, seed + j, batch_size, progress, step_lr=step_lr))
+    else:
+        samples = [_sample_batches(sampler, table, emb, True, steps, guidance, seed + j, batch_size, progress, step_lr) for j in range(k)]
     seconds = time.time() - t0
     if k == 1:
         metrics = match_rate_rmse(samples[0], targets, workers=workers, progress=progress)
@@ -109,7 +141,7 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
     return {
         "task": "csp", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset), "split": split,
         "checkpoint": str(checkpoint), "text": cfg.model.use_text, "prompt": kind if cfg.model.use_text else None, "n": len(table), "k": k, "steps": steps, "step_lr": step_lr,
-        "guidance": guidance, "seed": seed, "sampling_seconds": round(seconds, 1),
+        "guidance": guidance, "seed": seed, "enforce_spacegroup": enforce, "no_template": failed, "sampling_seconds": round(seconds, 1),
         "crystals_per_second": round(k * len(table) / seconds, 3), **metrics,
     }
 
@@ -144,8 +176,12 @@ def per_sample_adherence(structures: list, table: CrystalTable) -> dict:
     return {f"adherence_{k}": round(v / max(len(structures), 1), 4) for k, v in sums.items()}
 
 
-def evaluate_gen(checkpoint: str | None = None, split: str = "test", num_samples: int = 1000, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, coverage_metrics: bool = True, stability: int = 0, prompt: str | None = None) -> dict:
-    """De novo generation conditioned on ``num_samples`` test prompts; CDVAE metrics + adherence."""
+def evaluate_gen(checkpoint: str | None = None, split: str = "test", num_samples: int = 1000, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, coverage_metrics: bool = True, stability: int = 0, prompt: str | None = None, enforce: bool = False) -> dict:
+    """De novo generation conditioned on ``num_samples`` test prompts; CDVAE metrics + adherence.
+
+    ``enforce``: the product's binding mode (formula, space group and atoms per cell of each test
+    prompt enforced by construction, as ``tgdmat generate`` does); otherwise the model's free de novo
+    sampling, conditioned on the text only."""
     from .metrics import coverage, property_distances, validity
 
     sampler = Sampler.load(checkpoint)
@@ -155,12 +191,18 @@ def evaluate_gen(checkpoint: str | None = None, split: str = "test", num_samples
     conditions = eval_subset(full, num_samples, seed)
     t0 = time.time()
     kind = eval_prompt_kind(sampler, prompt)
-    generated = _sample_batches(sampler, conditions, prompt_embeddings(sampler, conditions, split, kind), False, steps, guidance, seed, batch_size, progress)
+    emb = prompt_embeddings(sampler, conditions, split, kind)
+    failed = 0
+    if enforce:
+        plans, failed = condition_plans(sampler, conditions, seed, typed=True)
+        generated = sampler.sample_plans(plans, emb, steps, guidance, seed, batch_size, progress)
+    else:
+        generated = _sample_batches(sampler, conditions, emb, False, steps, guidance, seed, batch_size, progress)
     seconds = time.time() - t0
     result = {
         "task": "gen", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset), "split": split,
         "checkpoint": str(checkpoint), "text": cfg.model.use_text, "prompt": kind if cfg.model.use_text else None, "n": len(generated), "steps": steps,
-        "guidance": guidance, "seed": seed, "sampling_seconds": round(seconds, 1),
+        "guidance": guidance, "seed": seed, "enforce": enforce, "no_template": failed, "sampling_seconds": round(seconds, 1),
         "crystals_per_second": round(len(generated) / seconds, 3),
     }
     result.update(validity(generated))

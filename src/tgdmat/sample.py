@@ -19,7 +19,12 @@ from .atomic import atomic_write_text
 from .crystal import MAX_Z, structure_to_cif, write_extxyz
 from .pretrained import ModelInfo, encoder_spec, load_checkpoint
 from .text.encoder import TextEncoder
-from .text.prompts import SYMPREC, PromptError, PromptFields, normalize_prompt, parse_prompt, short_prompt
+from .conditioning import CrystalPlan, plan_crystals, spacegroup_pool, stoichiometry_for
+from .symmetry import LatticeTarget, SymmetryConstraint, Template
+from .text.prompts import (
+    SYMPREC, PromptError, PromptFields, honoured_properties, normalize_prompt, parse_lattice, parse_prompt, parse_properties,
+    qualitative_terms, short_prompt,
+)
 
 MAX_ATOMS = 200  # per crystal: the fully connected graph grows as N^2
 
@@ -38,6 +43,7 @@ class Sampler:
     device: str = "cpu"
     source: str | None = None  # the shipped name or path it was loaded from
     _encoder: TextEncoder | None = None
+    _templates: object = None
 
     @staticmethod
     def load(checkpoint: str | None = None, device: str = "cpu") -> "Sampler":
@@ -119,42 +125,102 @@ class Sampler:
         return [sizes[i] for i in torch.multinomial(weights, n, replacement=True, generator=generator).tolist()]
 
     # -------------------------------------------------------------- sampling
-    def _run(self, num_atoms: list[int], text: str | None, atom_types: torch.Tensor | None, steps, guidance, seed, batch_size, progress):
+    def templates(self):
+        """Wyckoff templates of this model's training data (shipped with the package)."""
+        if self._templates is None:
+            from .data.templates import load_templates
+
+            self._templates = load_templates(self.info.dataset)
+        return self._templates
+
+    def sample_plans(self, plans: list[CrystalPlan], text: "str | torch.Tensor | None", steps=None, guidance: float = 1.0, seed: int = 0, batch_size: int = 64, progress: bool = False, lattice: LatticeTarget | None = None, free_types: bool = False, on_batch=None, step_lr: float | None = None) -> list:
+        """Structures for per-crystal plans: types fixed where a plan gives them, Wyckoff orbits and
+        crystal system enforced where it has a template, ``lattice`` targets on every crystal.
+        ``text``: one prompt for all, or per-plan embeddings (len(plans), D). ``on_batch(structures)``
+        is called after each finished batch."""
         gen = torch.Generator(device=self.device).manual_seed(seed)
-        emb = self.embed([text]) if (text is not None and self.uses_text) else None
+        if isinstance(text, torch.Tensor):
+            emb = text
+        else:
+            emb = self.embed([text]) if (text is not None and self.uses_text) else None
+            emb = emb.expand(len(plans), -1) if emb is not None else None
         out = []
-        for start in range(0, len(num_atoms), batch_size):
-            counts = torch.tensor(num_atoms[start : start + batch_size])
-            types = None
-            if atom_types is not None:
-                types = atom_types.repeat(len(counts))
-            e = emb.expand(len(counts), -1) if emb is not None else None
+        for start in range(0, len(plans), batch_size):
+            batch = plans[start : start + batch_size]
+            counts = torch.tensor([p.num_atoms for p in batch])
+            typed = all(p.atom_types is not None for p in batch) and not free_types
+            types = torch.tensor([z for p in batch for z in p.atom_types], dtype=torch.long) if typed else None
+            sym = None
+            if any(p.template is not None for p in batch):
+                targets = [lattice] * len(batch) if lattice is not None and not lattice.is_empty() else None
+                sym = SymmetryConstraint.build([p.template or Template(1, tuple((None, "a") for _ in range(p.num_atoms))) for p in batch], targets)
+            e = emb[start : start + len(batch)] if emb is not None else None
             crystals = self.model.sample(
                 counts, e, types, steps=steps or self.cfg.diffusion.sample_steps, guidance=guidance, generator=gen, progress=progress,
-                allowed_types=self.allowed_types(),
+                allowed_types=self.allowed_types(), symmetry=sym, step_lr=step_lr,
             )
-            out.extend(crystals.to_structures())
+            structures = crystals.to_structures()
+            out.extend(structures)
+            if on_batch is not None:
+                on_batch(structures)
         return out
 
-    def generate(self, prompt: str, n: int = 16, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 64, num_atoms: int | None = None, strict: bool = True, progress: bool = False) -> tuple[list, str, PromptFields]:
-        """De novo crystals from a text prompt: (structures, text the encoder saw, parsed fields)."""
+    def request(self, prompt: str, num_atoms: int | None = None) -> "Request":
+        """What a free-text prompt asks for: fields, lattice targets, the text the encoder sees, notes."""
         text, fields = normalize_prompt(prompt)
+        notes = []
+        props, unknown = honoured_properties(parse_properties(prompt), self.info.dataset)
+        if unknown:
+            notes.append(f"ignored: {', '.join(unknown)} (not in this model's {self.info.dataset} training data)")
+        fields.properties.update(props)
+        stated = parse_properties(prompt)
+        words = [w for w in qualitative_terms(prompt) if not (w == "band gap" and "band_gap" in stated)]
+        if words:
+            notes.append(f"ignored: {', '.join(words)} (words without a number; the model cannot honour them)")
+        lat = parse_lattice(prompt)
+        density = lat.pop("density", None)
         if num_atoms:
             fields.num_atoms = num_atoms
         if self.long_text:
             text = self._long_text(prompt)
-        elif num_atoms and text.startswith("Below is"):
+        elif not fields.is_empty():
             text = short_prompt(fields)
+        return Request(fields, LatticeTarget(**lat), density, text, notes)
+
+    def generate(self, prompt: str, n: int = 16, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 64, num_atoms: int | None = None, strict: bool = True, progress: bool = False, free: bool = False, on_batch=None) -> "Generation":
+        """Crystals from a text prompt. What the prompt states is binding: a formula fixes the types
+        (and named elements a stoichiometry over them), a space group or crystal system is kept
+        at every step, stated lattice parameters are met. ``free=True``: the model's own de novo
+        sampling, conditioned on the text only."""
+        req = self.request(prompt, num_atoms)
+        fields = req.fields
         _check_n(n)
         gen = torch.Generator().manual_seed(seed)
-        counts = self.atoms_for(fields, n, gen)
-        self.check_scope(counts, fields.elements, strict)
         if not self.uses_text:
             print("tgdmat: warning: this model was trained without text; the prompt only sets the number of atoms", file=sys.stderr)
-        return self._run(counts, text, None, steps, guidance, seed, batch_size, progress), text, fields
+        if free:
+            counts = self.atoms_for(fields, n, gen)
+            self.check_scope(counts, fields.elements, strict)
+            plans = [CrystalPlan(c) for c in counts]
+        else:
+            if fields.elements and not fields.formula:
+                fields.formula = stoichiometry_for(fields.elements, fields.num_atoms, spacegroup_pool(fields), self.templates(), gen)
+                req.notes.append(f"composition chosen over the named elements: {fields.formula}")
+                if not self.long_text:
+                    req.text = short_prompt(fields)
+            sizes = self.atoms_for(fields, n, gen) if (fields.formula or not spacegroup_pool(fields)) else None
+            if sizes is not None:
+                self.check_scope(sizes, fields.elements, strict)
+            plans = plan_crystals(fields, sizes, n, self.templates(), self.info.num_atoms_hist, gen, req.lattice)
+            if sizes is None:
+                self.check_scope([p.num_atoms for p in plans], fields.elements, strict)
+        lattice = self._with_density(req, plans)
+        structures = self.sample_plans(plans, req.text, steps, guidance, seed, batch_size, progress, lattice, free_types=free, on_batch=on_batch)
+        return Generation(structures, req.text, fields, lattice, req.notes)
 
-    def predict(self, formula: str, text: str | None = None, n: int = 1, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 64, strict: bool = True, progress: bool = False) -> tuple[list, str, PromptFields]:
-        """Structures for a composition as written (e.g. 'SrTiO3' = 5 atoms, 'Sr2Ti2O6' = 10)."""
+    def predict(self, formula: str, text: str | None = None, n: int = 1, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 64, strict: bool = True, progress: bool = False, on_batch=None) -> "Generation":
+        """Structures for a composition as written (e.g. 'SrTiO3' = 5 atoms, 'Sr2Ti2O6' = 10); a
+        space group, crystal system or lattice parameters in ``text`` are enforced."""
         from pymatgen.core import Composition
 
         comp_fields = parse_prompt(formula)
@@ -163,23 +229,77 @@ class Sampler:
         comp = Composition(formula)
         if abs(comp.num_atoms - round(comp.num_atoms)) > 1e-6:
             raise PromptError(f"'{formula}' has fractional amounts; give whole numbers of atoms per cell")
-        symbols = [el.symbol for el, amount in comp.items() for _ in range(int(round(amount)))]
+        size = int(round(comp.num_atoms))
         _check_n(n)
-        self.check_scope([len(symbols)], comp_fields.elements, strict)
-        fields = parse_prompt(text) if text else PromptFields()
-        fields.formula, fields.elements, fields.num_atoms = comp_fields.formula, comp_fields.elements, len(symbols)
+        self.check_scope([size], comp_fields.elements, strict)
+        if any(el.Z > MAX_Z for el in comp.elements):
+            raise PromptError(f"elements beyond Z={MAX_Z} are not supported")
+        req = self.request(text, None) if text else Request(PromptFields(), LatticeTarget(), None, None, [])
+        fields = req.fields
+        fields.formula, fields.elements, fields.num_atoms = comp_fields.formula, comp_fields.elements, size
         if self.long_text and text:
-            prompt_text = self._long_text(text)
+            prompt_text = req.text
         else:
             if self.long_text:
                 print("tgdmat: warning: this model was trained on long descriptions; with no --text it sees only a short prompt", file=sys.stderr)
             prompt_text = short_prompt(fields)
-        from pymatgen.core.periodic_table import Element
+        gen = torch.Generator().manual_seed(seed)
+        plans = plan_crystals(fields, [size] * n, n, self.templates(), self.info.num_atoms_hist, gen, req.lattice)
+        lattice = self._with_density(req, plans)
+        structures = self.sample_plans(plans, prompt_text, steps, guidance, seed, batch_size, progress, lattice, on_batch=on_batch)
+        return Generation(structures, prompt_text, fields, lattice, req.notes)
 
-        types = torch.tensor([Element(s).Z for s in symbols], dtype=torch.long)
-        if int(types.max()) > MAX_Z:
-            raise PromptError(f"elements beyond Z={MAX_Z} are not supported")
-        return self._run([len(symbols)] * n, prompt_text, types, steps, guidance, seed, batch_size, progress), prompt_text, fields
+    @staticmethod
+    def _with_density(req: "Request", plans: list[CrystalPlan]) -> LatticeTarget | None:
+        """The lattice target, with a stated density turned into a volume when the composition is fixed."""
+        lattice = req.lattice
+        if req.density is not None:
+            if plans and all(p.atom_types is not None for p in plans) and len({tuple(p.atom_types) for p in plans}) == 1 and all(p.template is None or p.template.spacegroup == plans[0].template.spacegroup for p in plans):
+                from pymatgen.core import Composition
+                from pymatgen.core.periodic_table import Element
+
+                from .symmetry import CENTERING_MULTIPLICITY, centering
+
+                mass = sum(Element.from_Z(z).atomic_mass for z in plans[0].atom_types)  # amu per sampled cell
+                conv = CENTERING_MULTIPLICITY[centering(plans[0].template.spacegroup)] if plans[0].template else 1
+                lattice = LatticeTarget(**{**lattice.as_dict(), "volume": conv * float(mass) * 1.66053906660 / req.density})
+                for p in plans:
+                    if p.template is None:
+                        p.template = Template(1, tuple((Element.from_Z(z).symbol, "a") for z in p.atom_types))
+            else:
+                req.notes.append("ignored: density (needs one fixed composition)")
+        if plans and lattice is not None and not lattice.is_empty():
+            for p in plans:
+                if p.template is None:
+                    from pymatgen.core.periodic_table import Element
+
+                    p.template = Template(1, tuple(((Element.from_Z(z).symbol if p.atom_types else None), "a") for z in (p.atom_types or [0] * p.num_atoms)))
+        return lattice if lattice is not None and not lattice.is_empty() else None
+
+
+@dataclass
+class Request:
+    """A parsed prompt: fields, lattice targets, density, the encoder's text, notes for the user."""
+
+    fields: PromptFields
+    lattice: LatticeTarget
+    density: float | None
+    text: str | None
+    notes: list[str]
+
+
+@dataclass
+class Generation:
+    """Sampled structures with what they were asked to be."""
+
+    structures: list
+    text: str | None
+    fields: PromptFields
+    lattice: LatticeTarget | None
+    notes: list[str]
+
+    def __iter__(self):  # structures, text, fields = sampler.generate(...) keeps working
+        return iter((self.structures, self.text, self.fields))
 
 
 def _check_n(n: int) -> None:
@@ -189,12 +309,12 @@ def _check_n(n: int) -> None:
 
 def generate(prompt: str, n: int = 16, checkpoint: str | None = None, **kwargs) -> list:
     """De novo crystals (pymatgen Structures) from a text prompt with a shipped or given model."""
-    return Sampler.load(checkpoint, kwargs.pop("device", "cpu")).generate(prompt, n, **kwargs)[0]
+    return Sampler.load(checkpoint, kwargs.pop("device", "cpu")).generate(prompt, n, **kwargs).structures
 
 
 def predict(formula: str, text: str | None = None, n: int = 1, checkpoint: str | None = None, **kwargs) -> list:
     """Crystal structure prediction for a composition (optionally guided by text)."""
-    return Sampler.load(checkpoint, kwargs.pop("device", "cpu")).predict(formula, text, n, **kwargs)[0]
+    return Sampler.load(checkpoint, kwargs.pop("device", "cpu")).predict(formula, text, n, **kwargs).structures
 
 
 # ------------------------------------------------------------------ outputs
@@ -224,13 +344,21 @@ def describe_result(s) -> dict:
     }
 
 
-def write_results(structures: list, out_dir: str | Path, meta: dict) -> list[dict]:
-    """One CIF per structure, all in structures.extxyz, and summary.json / summary.csv."""
+def write_results(structures: list, out_dir: str | Path, meta: dict, fields: PromptFields | None = None, lattice: LatticeTarget | None = None) -> list[dict]:
+    """One CIF per structure, all in structures.extxyz, and summary.json / summary.csv; with
+    ``fields`` (and ``lattice``) each row says which prompt fields the crystal satisfies."""
+    from .metrics.adherence import prompt_checks
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
+    targets = lattice.as_dict() if lattice is not None else None
     for i, s in enumerate(structures):
         row = {"file": f"{i:04d}_{s.composition.reduced_formula}.cif", **describe_result(s)}
+        if fields is not None:
+            checks = prompt_checks(s, fields, targets)
+            row["satisfies"] = ",".join(k for k, v in checks.items() if v)
+            row["fails"] = ",".join(k for k, v in checks.items() if not v)
         atomic_write_text(out / row["file"], structure_to_cif(s))
         rows.append(row)
     write_extxyz(structures, out / "structures.extxyz", info=rows)

@@ -87,14 +87,23 @@ class WrappedNormalCoords:
         """The network's unit-scale output back in score units at step t."""
         return normalised * math.sqrt(float(self.score_norms[t]))
 
-    def predictor(self, f_t: torch.Tensor, score: torch.Tensor, t: int, s: int, z: torch.Tensor) -> torch.Tensor:
-        """Reverse-diffusion (ancestral) step of the variance-exploding SDE from sigma_t to sigma_s."""
+    def predictor_terms(self, score: torch.Tensor, t: int, s: int) -> tuple[torch.Tensor, float]:
+        """(drift, noise std) of the reverse-diffusion (ancestral) step from sigma_t to sigma_s."""
         st, ss = float(self.sigmas[t]), float(self.sigmas[s])
         step = st**2 - ss**2
-        std = math.sqrt(step * ss**2 / st**2)
-        return (f_t + step * score + std * z) % 1.0
+        return step * score, math.sqrt(step * ss**2 / st**2)
+
+    def corrector_terms(self, score: torch.Tensor, t: int, step_lr: float) -> tuple[torch.Tensor, float]:
+        """(drift, noise std) of one Langevin step at sigma_t with step size step_lr * (sigma_t / sigma_1)^2."""
+        step = step_lr * (float(self.sigmas[t]) / float(self.sigmas[1])) ** 2
+        return step * score, math.sqrt(2 * step)
+
+    def predictor(self, f_t: torch.Tensor, score: torch.Tensor, t: int, s: int, z: torch.Tensor) -> torch.Tensor:
+        """Reverse-diffusion (ancestral) step of the variance-exploding SDE from sigma_t to sigma_s."""
+        drift, std = self.predictor_terms(score, t, s)
+        return (f_t + drift + std * z) % 1.0
 
     def corrector(self, f_t: torch.Tensor, score: torch.Tensor, t: int, step_lr: float, z: torch.Tensor) -> torch.Tensor:
-        """One Langevin step at sigma_t with step size step_lr * (sigma_t / sigma_1)^2."""
-        step = step_lr * (float(self.sigmas[t]) / float(self.sigmas[1])) ** 2
-        return (f_t + step * score + math.sqrt(2 * step) * z) % 1.0
+        """One Langevin step at sigma_t."""
+        drift, std = self.corrector_terms(score, t, step_lr)
+        return (f_t + drift + std * z) % 1.0

@@ -123,10 +123,14 @@ class TGDMat(nn.Module):
         generator: torch.Generator | None = None,
         progress: bool = False,
         allowed_types: torch.Tensor | None = None,
+        symmetry: "SymmetryConstraint | None" = None,
     ) -> Crystal:
         """Crystals with the given numbers of atoms; CSP when ``atom_types`` (atomic numbers) is given.
 
         ``allowed_types`` (atomic numbers) restricts de novo types, e.g. to the training elements.
+        ``symmetry`` (a ``SymmetryConstraint`` in the atom order of ``num_atoms``) keeps every step
+        on its Wyckoff orbits and crystal systems: coordinates move through each orbit's general
+        point, the predicted clean lattice is projected, and de novo types are tied per orbit.
         """
         d = self.cfg.diffusion
         dev = next(self.parameters()).device
@@ -145,6 +149,16 @@ class TGDMat(nn.Module):
 
         l = randn(B, 3, 3)
         f = rand(N, 3)
+        sym = symmetry.to(dev) if symmetry is not None else None
+        p = None
+        if sym is not None:
+            if len(sym.orbit) != N or len(sym.system) != B:
+                raise ValueError("the symmetry constraint does not fit the batch")
+            p = sym.initial(rand(sym.num_orbits, 3))
+            f = sym.positions(p)
+            l = sym.lattice(l, with_targets=False)
+            if atom_types is None and sym.atom_types is not None:
+                atom_types = sym.atom_types
         csp = atom_types is not None
         a = to_classes(atom_types.to(dev)) if csp else torch.full((N,), MASK, device=dev, dtype=torch.long)
         type_bias = None
@@ -157,19 +171,34 @@ class TGDMat(nn.Module):
             from tqdm import tqdm
 
             pairs = tqdm(pairs, desc="sampling", file=sys.stderr, mininterval=0.5)
+        def move(f, terms):
+            nonlocal p
+            drift, std = terms
+            if sym is None:
+                return (f + drift + std * randn(N, 3)) % 1.0
+            p = sym.move(p, drift, std * randn(sym.num_orbits, 3))
+            return sym.positions(p)
+
         for t, s in pairs:
             out = self._denoise(a, f, l, t, graph, text_emb, guidance)
             if step_lr > 0:
-                f = self.coords.corrector(f, self.coords.score(out[1], t), t, step_lr, randn(N, 3))
+                f = move(f, self.coords.corrector_terms(self.coords.score(out[1], t), t, step_lr))
                 out = self._denoise(a, f, l, t, graph, text_emb, guidance)
             eps_hat, score_hat, logits = out
-            l = self.lattice.reverse_step(l, eps_hat, t, s, randn(B, 3, 3))
-            f = self.coords.predictor(f, self.coords.score(score_hat, t), t, s, randn(N, 3))
+            l = self.lattice.reverse_step(l, eps_hat, t, s, randn(B, 3, 3), project_l0=sym.lattice if sym is not None else None)
+            if sym is not None:
+                l = sym.lattice(l, with_targets=False)
+            f = move(f, self.coords.predictor_terms(self.coords.score(score_hat, t), t, s))
             if not csp:
                 if type_bias is not None:
                     logits = logits + type_bias
-                gumbel = -torch.log(-torch.log(rand(N, logits.shape[-1]).clamp(1e-20, 1.0)))
-                a = self.types.reverse_step(a, logits, t, s, rand(N), gumbel)
+                if sym is None:
+                    gumbel = -torch.log(-torch.log(rand(N, logits.shape[-1]).clamp(1e-20, 1.0)))
+                    a = self.types.reverse_step(a, logits, t, s, rand(N), gumbel)
+                else:  # one element per orbit: shared log-probabilities, draws and unmasking
+                    K = sym.num_orbits
+                    gumbel = -torch.log(-torch.log(rand(K, logits.shape[-1]).clamp(1e-20, 1.0)))[sym.orbit]
+                    a = self.types.reverse_step(a, sym.tie_logits(logits), t, s, rand(K)[sym.orbit], gumbel)
         if not csp and bool((a == MASK).any()):  # cannot happen when the last step reaches 0
             raise RuntimeError("sampler ended with masked atoms")
         return Crystal(to_atomic_numbers(a), f % 1.0, l, num_atoms)

@@ -51,6 +51,35 @@ def _checks(fields: PromptFields) -> dict:
     return checks
 
 
+def conventional_parameters(structure, symprec: float = SYMPREC) -> dict[str, float]:
+    """a, b, c, alpha, beta, gamma, c_over_a and volume of the spglib conventional standard cell."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lat = SpacegroupAnalyzer(structure, symprec=symprec).get_conventional_standard_structure().lattice
+    except Exception:
+        lat = structure.lattice
+    a, b, c = lat.abc
+    alpha, beta, gamma = lat.angles
+    return {"a": a, "b": b, "c": c, "alpha": alpha, "beta": beta, "gamma": gamma, "c_over_a": c / a, "volume": lat.volume}
+
+
+def prompt_checks(structure, fields: PromptFields, lattice: dict[str, float] | None = None, rel_tol: float = 0.02, symprec: float = SYMPREC) -> dict[str, bool]:
+    """Per field the prompt sets, whether ``structure`` satisfies it (lattice values within ``rel_tol``
+    in the conventional cell); no validity gate: the summary reports validity beside."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = structure_fields(structure, symprec=symprec)
+    out = {name: bool(check(got)) for name, check in _checks(fields).items()}
+    if lattice:
+        params = conventional_parameters(structure, symprec)
+        for key, want in lattice.items():
+            out[f"lattice_{key}"] = bool(abs(params[key] - want) <= rel_tol * abs(want))
+    return out
+
+
 def adherence(structures: Sequence, fields: PromptFields, symprec: float = SYMPREC) -> dict:
     """Share of ``structures`` satisfying each field set in ``fields`` (keys: formula, elements,
     spacegroup, crystal_system, num_atoms), plus "all" and "n". With no field set, "all" is the

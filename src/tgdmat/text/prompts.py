@@ -7,6 +7,7 @@ same template from them, so a partial prompt looks like the partial prompts seen
 """
 from __future__ import annotations
 
+import math
 import random
 import re
 from dataclasses import dataclass, field
@@ -110,6 +111,12 @@ def structure_fields(structure, properties: dict[str, float] | None = None, symp
 _FORMULA_TOKEN = re.compile(r"^(?:[A-Z][a-z]?\d*(?:\.\d+)?|\((?:[A-Z][a-z]?\d*)+\)\d*)+$")
 _ELEMENT_PART = re.compile(r"[A-Z][a-z]?")
 _SG_NUMBER = re.compile(r"space\s*group(?:\s+(?:number|no\.?|#))?\s*[:=]?\s*(\d{1,3})\b", re.I)
+_AMBIGUOUS_SYMBOLS = {"In", "As", "At", "Be", "He", "No", "Am", "Ho", "Es", "Pa", "Po", "Ta", "Ca"} - {"Ta", "Ca"}
+_ANION_WORDS = {
+    "oxynitride": ("O", "N"), "oxyfluoride": ("O", "F"), "oxide": ("O",), "nitride": ("N",), "fluoride": ("F",),
+    "sulfide": ("S",), "sulphide": ("S",), "chloride": ("Cl",), "bromide": ("Br",), "iodide": ("I",), "carbide": ("C",),
+    "hydride": ("H",), "selenide": ("Se",), "telluride": ("Te",), "phosphide": ("P",), "boride": ("B",), "silicide": ("Si",),
+}
 _ATOMS = re.compile(r"\b(\d{1,4})\s*[- ]?atoms?\b", re.I)
 
 
@@ -178,6 +185,10 @@ def parse_prompt(text: str) -> PromptFields:
                 if not Element.is_valid_symbol(sym):
                     raise PromptError(f"unknown element '{sym}'")
                 found.append(sym)
+        found += [tok for tok in tokens if len(tok) == 2 and tok[0].isupper() and tok[1].islower() and tok not in _AMBIGUOUS_SYMBOLS and Element.is_valid_symbol(tok)]
+        anions = [sym for word, syms in _ANION_WORDS.items() if re.search(rf"\b{word}s?\b", lowered) for sym in syms]
+        if found and anions:  # "an oxide of Ba and Ti"; "an oxide" alone fixes nothing
+            found += anions
         if found:
             fields.elements = sorted(set(found), key=lambda s: Element(s).X)
     m = _SG_NUMBER.search(text)
@@ -207,6 +218,96 @@ def parse_prompt(text: str) -> PromptFields:
         if fields.num_atoms < 1:
             raise PromptError("the number of atoms must be at least 1")
     return fields
+
+
+# ---------------------------------------------------------------- numbers and ignored words
+_NUM = r"(-?\d+(?:\.\d+)?)"
+_LENGTH = re.compile(rf"(?<![A-Za-z/])([abc])\s*[=:]\s*{_NUM}\s*(?:Å|A\b|angstroms?\b)?")
+_LATTICE_CONSTANT = re.compile(rf"lattice\s+(?:constant|parameter)\s*(?:of|=|is|:)?\s*{_NUM}", re.I)
+_ANGLE = re.compile(rf"(alpha|beta|gamma|α|β|γ)\s*[=:]\s*{_NUM}", re.I)
+_C_OVER_A = re.compile(rf"c\s*/\s*a\s*(?:ratio)?\s*(?:of|=|is|:)?\s*{_NUM}", re.I)
+_VOLUME = re.compile(rf"(?:cell\s+)?volume\s*(?:of|=|is|:)?\s*{_NUM}", re.I)
+_DENSITY = re.compile(rf"density\s*(?:of|=|is|:)?\s*{_NUM}\s*g", re.I)
+_PROPERTY_NUMBERS = {
+    "formation_energy_per_atom": re.compile(rf"formation\s+energy(?:\s+per\s+atom)?\s*(?:of|=|is|:)?\s*{_NUM}", re.I),
+    "band_gap": re.compile(rf"band\s*gap\s*(?:of|=|is|:)?\s*{_NUM}", re.I),
+    "energy_per_atom": re.compile(rf"(?<!formation )energy\s+per\s+atom\s*(?:of|=|is|:)?\s*{_NUM}", re.I),
+    "e_above_hull": re.compile(rf"(?:energy\s+)?above\s+(?:the\s+)?(?:convex\s+)?hull\s*(?:of|=|is|:)?\s*{_NUM}", re.I),
+}
+# property columns each benchmark carries (what its models saw in the short prompt)
+DATASET_PROPERTIES = {
+    "perov_5": {"formation_energy_per_atom": "heat_ref"},
+    "carbon_24": {"energy_per_atom": "energy_per_atom"},
+    "mp_20": {"formation_energy_per_atom": "formation_energy_per_atom", "band_gap": "band_gap", "e_above_hull": "e_above_hull"},
+    "mpts_52": {"formation_energy_per_atom": "formation_energy_per_atom", "band_gap": "band_gap", "e_above_hull": "e_above_hull"},
+}
+_QUALITATIVE = re.compile(
+    r"\b(?:(?:wide|narrow|large|small|low|high|direct|indirect)\s+band\s*gap|band\s*gap|stable|unstable|metallic|metal|magnetic|"
+    r"ferromagnetic|antiferromagnetic|superconduct\w*|semiconduct\w*|conduct\w*|insulat\w*|hard|soft|ferroelectric|piezoelectric|"
+    r"thermoelectric|transparent|porous|light|heavy|dense)\b", re.I)
+LENGTH_RANGE = (1.0, 100.0)
+ANGLE_RANGE = (30.0, 150.0)
+
+
+def _bounded(value: float, lo: float, hi: float, what: str) -> float:
+    if not (lo <= value <= hi):
+        raise PromptError(f"{what} = {value:g} is outside {lo:g}..{hi:g}")
+    return value
+
+
+def parse_lattice(text: str) -> dict[str, float]:
+    """Lattice facts stated as numbers: a, b, c (Å), alpha, beta, gamma (degrees), c_over_a,
+    volume (Å^3), density (g/cm^3). Absurd values are a PromptError."""
+    out: dict[str, float] = {}
+    for m in _LENGTH.finditer(text):
+        out[m.group(1)] = _bounded(float(m.group(2)), *LENGTH_RANGE, f"lattice parameter {m.group(1)}")
+    m = _LATTICE_CONSTANT.search(text)
+    if m and "a" not in out:
+        out["a"] = _bounded(float(m.group(1)), *LENGTH_RANGE, "the lattice constant")
+    names = {"α": "alpha", "β": "beta", "γ": "gamma"}
+    for m in _ANGLE.finditer(text):
+        key = names.get(m.group(1), m.group(1).lower())
+        out[key] = _bounded(float(m.group(2)), *ANGLE_RANGE, key)
+    m = _C_OVER_A.search(text)
+    if m:
+        out["c_over_a"] = _bounded(float(m.group(1)), 0.05, 20.0, "c/a")
+    m = _VOLUME.search(text)
+    if m:
+        out["volume"] = _bounded(float(m.group(1)), 1.0, 1e5, "the cell volume (Å^3)")
+    m = _DENSITY.search(text)
+    if m:
+        out["density"] = _bounded(float(m.group(1)), 0.01, 30.0, "the density (g/cm^3)")
+    return out
+
+
+def parse_properties(text: str) -> dict[str, float]:
+    """Property values stated as numbers (formation energy, band gap, energy per atom, e above hull)."""
+    out = {}
+    for key, pattern in _PROPERTY_NUMBERS.items():
+        m = pattern.search(text)
+        if m:
+            value = float(m.group(1))
+            if not math.isfinite(value) or abs(value) > 1e4:
+                raise PromptError(f"{key.replace('_', ' ')} = {value:g} is not a plausible value")
+            out[key] = value
+    return out
+
+
+def honoured_properties(properties: dict[str, float], dataset: str) -> tuple[dict[str, float], list[str]]:
+    """(the properties a model of ``dataset`` was trained with, the names of the others)."""
+    known = DATASET_PROPERTIES.get(dataset, {})
+    kept = {k: v for k, v in properties.items() if k in known}
+    return kept, [k.replace("_", " ") for k in properties if k not in known]
+
+
+def qualitative_terms(text: str) -> list[str]:
+    """Property words with no number (e.g. 'wide band gap', 'stable'): the model cannot honour them."""
+    seen = []
+    for m in _QUALITATIVE.finditer(text):
+        word = " ".join(m.group(0).lower().split())
+        if word not in seen:
+            seen.append(word)
+    return seen
 
 
 def normalize_prompt(text: str) -> tuple[str, PromptFields]:

@@ -1,0 +1,163 @@
+"""From what the prompt says to what the sampler must obey: one plan per crystal.
+
+A prompt's formula fixes the atom types (CSP); named elements fix them through a stoichiometry
+seen in training; a space group or crystal system picks a Wyckoff template compatible with the
+composition (training templates first, weighted by how often they occur, else pyxtal's
+combinations); stated lattice parameters become lattice targets. The sampler then enforces the
+plan at every step (``symmetry.SymmetryConstraint``), so the output obeys it by construction.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+
+from .symmetry import SYSTEMS, LatticeTarget, SymmetryError, Template, crystal_system_index, orbit_ops, wyckoff_combinations
+from .data.templates import RoleTemplate, element_ranks
+from .text.prompts import PromptError, PromptFields
+
+MAX_COMBINATIONS = 2000
+
+
+@dataclass
+class CrystalPlan:
+    """What one sampled crystal must be: atom count, Wyckoff template, atom types (Z, in order)."""
+
+    num_atoms: int
+    template: Template | None = None
+    atom_types: list[int] | None = None
+
+
+def spacegroup_pool(fields: PromptFields) -> list[int] | None:
+    """The space groups a prompt allows: its group, the groups of its crystal system, or None."""
+    if fields.spacegroup_number:
+        return [int(fields.spacegroup_number)]
+    if fields.crystal_system:
+        k = SYSTEMS.index(fields.crystal_system)
+        return [g for g in range(1, 231) if crystal_system_index(g) == k]
+    return None
+
+
+def _choose(weights: list[float], n: int, generator: torch.Generator) -> list[int]:
+    w = torch.tensor(weights, dtype=torch.float64)
+    return torch.multinomial(w, n, replacement=True, generator=generator).tolist()
+
+
+def _element_counts(formula: str, num_atoms: int) -> dict[str, int]:
+    from pymatgen.core import Composition
+
+    comp = Composition(formula).reduced_composition
+    unit = int(round(comp.num_atoms))
+    if num_atoms % unit:
+        raise PromptError(f"{num_atoms} atoms is not a whole number of {formula} formula units ({unit} atoms each)")
+    return {el.symbol: int(round(amount)) * num_atoms // unit for el, amount in comp.items()}
+
+
+def _typed_templates(counts: dict[str, int], pool: list[int], library: Counter) -> tuple[list[Template], list[float]]:
+    """Templates holding exactly ``counts`` in a group of ``pool``: training ones (weighted by
+    frequency, roles mapped by electronegativity rank) else every pyxtal combination (equal weights)."""
+    ranked = element_ranks(counts)
+    want = tuple(counts[e] for e in ranked)
+    pool_set = set(pool)
+    found: dict[Template, float] = {}
+    for tpl, c in library.items():
+        if tpl.spacegroup in pool_set and tpl.num_roles == len(ranked) and tpl.num_atoms == sum(want) and tpl.role_counts() == want:
+            key = Template(tpl.spacegroup, tuple((ranked[r], letter) for r, letter in tpl.sites))
+            found[key] = found.get(key, 0.0) + c
+    if found:
+        return list(found), list(found.values())
+    seen = Counter({tpl.spacegroup: c for tpl, c in library.items()})
+    for sg in sorted(pool, key=lambda g: -seen.get(g, 0)):
+        combos = wyckoff_combinations(sg, counts, MAX_COMBINATIONS)
+        if combos:
+            return combos, [1.0] * len(combos)
+    return [], []
+
+
+def _untyped_templates(num_atoms: int | None, pool: list[int], library: Counter, hist: dict[int, int]) -> tuple[list[Template], list[float]]:
+    """Species-free templates (one element per orbit, chosen by the model) for a group of ``pool``."""
+    pool_set = set(pool)
+    found: dict[Template, float] = {}
+    for tpl, c in library.items():
+        if tpl.spacegroup in pool_set and (num_atoms is None or tpl.num_atoms == num_atoms):
+            key = Template(tpl.spacegroup, tuple((None, letter) for _, letter in tpl.sites))
+            found[key] = found.get(key, 0.0) + c
+    if found:
+        return list(found), list(found.values())
+    sizes = [num_atoms] if num_atoms else sorted(hist, key=lambda s: -hist[s])
+    for size in sizes:
+        for sg in pool:
+            combos = wyckoff_combinations(sg, {"X": size}, MAX_COMBINATIONS)
+            if combos:
+                return [Template(c.spacegroup, tuple((None, l) for _, l in c.sites)) for c in combos], [1.0] * len(combos)
+    return [], []
+
+
+def stoichiometry_for(elements: list[str], num_atoms: int | None, pool: list[int] | None, library: Counter, generator: torch.Generator) -> str:
+    """A formula over exactly ``elements``: a training stoichiometry with as many elements (and the
+    requested group and size when given), elements assigned by electronegativity rank."""
+    ranked = element_ranks(elements)
+    pool_set = set(pool) if pool else None
+    options: dict[tuple[int, ...], float] = {}
+    for strict in (True, False):
+        for tpl, c in library.items():
+            if tpl.num_roles != len(ranked) or (num_atoms and tpl.num_atoms != num_atoms):
+                continue
+            if strict and pool_set is not None and tpl.spacegroup not in pool_set:
+                continue
+            options[tpl.role_counts()] = options.get(tpl.role_counts(), 0.0) + c
+        if options:
+            break
+    if not options:
+        if num_atoms and num_atoms % len(ranked) == 0:
+            options = {tuple([num_atoms // len(ranked)] * len(ranked)): 1.0}
+        elif not num_atoms:
+            options = {tuple([1] * len(ranked)): 1.0}
+        else:
+            raise PromptError(f"no training crystal has {len(ranked)} elements in {num_atoms} atoms: give a formula")
+    keys = list(options)
+    counts = keys[_choose(list(options.values()), 1, generator)[0]]
+    return "".join(f"{el}{k if k > 1 else ''}" for el, k in zip(ranked, counts))
+
+
+def plan_crystals(fields: PromptFields, sizes: list[int] | None, n: int, library: Counter, hist: dict[int, int], generator: torch.Generator, lattice: LatticeTarget | None = None) -> list[CrystalPlan]:
+    """One plan per crystal. ``sizes``: atoms per crystal when the composition fixes them (else None,
+    and de novo sizes come from the templates or ``hist``). Raises SymmetryError when no Wyckoff
+    combination of the requested group(s) can hold the composition."""
+    from pymatgen.core.periodic_table import Element
+
+    pool = spacegroup_pool(fields)
+    if pool is None and lattice is not None and not lattice.is_empty():
+        pool = [1]
+    if fields.formula:
+        plans = []
+        by_size: dict[int, tuple[list[Template], list[float]]] = {}
+        for size in sizes:
+            counts = _element_counts(fields.formula, size)
+            if pool is None:
+                symbols = [el for el, k in counts.items() for _ in range(k)]
+                plans.append(CrystalPlan(size, None, [Element(s).Z for s in symbols]))
+                continue
+            if size not in by_size:
+                by_size[size] = _typed_templates(counts, pool, library)
+            templates, weights = by_size[size]
+            if not templates:
+                raise SymmetryError(f"no Wyckoff combination of {_pool_name(fields)} holds {fields.formula} with {size} atoms per cell")
+            tpl = templates[_choose(weights, 1, generator)[0]]
+            types = [Element(el).Z for el, letter in tpl.sites for _ in range(len(orbit_ops(tpl.spacegroup, letter)[0]))]
+            plans.append(CrystalPlan(size, tpl, types))
+        return plans
+    if pool is None:
+        return [CrystalPlan(size) for size in sizes]
+    templates, weights = _untyped_templates(fields.num_atoms, pool, library, hist)
+    if not templates:
+        raise SymmetryError(f"no Wyckoff combination of {_pool_name(fields)} fits {fields.num_atoms or 'the trained'} atoms per cell")
+    chosen = [templates[i] for i in _choose(weights, n, generator)]
+    return [CrystalPlan(t.num_atoms(), t) for t in chosen]
+
+
+def _pool_name(fields: PromptFields) -> str:
+    if fields.spacegroup_number:
+        return f"space group {fields.spacegroup_symbol or ''} ({fields.spacegroup_number})".replace("  ", " ")
+    return f"any {fields.crystal_system} space group" if fields.crystal_system else "P1"

@@ -1,0 +1,116 @@
+"""Wyckoff templates seen in training: which orbits each element role occupies, and how often.
+
+For every training crystal spglib (symprec 0.1) gives its space group and the Wyckoff letter of
+each orbit. Elements are replaced by their role, the rank by electronegativity within the crystal,
+so that "the least electronegative cation on 1b, the anion on 3c" transfers from SrTiO3 to KNbO3.
+The counted templates ship with the package (``data/templates/<dataset>.json.gz``) so that
+sampling needs no benchmark data; ``tgdmat templates --dataset NAME`` rebuilds them.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+
+
+def element_ranks(elements) -> list[str]:
+    """Elements ordered by (Pauling electronegativity, Z): the role order of a template."""
+    from pymatgen.core.periodic_table import Element
+
+    def key(symbol: str):
+        el = Element(symbol)
+        x = el.X
+        return (x if x == x and not math.isnan(x) else 10.0, el.Z)
+
+    return sorted({str(e) for e in elements}, key=key)
+
+
+@dataclass(frozen=True)
+class RoleTemplate:
+    """A training template: space group, primitive-cell atoms, (role, letter) per orbit."""
+
+    spacegroup: int
+    num_atoms: int
+    num_roles: int
+    sites: tuple[tuple[int, str], ...]
+
+    def role_counts(self) -> tuple[int, ...]:
+        """Atoms of each role in the primitive cell."""
+        from ..symmetry import orbit_ops
+
+        counts = [0] * self.num_roles
+        for role, letter in self.sites:
+            counts[role] += len(orbit_ops(self.spacegroup, letter)[0])
+        return tuple(counts)
+
+
+def template_of(structure, symprec: float = 0.1) -> RoleTemplate | None:
+    """The role template of one structure, or None when spglib fails or its orbits do not tile the
+    cell as given (a cell that is not primitive at this tolerance)."""
+    import spglib
+
+    from ..symmetry import orbit_ops
+
+    cell = (structure.lattice.matrix, structure.frac_coords, [site.specie.Z for site in structure])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = spglib.get_symmetry_dataset(cell, symprec=symprec)
+        except Exception:
+            return None
+    if ds is None:
+        return None
+    order = element_ranks([site.specie.symbol for site in structure])
+    role = {el: i for i, el in enumerate(order)}
+    sites, covered = [], 0
+    for rep in sorted(set(int(x) for x in ds.equivalent_atoms)):
+        letter = ds.wyckoffs[rep]
+        sites.append((role[structure[rep].specie.symbol], letter))
+        covered += len(orbit_ops(int(ds.number), letter)[0])
+    if covered != len(structure):
+        return None
+    return RoleTemplate(int(ds.number), len(structure), len(order), tuple(sorted(sites)))
+
+
+def count_templates(structures, progress: bool = False) -> tuple[Counter, int]:
+    """(Counter of RoleTemplates, number of structures skipped)."""
+    from tqdm import tqdm
+
+    counts, skipped = Counter(), 0
+    for s in tqdm(structures, desc="templates", disable=not progress, mininterval=1.0):
+        tpl = template_of(s)
+        if tpl is None:
+            skipped += 1
+        else:
+            counts[tpl] += 1
+    return counts, skipped
+
+
+def save_templates(path: str | Path, counts: Counter, meta: dict) -> None:
+    from ..atomic import atomic_path
+
+    rows = [{"sg": t.spacegroup, "n": t.num_atoms, "roles": t.num_roles, "sites": [list(s) for s in t.sites], "count": c} for t, c in counts.most_common()]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with gzip.open(tmp, "wt") as fh:
+            json.dump({**meta, "templates": rows}, fh)
+
+
+def load_templates(dataset: str, path: str | Path | None = None) -> Counter:
+    """The shipped (or given) template counts of a dataset; empty when there are none."""
+    path = Path(path) if path else TEMPLATE_DIR / f"{dataset}.json.gz"
+    if not path.exists():
+        return Counter()
+    try:
+        with gzip.open(path, "rt") as fh:
+            rows = json.load(fh)["templates"]
+        return Counter({RoleTemplate(int(r["sg"]), int(r["n"]), int(r["roles"]), tuple((int(a), str(b)) for a, b in r["sites"])): int(r["count"]) for r in rows})
+    except Exception as exc:
+        raise ValueError(f"{path}: unreadable template file ({type(exc).__name__})") from None

@@ -1,0 +1,292 @@
+"""Symmetry by construction: Wyckoff templates and the projections that keep a crystal in its group.
+
+A space group fixes where atoms may sit (Wyckoff positions) and a crystal system constrains the
+lattice. As in DiffCSP++, a crystal of group G is parameterised by one general point p per
+Wyckoff orbit (only the orbit's free coordinates matter): each atom is f_i = A_i p + b_i (mod 1),
+with (A_i, b_i) from pyxtal's tables, turned from the conventional into the sampled primitive
+basis. The sampler moves p (least-squares pull-back of each step's displacement) and rebuilds F,
+so every intermediate and final crystal has G's site symmetry; the lattice's metric tensor is
+projected onto the crystal system's linear subspace (the rotation is kept), so L keeps its system.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic")
+# rows: primitive lattice vectors in conventional fractional coordinates (L_prim = T @ L_conv)
+CENTERING_TO_PRIMITIVE = {
+    "P": [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+    "A": [[1, 0, 0], [0, 0.5, 0.5], [0, -0.5, 0.5]],
+    "C": [[0.5, 0.5, 0], [-0.5, 0.5, 0], [0, 0, 1]],
+    "I": [[-0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.5, 0.5, -0.5]],
+    "F": [[0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]],
+    "R": [[2 / 3, 1 / 3, 1 / 3], [-1 / 3, 1 / 3, 1 / 3], [-1 / 3, -2 / 3, 1 / 3]],
+}
+CENTERING_MULTIPLICITY = {"P": 1, "A": 2, "C": 2, "I": 2, "F": 4, "R": 3}
+
+
+class SymmetryError(ValueError):
+    """A symmetry request that cannot be met (one clear line for the user)."""
+
+
+def crystal_system_index(spacegroup: int) -> int:
+    """Index into SYSTEMS of an international space-group number."""
+    if not 1 <= int(spacegroup) <= 230:
+        raise SymmetryError(f"space group number {spacegroup} is not in 1..230")
+    for i, upper in enumerate((2, 15, 74, 142, 167, 194, 230)):
+        if spacegroup <= upper:
+            return i
+    raise AssertionError
+
+
+def centering(spacegroup: int) -> str:
+    """Lattice centring letter (P, A, C, I, F, R) of the standard setting."""
+    return _group(spacegroup).symbol[0]
+
+
+@lru_cache(maxsize=256)
+def _group(spacegroup: int):
+    from pyxtal.symmetry import Group
+
+    return Group(int(spacegroup))
+
+
+def multiplicity(spacegroup: int, letter: str) -> int:
+    """Atoms of one orbit of Wyckoff position ``letter`` in the conventional cell."""
+    return int(_group(spacegroup).get_wyckoff_position(letter).multiplicity)
+
+
+@lru_cache(maxsize=4096)
+def orbit_ops(spacegroup: int, letter: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(A (m,3,3), b (m,3), free (3,)) of one orbit in the primitive basis: f_i = A_i p + b_i.
+
+    The conventional orbit's members are mapped to the primitive cell and duplicates (copies by a
+    centring translation) dropped, so m = multiplicity / centring multiplicity."""
+    wp = _group(spacegroup).get_wyckoff_position(letter)
+    T = np.array(CENTERING_TO_PRIMITIVE[centering(spacegroup)], dtype=np.float64)
+    to_prim = np.linalg.inv(T).T  # column vectors: f_prim = T^-T f_conv
+    mats = np.array([op.affine_matrix[:3, :3] for op in wp.ops])
+    shifts = np.array([op.affine_matrix[:3, 3] for op in wp.ops])
+    A = np.einsum("ij,mjk->mik", to_prim, mats)
+    b = shifts @ to_prim.T
+    probe = np.array([0.1234, 0.3791, 0.6183])
+    pos = (A @ probe + b) % 1.0
+    keep = []
+    for i, x in enumerate(pos):
+        if all(np.abs((x - pos[j] + 0.5) % 1.0 - 0.5).max() > 1e-6 for j in keep):
+            keep.append(i)
+    m = wp.multiplicity // CENTERING_MULTIPLICITY[centering(spacegroup)]
+    if len(keep) != m:
+        raise AssertionError(f"orbit {spacegroup}{letter}: {len(keep)} primitive members, expected {m}")
+    free = np.abs(mats[0]).sum(axis=0) > 0
+    return A[keep], b[keep], free
+
+
+# ------------------------------------------------------------------ templates
+@dataclass(frozen=True)
+class Template:
+    """A space group and its occupied Wyckoff orbits: (element or None, letter) per orbit."""
+
+    spacegroup: int
+    sites: tuple[tuple[str | None, str], ...]
+
+    def num_atoms(self) -> int:
+        """Atoms in the primitive (sampled) cell."""
+        return sum(len(orbit_ops(self.spacegroup, letter)[0]) for _, letter in self.sites)
+
+
+def wyckoff_combinations(spacegroup: int, counts: dict[str, int], limit: int = 2000) -> list[Template]:
+    """Every assignment of Wyckoff orbits (pyxtal) holding ``counts`` atoms per element in the
+    primitive cell; at most ``limit``."""
+    c = CENTERING_MULTIPLICITY[centering(spacegroup)]
+    elements = list(counts)
+    combos = _combos(spacegroup, tuple(int(counts[e]) * c for e in elements))
+    out = []
+    for combo in combos[:limit]:
+        sites = tuple((el, label.lstrip("0123456789")) for el, labels in zip(elements, combo) for label in labels)
+        out.append(Template(spacegroup, sites))
+    return out
+
+
+@lru_cache(maxsize=1024)
+def _combos(spacegroup: int, conv_counts: tuple[int, ...]):
+    combos, _, _ = _group(spacegroup).list_wyckoff_combinations(list(conv_counts))
+    return combos or []
+
+
+# ------------------------------------------------------------------ lattice
+def project_metric(G: torch.Tensor, system: torch.Tensor) -> torch.Tensor:
+    """Orthogonal projection of metric tensors (B,3,3) onto each crystal system's linear subspace
+    (conventional standard setting: unique axis b for monoclinic, gamma = 120 for hexagonal axes)."""
+    G = G.clone()
+    eye = torch.eye(3, dtype=G.dtype, device=G.device)
+    off = ~torch.eye(3, dtype=torch.bool, device=G.device)
+    mono = system == 1
+    G[mono, 0, 1] = G[mono, 1, 0] = G[mono, 1, 2] = G[mono, 2, 1] = 0
+    ortho = system >= 2
+    hexa = (system == 4) | (system == 5)
+    G[ortho & ~hexa] = G[ortho & ~hexa] * (~off)
+    tet = system == 3
+    g = 0.5 * (G[:, 0, 0] + G[:, 1, 1])
+    G[tet, 0, 0] = G[tet, 1, 1] = g[tet]
+    if bool(hexa.any()):
+        H = torch.zeros_like(G[hexa])
+        H[:, 0, 0] = H[:, 1, 1] = g[hexa]
+        H[:, 0, 1] = H[:, 1, 0] = -0.5 * g[hexa]
+        H[:, 2, 2] = G[hexa, 2, 2]
+        G[hexa] = H
+    cub = system == 6
+    G[cub] = (G[cub].diagonal(dim1=-2, dim2=-1).mean(-1)).view(-1, 1, 1) * eye
+    return G
+
+
+@dataclass
+class LatticeTarget:
+    """Lattice facts a prompt states (conventional cell, Angstrom and degrees); None = free."""
+
+    a: float | None = None
+    b: float | None = None
+    c: float | None = None
+    alpha: float | None = None
+    beta: float | None = None
+    gamma: float | None = None
+    c_over_a: float | None = None
+    volume: float | None = None  # of the conventional cell
+
+    def is_empty(self) -> bool:
+        return all(v is None for v in vars(self).values())
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+def _apply_targets(G: torch.Tensor, system: torch.Tensor, targets: list[LatticeTarget | None]) -> torch.Tensor:
+    """Metric tensors with the stated lengths/angles/volume set (ties of the system propagated)."""
+    out = G.clone()
+    for i, tg in enumerate(targets):
+        if tg is None or tg.is_empty():
+            continue
+        s = int(system[i])
+        lengths = out[i].diagonal().clamp_min(1e-12).sqrt()
+        cos = out[i] / torch.outer(lengths, lengths)
+        want = [tg.a, tg.b, tg.c]
+        if s in (3, 4, 5):  # a = b
+            if want[0] is None:
+                want[0] = want[1]
+            want[1] = want[0]
+        if s == 6:
+            given = next((w for w in want if w is not None), None)
+            want = [given] * 3
+        if tg.c_over_a is not None:
+            base = want[0] if want[0] is not None else float(lengths[0])
+            want[2] = tg.c_over_a * base
+        new = torch.tensor([w if w is not None else float(lengths[k]) for k, w in enumerate(want)], dtype=G.dtype)
+        if s <= 1:  # only triclinic/monoclinic angles are free
+            for (j, k), ang in zip(((1, 2), (0, 2), (0, 1)), (tg.alpha, tg.beta, tg.gamma)):
+                if ang is not None and (s == 0 or (j, k) == (0, 2)):
+                    cos[j, k] = cos[k, j] = math.cos(math.radians(ang))
+        out[i] = torch.outer(new, new) * cos
+        if tg.volume is not None and all(w is None for w in (tg.a, tg.b, tg.c)):
+            vol = torch.linalg.det(out[i]).clamp_min(1e-12).sqrt()
+            out[i] = out[i] * (tg.volume / vol) ** (2.0 / 3.0)
+    return out
+
+
+def _sqrt_psd(G: torch.Tensor) -> torch.Tensor:
+    w, V = torch.linalg.eigh(G)
+    return V @ torch.diag_embed(w.clamp_min(1e-12).sqrt()) @ V.transpose(-1, -2)
+
+
+def project_lattice(L: torch.Tensor, T: torch.Tensor, system: torch.Tensor, targets: list | None = None) -> torch.Tensor:
+    """Primitive lattices (B,3,3, rows) whose conventional cell T^-1 L has the crystal system (and
+    stated parameters); the orientation (polar factor) is kept."""
+    Lc = torch.linalg.solve(T, L)
+    U, _, Vh = torch.linalg.svd(Lc)
+    flip = torch.ones(L.shape[0], 3, dtype=L.dtype, device=L.device)
+    flip[:, 2] = torch.sign(torch.linalg.det(U @ Vh))  # nearest proper rotation: keep the handedness
+    G = project_metric(Lc @ Lc.transpose(-1, -2), system)
+    if targets is not None:
+        G = _apply_targets(G, system, targets)
+    return T @ (_sqrt_psd(G) @ U @ torch.diag_embed(flip) @ Vh)
+
+
+# ------------------------------------------------------------------ batched constraint
+@dataclass
+class SymmetryConstraint:
+    """Per-atom Wyckoff maps and per-crystal lattice constraints of a batch (see module doc)."""
+
+    A: torch.Tensor  # (N,3,3) f_i = A_i p_{orbit(i)} + b_i
+    b: torch.Tensor  # (N,3)
+    orbit: torch.Tensor  # (N,) orbit index 0..K-1
+    free: torch.Tensor  # (K,3) bool: free coordinates of each orbit's general point
+    pinv: torch.Tensor  # (K,3,3) (sum_i A_i^T A_i)^+ over the orbit
+    T: torch.Tensor  # (B,3,3) primitive-from-conventional
+    system: torch.Tensor  # (B,) index into SYSTEMS
+    atom_types: torch.Tensor | None  # (N,) atomic numbers where every orbit's element is given
+    targets: list | None = None  # per crystal LatticeTarget or None
+    spacegroups: list[int] = field(default_factory=list)
+
+    @property
+    def num_orbits(self) -> int:
+        return int(self.free.shape[0])
+
+    @staticmethod
+    def build(templates: list[Template], targets: list | None = None, dtype=torch.float32) -> "SymmetryConstraint":
+        """Stack the templates of a batch, in the sampled atom order (orbit after orbit)."""
+        from pymatgen.core.periodic_table import Element
+
+        A, b, orbit, free, pinv, Ts, systems, types = [], [], [], [], [], [], [], []
+        k = 0
+        for tpl in templates:
+            Ts.append(CENTERING_TO_PRIMITIVE[centering(tpl.spacegroup)])
+            systems.append(crystal_system_index(tpl.spacegroup))
+            for el, letter in tpl.sites:
+                Ai, bi, fr = orbit_ops(tpl.spacegroup, letter)
+                A.append(Ai)
+                b.append(bi)
+                orbit += [k] * len(Ai)
+                free.append(fr)
+                pinv.append(np.linalg.pinv(np.einsum("mji,mjk->ik", Ai, Ai)))
+                types += [Element(el).Z if el else 0] * len(Ai)
+                k += 1
+        all_typed = all(t > 0 for t in types)
+        return SymmetryConstraint(
+            torch.tensor(np.concatenate(A), dtype=dtype), torch.tensor(np.concatenate(b), dtype=dtype),
+            torch.tensor(orbit, dtype=torch.long), torch.tensor(np.array(free)), torch.tensor(np.array(pinv), dtype=dtype),
+            torch.tensor(Ts, dtype=dtype), torch.tensor(systems, dtype=torch.long),
+            torch.tensor(types, dtype=torch.long) if all_typed else None, targets, [t.spacegroup for t in templates],
+        )
+
+    def to(self, device) -> "SymmetryConstraint":
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(self).items()}
+        return SymmetryConstraint(**moved)
+
+    def positions(self, p: torch.Tensor) -> torch.Tensor:
+        """F (N,3) in [0,1) from the orbits' general points p (K,3)."""
+        return (torch.einsum("nij,nj->ni", self.A, p[self.orbit]) + self.b) % 1.0
+
+    def initial(self, rand: torch.Tensor) -> torch.Tensor:
+        """General points from uniform noise (K,3): the orbits' free coordinates uniform on the torus."""
+        return rand * self.free
+
+    def move(self, p: torch.Tensor, drift: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """p after a step whose per-atom displacement is ``drift`` (N,3), plus per-orbit ``noise`` (K,3)
+        on the free coordinates: the least-squares pull-back of the drift through f_i = A_i p + b_i."""
+        pulled = torch.zeros_like(p).index_add_(0, self.orbit, torch.einsum("nji,nj->ni", self.A, drift))
+        return (p + torch.einsum("kij,kj->ki", self.pinv, pulled) + noise * self.free) % 1.0
+
+    def lattice(self, L: torch.Tensor, with_targets: bool = True) -> torch.Tensor:
+        """L projected onto each crystal's system (and, with_targets, its stated parameters)."""
+        return project_lattice(L, self.T.to(L.dtype), self.system, self.targets if with_targets else None)
+
+    def tie_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per-atom type log-probabilities averaged over each orbit (one element per orbit)."""
+        logp = torch.log_softmax(logits, -1)
+        summed = torch.zeros(self.num_orbits, logp.shape[-1], dtype=logp.dtype, device=logp.device).index_add_(0, self.orbit, logp)
+        counts = torch.bincount(self.orbit, minlength=self.num_orbits).clamp_min(1).unsqueeze(-1)
+        return (summed / counts)[self.orbit]

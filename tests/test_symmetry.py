@@ -1,0 +1,165 @@
+"""Symmetry by construction: Wyckoff maps, lattice projection, templates, and the binding prompt."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from tgdmat.conditioning import plan_crystals
+from tgdmat.data.templates import load_templates, template_of
+from tgdmat.symmetry import (
+    CENTERING_TO_PRIMITIVE, SymmetryConstraint, SymmetryError, Template, _group, centering, orbit_ops, project_lattice,
+    wyckoff_combinations,
+)
+from tgdmat.text.prompts import PromptError, PromptFields, parse_lattice, parse_prompt, qualitative_terms
+
+
+def _structure(con: SymmetryConstraint, tpl: Template, p: torch.Tensor, L: torch.Tensor):
+    from pymatgen.core import Lattice, Structure
+
+    species = [el for el, letter in tpl.sites for _ in range(len(orbit_ops(tpl.spacegroup, letter)[0]))]
+    return Structure(Lattice(L[0].numpy()), species, con.positions(p).numpy())
+
+
+def _invariant_under_group(s, sg: int, tol: float = 1e-6) -> bool:
+    """Every operation of space group ``sg`` maps the conventional cell of ``s`` onto itself."""
+    conv = s.copy()
+    T = np.array(CENTERING_TO_PRIMITIVE[centering(sg)])
+    conv.make_supercell(np.round(np.linalg.inv(T)).astype(int))
+    f = conv.frac_coords % 1.0
+    z = np.array([site.specie.Z for site in conv])
+    for op in _group(sg).Wyckoff_positions[0].ops:
+        g = (f @ op.affine_matrix[:3, :3].T + op.affine_matrix[:3, 3]) % 1.0
+        d = np.abs((g[:, None, :] - f[None, :, :] + 0.5) % 1.0 - 0.5).max(-1)
+        same = (d < tol) & (z[:, None] == z[None, :])
+        if not same.any(axis=1).all():
+            return False
+    return True
+
+
+def _random_constrained(tpl: Template, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    con = SymmetryConstraint.build([tpl], dtype=torch.float64)
+    p = con.initial(torch.rand(con.num_orbits, 3, generator=gen, dtype=torch.float64))
+    for _ in range(3):  # a few sampler-like moves: drift per atom, noise per orbit
+        drift = 0.02 * torch.randn(len(con.orbit), 3, generator=gen, dtype=torch.float64)
+        p = con.move(p, drift, 0.02 * torch.randn(con.num_orbits, 3, generator=gen, dtype=torch.float64))
+    L0 = 7 * torch.eye(3, dtype=torch.float64) + 0.7 * torch.randn(1, 3, 3, generator=gen, dtype=torch.float64)
+    return con, p, con.lattice(L0)
+
+
+def test_general_positions_keep_every_space_group():
+    """All 230 groups: two species on the general position, after random moves, are found by spglib
+    in exactly that group, and every operation of the group holds."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    warnings.simplefilter("ignore")
+    wrong = []
+    for sg in range(1, 231):
+        letter = _group(sg).Wyckoff_positions[0].letter
+        tpl = Template(sg, (("Si", letter), ("O", letter)))
+        for seed in range(sg, sg + 1000 * 10, 1000):  # redraw the rare point that lands near a special position
+            con, p, L = _random_constrained(tpl, seed)
+            s = _structure(con, tpl, p, L)
+            if len(s) == 2 or s.distance_matrix[np.triu_indices(len(s), 1)].min() > 0.5:
+                break
+        if SpacegroupAnalyzer(s, symprec=1e-3).get_space_group_number() != sg or not _invariant_under_group(s, sg):
+            wrong.append(sg)
+    assert wrong == []
+
+
+@pytest.mark.parametrize("sg,counts", [(221, {"Sr": 1, "Ti": 1, "O": 3}), (99, {"Pb": 1, "Ti": 1, "O": 3}), (227, {"C": 8}), (194, {"C": 4}), (166, {"Bi": 2, "Se": 3}), (38, {"K": 1, "Nb": 1, "O": 3}), (12, {"C": 6}), (63, {"C": 6}), (191, {"Mg": 1, "B": 2}), (225, {"Na": 1, "Cl": 1})])
+def test_special_positions_stay_on_their_orbits(sg, counts):
+    """Every pyxtal combination (special positions included) keeps the group's operations and the
+    exact composition after moves."""
+    combos = wyckoff_combinations(sg, counts, limit=30)
+    assert combos
+    for i, tpl in enumerate(combos):
+        con, p, L = _random_constrained(tpl, i)
+        s = _structure(con, tpl, p, L)
+        assert _invariant_under_group(s, sg), (sg, tpl)
+        assert {el.symbol: int(n) for el, n in s.composition.items()} == counts
+
+
+def test_lattice_projection_per_crystal_system():
+    gen = torch.Generator().manual_seed(0)
+    L = 4 * torch.eye(3, dtype=torch.float64) + torch.randn(7, 3, 3, generator=gen, dtype=torch.float64)
+    system = torch.arange(7)
+    out = project_lattice(L, torch.eye(3, dtype=torch.float64).expand(7, 3, 3), system)
+    G = out @ out.transpose(-1, -2)
+    assert torch.allclose(project_lattice(out, torch.eye(3, dtype=torch.float64).expand(7, 3, 3), system), out, atol=1e-9)
+    assert torch.allclose(G[2] * ~torch.eye(3, dtype=torch.bool), torch.zeros(3, 3, dtype=torch.float64), atol=1e-9)  # orthorhombic
+    assert torch.isclose(G[3, 0, 0], G[3, 1, 1]) and abs(float(G[3, 0, 2])) < 1e-9  # tetragonal
+    assert torch.isclose(G[5, 0, 1], -0.5 * G[5, 0, 0])  # hexagonal: gamma = 120
+    assert torch.allclose(G[6], G[6, 0, 0] * torch.eye(3, dtype=torch.float64))  # cubic
+    assert (torch.linalg.det(out) > 0).all() == (torch.linalg.det(L) > 0).all()
+
+
+def test_training_templates_and_plans():
+    tpls = load_templates("perov_5")
+    assert sum(tpls.values()) > 4000
+    fields = PromptFields(formula="KNbO3", spacegroup_number=221, crystal_system="cubic")
+    plans = plan_crystals(fields, [5] * 20, 20, tpls, {5: 1}, torch.Generator().manual_seed(0))
+    for plan in plans:
+        assert plan.template.spacegroup == 221
+        assert sorted(plan.atom_types) == sorted([19, 41, 8, 8, 8])
+    with pytest.raises(SymmetryError):
+        plan_crystals(PromptFields(formula="BaTiO3", spacegroup_number=230), [5], 1, tpls, {5: 1}, torch.Generator())
+
+
+def test_template_of_a_known_structure(srtio3):
+    tpl = template_of(srtio3)
+    assert tpl.spacegroup == 221 and tpl.num_atoms == 5 and tpl.role_counts() == (1, 1, 3)
+
+
+def test_prompt_numbers_and_ignored_words():
+    assert parse_lattice("SrTiO3 with a = 4.1 Å, c/a = 1.05 and volume of 64") == {"a": 4.1, "c_over_a": 1.05, "volume": 64.0}
+    assert parse_lattice("a cubic cell, lattice constant of 3.9 Å") == {"a": 3.9}
+    with pytest.raises(PromptError):
+        parse_lattice("a = 4000")
+    assert qualitative_terms("a stable wide band gap oxide") == ["stable", "wide band gap"]
+    assert parse_prompt("an oxide of Ba and Ti").elements == ["Ba", "Ti", "O"]
+    assert parse_prompt("a stable oxide").elements is None
+
+
+@pytest.fixture(scope="module")
+def sampler():
+    from tgdmat.sample import Sampler
+
+    return Sampler.load("perov_5")
+
+
+def test_generate_obeys_formula_and_space_group(sampler):
+    """Shipped model, few steps: Pm-3m KNbO3 has all sites fixed, so it is Pm-3m whatever the
+    network does; the composition is exact."""
+    from tgdmat.text.prompts import structure_fields
+
+    warnings.simplefilter("ignore")
+    result = sampler.generate("cubic perovskite KNbO3 in space group Pm-3m", 4, steps=10, seed=1)
+    for s in result.structures:
+        got = structure_fields(s)
+        assert got.formula == "KNbO3" and got.spacegroup_number == 221
+
+
+def test_stated_lattice_parameter_moves_the_sample(sampler):
+    a41 = sampler.generate("SrTiO3 in Pm-3m with a = 4.1 Å", 2, steps=10).structures
+    a37 = sampler.generate("SrTiO3 in Pm-3m with a = 3.7 Å", 2, steps=10).structures
+    assert all(abs(s.lattice.a - 4.1) < 1e-3 for s in a41)
+    assert all(abs(s.lattice.a - 3.7) < 1e-3 for s in a37)
+
+
+def test_de_novo_types_are_shared_within_an_orbit(sampler):
+    """Space group only: the model picks the elements, one per Wyckoff orbit."""
+    result = sampler.generate("space group 221", 6, steps=10, seed=2)
+    for s in result.structures:
+        assert len(s) == 5
+        conv = sorted(s.composition.values())
+        assert all(v in (1, 3) for v in conv) or sorted(conv) in ([1, 1, 3], [1, 4], [2, 3], [5])
+
+
+def test_impossible_request_is_one_clear_line(tmp_path, capsys):
+    from tgdmat.cli import main
+
+    assert main(["predict", "--formula", "BaTiO3", "--text", "space group 230", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Wyckoff" in err[0]
