@@ -163,3 +163,17 @@ def test_impossible_request_is_one_clear_line(tmp_path, capsys):
     assert main(["predict", "--formula", "BaTiO3", "--text", "space group 230", "--out", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Wyckoff" in err[0]
+
+
+def test_energy_ranking_prefers_the_plausible_cell(srtio3):
+    """CHGNet ranking: the real SrTiO3 cell ranks before a 12% compressed copy; invalid ones last."""
+    pytest.importorskip("chgnet")
+    from tgdmat.metrics.stability import rank_by_energy
+
+    squeezed = srtio3.copy()
+    squeezed.scale_lattice(srtio3.volume * 0.88**3)
+    broken = srtio3.copy()
+    broken.translate_sites([1], [-0.49, -0.49, -0.49])  # Ti onto Sr: not structurally valid
+    order, energies = rank_by_energy([squeezed, broken, srtio3])
+    assert order == [2, 0, 1]
+    assert energies[2] < energies[0] and energies[1] != energies[1]

@@ -52,6 +52,9 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results", help="output folder for CIFs, extxyz and summary")
     p.add_argument("--allow-out-of-scope", action="store_true", help="sample even when the request is outside the training data (warns)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--rank", choices=["energy"], help="sort the crystals by CHGNet energy per atom (optional extra: pip install chgnet), lowest first")
+    p.add_argument("--relax-steps", type=int, default=0, help="with --rank: CHGNet relaxation steps before scoring (default 0: static energy)")
+    p.add_argument("--top", type=int, help="with --rank: keep the best K crystals")
 
 
 def _report(rows: list[dict], out: str, result) -> None:
@@ -68,9 +71,35 @@ def _report(rows: list[dict], out: str, result) -> None:
     print(f"wrote {len(rows)} CIF{'s' if len(rows) != 1 else ''}, structures.extxyz, summary.json and summary.csv to {out}")
 
 
+def _check_rank(args) -> None:
+    """Ranking options, checked before any sampling."""
+    if args.top is not None and (args.rank is None or args.top < 1):
+        raise ValueError("--top K needs --rank energy and K >= 1")
+    if args.relax_steps < 0 or args.relax_steps > 10_000:
+        raise ValueError("--relax-steps must be in 0..10000")
+    if args.rank:
+        from .metrics.stability import _load_chgnet
+
+        _load_chgnet()
+
+
+def _ranked(structures: list, meta: dict, args) -> tuple[list, str, dict]:
+    """Structures sorted by CHGNet energy per atom (--rank energy), the best --top kept; energies and ranks in meta."""
+    if args.rank is None:
+        return structures, args.out, meta
+    from .metrics.stability import rank_by_energy
+
+    order, energies = rank_by_energy(structures, args.relax_steps)
+    keep = order[: args.top] if args.top else order
+    meta = {**meta, "rank": args.rank, "relax_steps": args.relax_steps, "top": args.top, "ranked": [{"sample": i, "rank": r + 1, "chgnet_energy_per_atom": None if energies[i] != energies[i] else round(energies[i], 5)} for r, i in enumerate(keep)]}
+    print(f"ranked {len(structures)} crystals by CHGNet energy per atom ({'static' if not args.relax_steps else f'after {args.relax_steps} relaxation steps'}); kept {len(keep)}")
+    return [structures[i] for i in keep], args.out, meta
+
+
 def cmd_generate(args) -> int:
     from .sample import Sampler, write_results
 
+    _check_rank(args)
     sampler = Sampler.load(args.checkpoint, args.device)
     n = 16 if args.num_samples is None else args.num_samples
     result = sampler.generate(
@@ -78,13 +107,14 @@ def cmd_generate(args) -> int:
         num_atoms=args.atoms, strict=not args.allow_out_of_scope, progress=not args.quiet, free=args.free,
     )
     meta = {"command": "generate", "prompt": args.prompt, "model_text": result.text, "checkpoint": args.checkpoint or "perov_5", "steps": args.steps or sampler.cfg.diffusion.sample_steps, "guidance": args.guidance, "seed": args.seed, "free": args.free, "notes": result.notes, "lattice_targets": result.lattice.as_dict() if result.lattice else {}}
-    _report(write_results(result.structures, args.out, meta, result.fields, result.lattice), args.out, result)
+    _report(write_results(*_ranked(result.structures, meta, args), result.fields, result.lattice), args.out, result)
     return 0
 
 
 def cmd_predict(args) -> int:
     from .sample import Sampler, write_results
 
+    _check_rank(args)
     sampler = Sampler.load(args.checkpoint, args.device)
     n = 1 if args.num_samples is None else args.num_samples
     result = sampler.predict(
@@ -92,7 +122,7 @@ def cmd_predict(args) -> int:
         strict=not args.allow_out_of_scope, progress=not args.quiet,
     )
     meta = {"command": "predict", "formula": args.formula, "text": args.text, "model_text": result.text, "checkpoint": args.checkpoint or "perov_5", "steps": args.steps or sampler.cfg.diffusion.sample_steps, "guidance": args.guidance, "seed": args.seed, "notes": result.notes, "lattice_targets": result.lattice.as_dict() if result.lattice else {}}
-    _report(write_results(result.structures, args.out, meta, result.fields, result.lattice), args.out, result)
+    _report(write_results(*_ranked(result.structures, meta, args), result.fields, result.lattice), args.out, result)
     return 0
 
 
@@ -126,6 +156,18 @@ def cmd_describe(args) -> int:
     out = args.out or shipped_description_path(args.dataset, args.split)
     done = describe_table(table.ids, table.structures(), out, workers=args.workers, fast=not args.slow, limit=args.limit)
     print(f"{len(done)} of {len(table)} {args.dataset}/{args.split} crystals described in {out}")
+    return 0
+
+
+def cmd_templates(args) -> int:
+    from .data import load_split, protocol_name
+    from .data.templates import TEMPLATE_DIR, count_templates, save_templates
+
+    table = load_split(args.dataset, "train", args.data_root)
+    counts, skipped = count_templates(table.structures(), progress=True)
+    out = args.out or TEMPLATE_DIR / f"{args.dataset}.json.gz"
+    save_templates(out, counts, {"dataset": args.dataset, "split": "train", "protocol": protocol_name(args.dataset), "symprec": 0.1, "crystals": len(table), "skipped": skipped})
+    print(f"{len(counts)} Wyckoff templates from {len(table) - skipped} of {len(table)} training crystals ({skipped} not primitive at symprec 0.1) -> {out}")
     return 0
 
 
@@ -281,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reference-limit", type=int, default=2000)
     s.set_defaults(func=cmd_show)
 
+    w = sub.add_parser("templates", help="count the Wyckoff templates of a training split (used to enforce space groups)")
+    w.add_argument("--dataset", required=True)
+    w.add_argument("--out", help="output .json.gz (default: the package's shipped file)")
+    w.add_argument("--data-root")
+    w.set_defaults(func=cmd_templates)
     a = sub.add_parser("data", help="load (and cache) a split; --check-roundtrip verifies CIF round trips")
     a.add_argument("--dataset", required=True)
     a.add_argument("--split", default="test")

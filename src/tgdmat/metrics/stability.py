@@ -107,3 +107,42 @@ def relax_stability(
         "n": n,
         "n_failed": int(n - len(finite)),
     }
+
+
+def chgnet_energies(structures: Sequence, relax_steps: int = 0, device: str | None = "cpu", threads: int | None = None) -> list[float]:
+    """CHGNet energy per atom (eV/atom) of each structure, statically or after ``relax_steps`` FIRE
+    steps with the cell relaxed; nan for invalid structures or failures (ranked last)."""
+    import torch
+
+    CHGNet, StructOptimizer = _load_chgnet()
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads or 1))
+    out = []
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            model = CHGNet.load(use_device=device, verbose=False)
+            relaxer = StructOptimizer(model=model, use_device=device, on_isolated_atoms="ignore") if relax_steps > 0 else None
+        for s in structures:
+            if s is None or not structure_valid(s):
+                out.append(float("nan"))
+                continue
+            try:
+                with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                    warnings.simplefilter("ignore")
+                    if relaxer is None:
+                        out.append(float(model.predict_structure(s)["e"]))
+                    else:
+                        res = relaxer.relax(s.copy(), steps=relax_steps, relax_cell=True, verbose=False)
+                        out.append(float(res["trajectory"].energies[-1]) / len(s))
+            except Exception:
+                out.append(float("nan"))
+    finally:
+        torch.set_num_threads(prev_threads)
+    return out
+
+
+def rank_by_energy(structures: Sequence, relax_steps: int = 0, **kwargs) -> tuple[list[int], list[float]]:
+    """(indices from lowest to highest CHGNet energy per atom, energies); failures last."""
+    energies = chgnet_energies(structures, relax_steps, **kwargs)
+    order = sorted(range(len(energies)), key=lambda i: (not np.isfinite(energies[i]), energies[i] if np.isfinite(energies[i]) else 0.0))
+    return order, energies
