@@ -149,3 +149,68 @@ def test_benchmark_append_replaces_a_remeasured_model(tmp_path, monkeypatch):
     assert [(r["checkpoint"], r["task"]) for r in data["results"]] == [("a", "csp"), ("a", "gen"), ("b", "csp"), ("b", "gen")]
     assert data["results"][2]["match_rate"] == 0.5 and "--csp-limit 7" in data["results"][2]["command"]
     assert len(data["commands"]) == 2 and "--append" not in data["commands"][0]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--steps", "0"], "--steps must be in 1..10000"),
+        (["--steps", "-5"], "--steps must be in 1..10000"),
+        (["--guidance", "nan"], "--guidance must be a finite number"),
+        (["--guidance", "-1"], "--guidance must be a finite number"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--device", "cuda:7"], "--device"),
+        (["--device", "banana"], "--device"),
+        (["--top", "2"], "--top K needs --rank energy"),
+    ],
+)
+def test_sampling_options_checked_before_work(tiny_checkpoint, tmp_path, capsys, extra, message):
+    out = tmp_path / "x"
+    assert main(["generate", "SrTiO3", "-n", "2", "--checkpoint", tiny_checkpoint, "--out", str(out), "--quiet", *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not out.exists()
+
+
+def test_output_folder_never_mixes_runs(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["predict", "--formula", "SrTiO3", "--checkpoint", tiny_checkpoint, "--out", str(out), "--quiet"]
+    assert main(base + ["-n", "3"]) == 0
+    assert main(base + ["-n", "1"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert len(list(out.glob("*.cif"))) == 3
+    assert main(base + ["-n", "1", "--overwrite"]) == 0
+    assert len(list(out.glob("*.cif"))) == 1
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["predict", "--formula", "SrTiO3", "--checkpoint", tiny_checkpoint, "--out", str(blocker), "--quiet"]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_interrupted_run_keeps_finished_batches(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    """Ctrl-C after the first batch: its crystals are on disk and the summary says interrupted."""
+    from tgdmat.sample import Sampler
+
+    real = Sampler.sample_plans
+
+    def interrupted(self, plans, *args, on_batch=None, **kwargs):
+        real(self, plans[:2], *args, on_batch=on_batch, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Sampler, "sample_plans", interrupted)
+    out = tmp_path / "int"
+    assert main(["generate", "SrTiO3", "-n", "6", "--batch-size", "2", "--checkpoint", tiny_checkpoint, "--out", str(out), "--quiet"]) == 130
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["num_written"] == 2 and len(list(out.glob("*.cif"))) == 2
+    assert "2 finished crystals" in capsys.readouterr().err
+
+
+def test_non_finite_weights_are_refused(tmp_path, capsys):
+    cfg = Config(model=ModelConfig(hidden=32, layers=1, num_freqs=4, time_dim=16, text_hidden=8), diffusion=DiffusionConfig(step_lr=0.0, sample_steps=5), data=DataConfig(dataset="perov_5"))
+    model = TGDMat(cfg)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    path = tmp_path / "nan.safetensors"
+    save_checkpoint(path, model, cfg, ModelInfo("perov_5", {5: 1}, ["Sr", "Ti", "O"], {}))
+    assert main(["predict", "--formula", "SrTiO3", "--checkpoint", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "non-finite weights" in capsys.readouterr().err

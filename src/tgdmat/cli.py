@@ -51,6 +51,7 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out", default="results", help="output folder for CIFs, extxyz and summary")
     p.add_argument("--allow-out-of-scope", action="store_true", help="sample even when the request is outside the training data (warns)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--rank", choices=["energy"], help="sort the crystals by CHGNet energy per atom (optional extra: pip install chgnet), lowest first")
     p.add_argument("--relax-steps", type=int, default=0, help="with --rank: CHGNet relaxation steps before scoring (default 0: static energy)")
@@ -96,41 +97,96 @@ def _ranked(structures: list, meta: dict, args) -> tuple[list, str, dict]:
     return [structures[i] for i in keep], args.out, meta
 
 
-def cmd_generate(args) -> int:
-    from .sample import Sampler, write_results
+def _check_sampling(args) -> None:
+    """Every sampling option, checked before any work starts (one clear line each)."""
+    import math
 
+    import torch
+
+    if args.num_samples is not None and not 1 <= args.num_samples <= 100_000:
+        raise ValueError(f"number of samples (-n) must be in 1..100000, not {args.num_samples}")
+    if args.steps is not None and not 1 <= args.steps <= 10_000:
+        raise ValueError(f"--steps must be in 1..10000, not {args.steps}")
+    if not math.isfinite(args.guidance) or not 0.0 <= args.guidance <= 20.0:
+        raise ValueError(f"--guidance must be a finite number in 0..20, not {args.guidance}")
+    if not 1 <= args.batch_size <= 4096:
+        raise ValueError(f"--batch-size must be in 1..4096, not {args.batch_size}")
+    if not 0 <= args.seed < 2**63:
+        raise ValueError(f"--seed must be in 0..2^63-1, not {args.seed}")
+    if getattr(args, "atoms", None) is not None and not 1 <= args.atoms <= 200:
+        raise ValueError(f"--atoms must be in 1..200, not {args.atoms}")
+    try:
+        device = torch.device(args.device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {args.device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: no CUDA device is available here")
     _check_rank(args)
+
+
+def _sample_to(args, meta: dict, run) -> int:
+    """Run ``run(on_batch)``, writing each finished batch to --out (unless ranking needs them all);
+    an interruption keeps what was written and says so."""
+    from .sample import ResultWriter, prepare_output
+
+    out, old = prepare_output(args.out, args.overwrite)
+    writer = ResultWriter(out, meta, replace=old)
+    incremental = args.rank is None
+    try:
+        result = run(writer.add if incremental else None)
+    except KeyboardInterrupt:
+        writer.close(interrupted=True)
+        print(f"tgdmat: interrupted; {len(writer.rows)} finished crystals are in {out}", file=sys.stderr)
+        return 130
+    writer.meta.update({"model_text": result.text, "notes": result.notes, "lattice_targets": result.lattice.as_dict() if result.lattice else {}})
+    writer.fields, writer.targets = result.fields, (result.lattice.as_dict() if result.lattice else None)
+    if incremental:  # rows were written before the fields were known: add the prompt checks now
+        from .metrics.adherence import prompt_checks
+
+        for row, s in zip(writer.rows, writer.structures):
+            checks = prompt_checks(s, result.fields, writer.targets)
+            row["satisfies"] = ",".join(k for k, v in checks.items() if v)
+            row["fails"] = ",".join(k for k, v in checks.items() if not v)
+    else:
+        structures, _, writer.meta = _ranked(result.structures, writer.meta, args)
+        writer.add(structures)
+    _report(writer.close(), str(out), result)
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from .sample import Sampler
+
+    _check_sampling(args)
     sampler = Sampler.load(args.checkpoint, args.device)
     n = 16 if args.num_samples is None else args.num_samples
-    result = sampler.generate(
-        args.prompt, n, steps=args.steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
-        num_atoms=args.atoms, strict=not args.allow_out_of_scope, progress=not args.quiet, free=args.free,
-    )
-    meta = {"command": "generate", "prompt": args.prompt, "model_text": result.text, "checkpoint": args.checkpoint or "perov_5", "steps": args.steps or sampler.cfg.diffusion.sample_steps, "guidance": args.guidance, "seed": args.seed, "free": args.free, "notes": result.notes, "lattice_targets": result.lattice.as_dict() if result.lattice else {}}
-    _report(write_results(*_ranked(result.structures, meta, args), result.fields, result.lattice), args.out, result)
-    return 0
+    steps = args.steps or sampler.cfg.diffusion.sample_steps
+    meta = {"command": "generate", "prompt": args.prompt, "checkpoint": args.checkpoint or "perov_5", "n": n, "steps": steps, "guidance": args.guidance, "seed": args.seed, "free": args.free, "batch_size": args.batch_size}
+    return _sample_to(args, meta, lambda on_batch: sampler.generate(
+        args.prompt, n, steps=steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
+        num_atoms=args.atoms, strict=not args.allow_out_of_scope, progress=not args.quiet, free=args.free, on_batch=on_batch,
+    ))
 
 
 def cmd_predict(args) -> int:
-    from .sample import Sampler, write_results
+    from .sample import Sampler
 
-    _check_rank(args)
+    _check_sampling(args)
     sampler = Sampler.load(args.checkpoint, args.device)
     n = 1 if args.num_samples is None else args.num_samples
-    result = sampler.predict(
-        args.formula, args.text, n, steps=args.steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
-        strict=not args.allow_out_of_scope, progress=not args.quiet,
-    )
-    meta = {"command": "predict", "formula": args.formula, "text": args.text, "model_text": result.text, "checkpoint": args.checkpoint or "perov_5", "steps": args.steps or sampler.cfg.diffusion.sample_steps, "guidance": args.guidance, "seed": args.seed, "notes": result.notes, "lattice_targets": result.lattice.as_dict() if result.lattice else {}}
-    _report(write_results(*_ranked(result.structures, meta, args), result.fields, result.lattice), args.out, result)
-    return 0
+    steps = args.steps or sampler.cfg.diffusion.sample_steps
+    meta = {"command": "predict", "formula": args.formula, "text": args.text, "checkpoint": args.checkpoint or "perov_5", "n": n, "steps": steps, "guidance": args.guidance, "seed": args.seed, "batch_size": args.batch_size}
+    return _sample_to(args, meta, lambda on_batch: sampler.predict(
+        args.formula, args.text, n, steps=steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
+        strict=not args.allow_out_of_scope, progress=not args.quiet, on_batch=on_batch,
+    ))
 
 
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_csp, evaluate_gen, markdown_table, write_json
 
     if args.task == "csp":
-        result = evaluate_csp(args.checkpoint, args.split, args.limit, args.steps, args.k, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, args.step_lr, args.prompt, args.enforce)
+        result = evaluate_csp(args.checkpoint, args.split, args.limit, args.steps, args.k, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, args.step_lr, args.prompt, args.enforce, args.facts)
     else:
         result = evaluate_gen(args.checkpoint, args.split, args.limit or 1000, args.steps, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, not args.no_coverage, args.stability, args.prompt, args.enforce)
     result["command"] = args.command_line
@@ -164,7 +220,13 @@ def cmd_templates(args) -> int:
     from .data.templates import TEMPLATE_DIR, count_templates, save_templates
 
     table = load_split(args.dataset, "train", args.data_root)
-    counts, skipped = count_templates(table.structures(), progress=True)
+    try:  # coordination numbers per role from the shipped long descriptions, where there are any
+        from .text.describe import descriptions_for
+
+        texts = descriptions_for(args.dataset, "train", table.ids)
+    except (LookupError, FileNotFoundError):
+        texts = None
+    counts, skipped = count_templates(table.structures(), progress=True, descriptions=texts)
     out = args.out or TEMPLATE_DIR / f"{args.dataset}.json.gz"
     save_templates(out, counts, {"dataset": args.dataset, "split": "train", "protocol": protocol_name(args.dataset), "symprec": 0.1, "crystals": len(table), "skipped": skipped})
     print(f"{len(counts)} Wyckoff templates from {len(table) - skipped} of {len(table)} training crystals ({skipped} not primitive at symprec 0.1) -> {out}")
@@ -257,6 +319,7 @@ def cmd_export(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tgdmat", description="Text-guided joint diffusion for crystal structures.")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model from a dataset config")
@@ -301,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-coverage", action="store_true", help="gen: skip COV-R/COV-P (slow fingerprints)")
     e.add_argument("--stability", type=int, default=0, metavar="N", help="gen: relax the first N valid samples with CHGNet (optional extra) and report the stable share")
     e.add_argument("--enforce", action="store_true", help="enforce each test prompt as the product does (csp: its space group; gen: formula, space group, atoms per cell); default: the model's free sampling")
+    e.add_argument("--facts", action="store_true", help="csp with --enforce: the coordination numbers stated in each crystal's long description choose which element sits on which Wyckoff site")
     e.add_argument("--json", help="write all metrics to this JSON file")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)
@@ -379,10 +443,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tgdmat: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
-        if os.environ.get("TGDMAT_DEBUG"):
+    except Exception as exc:  # the one error boundary: one line, exit code 2; --debug shows the traceback
+        if args.debug or os.environ.get("TGDMAT_DEBUG"):
             raise
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        expected = isinstance(exc, (ValueError, FileNotFoundError, RuntimeError, ImportError, OSError, LookupError))
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        msg = text if expected and text else f"{type(exc).__name__}: {text}".rstrip(": ")
         print(f"tgdmat: error: {msg}", file=sys.stderr)
         return 2
 

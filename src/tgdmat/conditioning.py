@@ -54,13 +54,38 @@ def _element_counts(formula: str, num_atoms: int) -> dict[str, int]:
     return {el.symbol: int(round(amount)) * num_atoms // unit for el, amount in comp.items()}
 
 
-def _typed_templates(counts: dict[str, int], pool: list[int], library: Counter) -> tuple[list[Template], list[float]]:
-    """Templates holding exactly ``counts`` in a group of ``pool``: training ones (weighted by
-    frequency, roles mapped by electronegativity rank) else every pyxtal combination (equal weights)."""
+def _coordinated_templates(counts: dict[str, int], pool: list[int], library: Counter, coordination: dict[str, tuple[int, ...]]) -> dict[Template, float]:
+    """Training templates whose roles can be given the requested elements so that every element's
+    atom count and stated coordination numbers match the role's (any assignment, not just by rank)."""
+    from itertools import permutations
+
+    elements = list(counts)
+    want_cn = {el: tuple(sorted(coordination[el])) for el in elements}
+    pool_set = set(pool)
+    found: dict[Template, float] = {}
+    for tpl, c in library.items():
+        if tpl.coordination is None or tpl.spacegroup not in pool_set or tpl.num_roles != len(elements) or tpl.num_atoms != sum(counts.values()):
+            continue
+        role_counts = tpl.role_counts()
+        for perm in permutations(elements):  # perm[r] = element given role r
+            if all(role_counts[r] == counts[el] and tpl.coordination[r] == want_cn[el] for r, el in enumerate(perm)):
+                key = Template(tpl.spacegroup, tuple((perm[r], letter) for r, letter in tpl.sites))
+                found[key] = found.get(key, 0.0) + c
+    return found
+
+
+def _typed_templates(counts: dict[str, int], pool: list[int], library: Counter, coordination: dict[str, tuple[int, ...]] | None = None) -> tuple[list[Template], list[float]]:
+    """Templates holding exactly ``counts`` in a group of ``pool``: training ones consistent with
+    the stated coordination numbers when given, else training ones (weighted by frequency, roles
+    mapped by electronegativity rank), else every pyxtal combination (equal weights)."""
+    if coordination and all(el in coordination for el in counts):
+        found = _coordinated_templates(counts, pool, library, coordination)
+        if found:
+            return list(found), list(found.values())
     ranked = element_ranks(counts)
     want = tuple(counts[e] for e in ranked)
     pool_set = set(pool)
-    found: dict[Template, float] = {}
+    found = {}
     for tpl, c in library.items():
         if tpl.spacegroup in pool_set and tpl.num_roles == len(ranked) and tpl.num_atoms == sum(want) and tpl.role_counts() == want:
             key = Template(tpl.spacegroup, tuple((ranked[r], letter) for r, letter in tpl.sites))
@@ -121,10 +146,12 @@ def stoichiometry_for(elements: list[str], num_atoms: int | None, pool: list[int
     return "".join(f"{el}{k if k > 1 else ''}" for el, k in zip(ranked, counts))
 
 
-def plan_crystals(fields: PromptFields, sizes: list[int] | None, n: int, library: Counter, hist: dict[int, int], generator: torch.Generator, lattice: LatticeTarget | None = None) -> list[CrystalPlan]:
+def plan_crystals(fields: PromptFields, sizes: list[int] | None, n: int, library: Counter, hist: dict[int, int], generator: torch.Generator, lattice: LatticeTarget | None = None, coordination: dict[str, tuple[int, ...]] | None = None) -> list[CrystalPlan]:
     """One plan per crystal. ``sizes``: atoms per crystal when the composition fixes them (else None,
-    and de novo sizes come from the templates or ``hist``). Raises SymmetryError when no Wyckoff
-    combination of the requested group(s) can hold the composition."""
+    and de novo sizes come from the templates or ``hist``); ``coordination``: per element the
+    coordination numbers a description states (``text.facts``), which decide the site of each
+    element. Raises SymmetryError when no Wyckoff combination of the requested group(s) can hold
+    the composition."""
     from pymatgen.core.periodic_table import Element
 
     pool = spacegroup_pool(fields)
@@ -140,7 +167,7 @@ def plan_crystals(fields: PromptFields, sizes: list[int] | None, n: int, library
                 plans.append(CrystalPlan(size, None, [Element(s).Z for s in symbols]))
                 continue
             if size not in by_size:
-                by_size[size] = _typed_templates(counts, pool, library)
+                by_size[size] = _typed_templates(counts, pool, library, coordination)
             templates, weights = by_size[size]
             if not templates:
                 raise SymmetryError(f"no Wyckoff combination of {_pool_name(fields)} holds {fields.formula} with {size} atoms per cell")

@@ -83,22 +83,26 @@ def _sample_batches(sampler: Sampler, table: CrystalTable, emb: torch.Tensor | N
     return out
 
 
-def condition_plans(sampler: Sampler, table: CrystalTable, seed: int, typed: bool) -> tuple[list, int]:
+def condition_plans(sampler: Sampler, table: CrystalTable, seed: int, typed: bool, texts: list[str] | None = None) -> tuple[list, int]:
     """One plan per test prompt with everything it states enforced (formula when ``typed``, space
-    group, atoms per cell); (plans, how many prompts no Wyckoff template could satisfy: those are
-    sampled without the symmetry constraint)."""
+    group, atoms per cell; with long-description ``texts``, the coordination numbers they state
+    choose each element's site); (plans, how many prompts no Wyckoff template could satisfy: those
+    are sampled without the symmetry constraint)."""
     from .conditioning import CrystalPlan, plan_crystals
     from .symmetry import SymmetryError
+    from .text.facts import element_coordination
 
     gen = torch.Generator().manual_seed(seed)
     plans, failed = [], 0
-    for fields, n_atoms in zip(table.fields, table.crystals.num_atoms.tolist()):
+    texts = texts or [None] * len(table)
+    for fields, n_atoms, text in zip(table.fields, table.crystals.num_atoms.tolist(), texts):
+        coordination = element_coordination(text) if text else None
         f = PromptFields(**{**vars(fields), "properties": dict(fields.properties)})
         if not typed:
             f.formula, f.elements = None, None
         f.num_atoms = n_atoms
         try:
-            plans.append(plan_crystals(f, [n_atoms] if typed else None, 1, sampler.templates(), sampler.info.num_atoms_hist, gen)[0])
+            plans.append(plan_crystals(f, [n_atoms] if typed else None, 1, sampler.templates(), sampler.info.num_atoms_hist, gen, coordination=coordination)[0])
         except SymmetryError:
             failed += 1
             f.spacegroup_number = f.spacegroup_symbol = f.crystal_system = None
@@ -106,12 +110,13 @@ def condition_plans(sampler: Sampler, table: CrystalTable, seed: int, typed: boo
     return plans, failed
 
 
-def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test", limit: int | None = None, steps: int | None = None, k: int = 1, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, step_lr: float | None = None, prompt: str | None = None, enforce: bool = False) -> dict:
+def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test", limit: int | None = None, steps: int | None = None, k: int = 1, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, step_lr: float | None = None, prompt: str | None = None, enforce: bool = False, facts: bool = False) -> dict:
     """Match rate and RMSE of CSP on a split (best of ``k`` samples when k > 1).
 
     ``checkpoint``: a shipped name, a ``.safetensors`` path, or an already loaded ``Sampler``.
     ``enforce``: the test prompt's space group is kept at every step (a Wyckoff template chosen
-    from the training templates for the composition, as the product does for a user).
+    from the training templates for the composition, as the product does for a user); ``facts``:
+    the coordination numbers of each crystal's long description choose the template's sites.
     """
     from .metrics import match_rate_rmse, match_rate_rmse_k
 
@@ -129,7 +134,12 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
     if enforce:
         samples = []
         for j in range(k):
-            plans, failed = condition_plans(sampler, table, seed + j, typed=True)
+            texts = None
+            if facts:
+                from .text.describe import descriptions_for
+
+                texts = descriptions_for(cfg.data.dataset, split, table.ids)
+            plans, failed = condition_plans(sampler, table, seed + j, typed=True, texts=texts)
             samples.append(sampler.sample_plans(plans, emb, steps, guidance, seed + j, batch_size, progress, step_lr=step_lr))
     else:
         samples = [_sample_batches(sampler, table, emb, True, steps, guidance, seed + j, batch_size, progress, step_lr) for j in range(k)]
@@ -141,7 +151,7 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
     return {
         "task": "csp", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset), "split": split,
         "checkpoint": str(checkpoint), "text": cfg.model.use_text, "prompt": kind if cfg.model.use_text else None, "n": len(table), "k": k, "steps": steps, "step_lr": step_lr,
-        "guidance": guidance, "seed": seed, "enforce_spacegroup": enforce, "no_template": failed, "sampling_seconds": round(seconds, 1),
+        "guidance": guidance, "seed": seed, "enforce_spacegroup": enforce, "description_facts": facts, "no_template": failed, "sampling_seconds": round(seconds, 1),
         "crystals_per_second": round(k * len(table) / seconds, 3), **metrics,
     }
 
@@ -173,7 +183,15 @@ def per_sample_adherence(structures: list, table: CrystalTable) -> dict:
         res = adherence([s], fields)
         for k in keys:
             sums[k] += res.get(k, 0.0)
-    return {f"adherence_{k}": round(v / max(len(structures), 1), 4) for k, v in sums.items()}
+    out = {f"adherence_{k}": round(v / max(len(structures), 1), 4) for k, v in sums.items()}
+    # the same checks without the validity gate: does the crystal have what was asked, valid or not
+    from .metrics.adherence import prompt_checks
+
+    raw = [prompt_checks(s, fields) for s, fields in zip(structures, table.fields)]
+    for k in keys[:-1]:
+        out[f"has_{k}"] = round(float(np.mean([r.get(k, False) for r in raw])), 4) if raw else float("nan")
+    out["has_all"] = round(float(np.mean([all(r.values()) for r in raw])), 4) if raw else float("nan")
+    return out
 
 
 def evaluate_gen(checkpoint: str | None = None, split: str = "test", num_samples: int = 1000, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, coverage_metrics: bool = True, stability: int = 0, prompt: str | None = None, enforce: bool = False) -> dict:

@@ -88,7 +88,13 @@ def load_checkpoint(name_or_path: str | None = None, device: str | torch.device 
         raise
     except Exception as exc:
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
-    cfg = Config.from_dict(json.loads(meta["config"]))
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{path}: non-finite weights in {bad[0]} ({len(bad)} tensors)")
+    try:
+        cfg = Config.from_dict(json.loads(meta["config"]))
+    except Exception as exc:
+        raise CheckpointError(f"{path}: malformed config metadata ({type(exc).__name__})") from None
     if encoder_spec(cfg).key != meta.get("encoder"):
         raise CheckpointError(f"{path}: inconsistent text-encoder metadata")
     model = TGDMat(cfg)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from .pretrained import ModelInfo, encoder_spec, load_checkpoint
 from .text.encoder import TextEncoder
 from .conditioning import CrystalPlan, plan_crystals, spacegroup_pool, stoichiometry_for
 from .symmetry import LatticeTarget, SymmetryConstraint, Template
+from .text.facts import element_coordination
 from .text.prompts import (
     SYMPREC, PromptError, PromptFields, honoured_properties, normalize_prompt, parse_lattice, parse_prompt, parse_properties,
     qualitative_terms, short_prompt,
@@ -211,7 +213,8 @@ class Sampler:
             sizes = self.atoms_for(fields, n, gen) if (fields.formula or not spacegroup_pool(fields)) else None
             if sizes is not None:
                 self.check_scope(sizes, fields.elements, strict)
-            plans = plan_crystals(fields, sizes, n, self.templates(), self.info.num_atoms_hist, gen, req.lattice)
+            coordination = element_coordination(prompt) if self.long_text else None
+            plans = plan_crystals(fields, sizes, n, self.templates(), self.info.num_atoms_hist, gen, req.lattice, coordination)
             if sizes is None:
                 self.check_scope([p.num_atoms for p in plans], fields.elements, strict)
         lattice = self._with_density(req, plans)
@@ -244,7 +247,8 @@ class Sampler:
                 print("tgdmat: warning: this model was trained on long descriptions; with no --text it sees only a short prompt", file=sys.stderr)
             prompt_text = short_prompt(fields)
         gen = torch.Generator().manual_seed(seed)
-        plans = plan_crystals(fields, [size] * n, n, self.templates(), self.info.num_atoms_hist, gen, req.lattice)
+        coordination = element_coordination(text) if (text and self.long_text) else None
+        plans = plan_crystals(fields, [size] * n, n, self.templates(), self.info.num_atoms_hist, gen, req.lattice, coordination)
         lattice = self._with_density(req, plans)
         structures = self.sample_plans(plans, prompt_text, steps, guidance, seed, batch_size, progress, lattice, on_batch=on_batch)
         return Generation(structures, prompt_text, fields, lattice, req.notes)
@@ -344,28 +348,87 @@ def describe_result(s) -> dict:
     }
 
 
+RUN_FILES = ("summary.json", "summary.csv", "structures.extxyz")
+
+
+def prepare_output(out_dir: str | Path, overwrite: bool = False) -> tuple[Path, list[Path]]:
+    """Check, before any sampling, that ``out_dir`` can take this run's results: not a file, no
+    earlier run's results in it (unless ``overwrite``: then they are the returned files to replace),
+    writable. Nothing is created yet, so a request refused later leaves no folder behind."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    old = [p for p in out.glob("*") if p.name in RUN_FILES or p.suffix == ".cif"] if out.is_dir() else []
+    if old and not overwrite:
+        raise ValueError(f"--out {out} already holds a run's results ({len(old)} files); choose another folder or pass --overwrite")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out} is not writable ({existing} is {'not a folder' if not existing.is_dir() else 'read-only'})")
+    return out, old
+
+
+def safe_formula(structure) -> str:
+    """The reduced formula with letters and digits only (no parentheses): safe in file names."""
+    comp = structure.composition.reduced_composition
+    return "".join(f"{el.symbol}{int(n) if n != 1 else ''}" for el, n in comp.items())
+
+
+class ResultWriter:
+    """Writes each crystal's CIF as soon as its batch is done, then extxyz and the summaries; an
+    interrupted run keeps its finished crystals and a summary that says it was interrupted."""
+
+    def __init__(self, out_dir: str | Path, meta: dict, fields: PromptFields | None = None, lattice: LatticeTarget | None = None, replace: list[Path] | None = None):
+        self.out, self.meta, self.fields = Path(out_dir), meta, fields
+        self.targets = lattice.as_dict() if lattice is not None else None
+        self.structures: list = []
+        self.rows: list[dict] = []
+        self._replace = list(replace or [])
+        self._opened = False
+
+    def _open(self) -> None:
+        """Create the folder and remove the earlier run's files (--overwrite) at the first write."""
+        if not self._opened:
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+                for p in self._replace:
+                    p.unlink(missing_ok=True)
+            except OSError as exc:
+                raise ValueError(f"--out {self.out}: {exc.strerror or type(exc).__name__}") from None
+            self._opened = True
+
+    def add(self, structures: list) -> None:
+        from .metrics.adherence import prompt_checks
+
+        self._open()
+        for s in structures:
+            row = {"file": f"{len(self.rows):04d}_{safe_formula(s)}.cif", **describe_result(s)}
+            if self.fields is not None:
+                checks = prompt_checks(s, self.fields, self.targets)
+                row["satisfies"] = ",".join(k for k, v in checks.items() if v)
+                row["fails"] = ",".join(k for k, v in checks.items() if not v)
+            atomic_write_text(self.out / row["file"], structure_to_cif(s))
+            self.rows.append(row)
+            self.structures.append(s)
+
+    def close(self, interrupted: bool = False) -> list[dict]:
+        self._open()
+        meta = {**self.meta, "interrupted": interrupted, "num_written": len(self.rows)}
+        atomic_write_text(self.out / "summary.json", json.dumps({**meta, "structures": self.rows}, indent=2))
+        if self.rows:
+            write_extxyz(self.structures, self.out / "structures.extxyz", info=self.rows)
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in self.rows for k in r)))
+            writer.writeheader()
+            writer.writerows(self.rows)
+            atomic_write_text(self.out / "summary.csv", buf.getvalue())
+        return self.rows
+
+
 def write_results(structures: list, out_dir: str | Path, meta: dict, fields: PromptFields | None = None, lattice: LatticeTarget | None = None) -> list[dict]:
     """One CIF per structure, all in structures.extxyz, and summary.json / summary.csv; with
     ``fields`` (and ``lattice``) each row says which prompt fields the crystal satisfies."""
-    from .metrics.adherence import prompt_checks
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    targets = lattice.as_dict() if lattice is not None else None
-    for i, s in enumerate(structures):
-        row = {"file": f"{i:04d}_{s.composition.reduced_formula}.cif", **describe_result(s)}
-        if fields is not None:
-            checks = prompt_checks(s, fields, targets)
-            row["satisfies"] = ",".join(k for k, v in checks.items() if v)
-            row["fails"] = ",".join(k for k, v in checks.items() if not v)
-        atomic_write_text(out / row["file"], structure_to_cif(s))
-        rows.append(row)
-    write_extxyz(structures, out / "structures.extxyz", info=rows)
-    atomic_write_text(out / "summary.json", json.dumps({**meta, "structures": rows}, indent=2))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out / "summary.csv", buf.getvalue())
-    return rows
+    writer = ResultWriter(out_dir, meta, fields, lattice)
+    writer.add(structures)
+    return writer.close()

@@ -39,6 +39,7 @@ class RoleTemplate:
     num_atoms: int
     num_roles: int
     sites: tuple[tuple[int, str], ...]
+    coordination: tuple[tuple[int, ...], ...] | None = None  # per role, from the crystal's description
 
     def role_counts(self) -> tuple[int, ...]:
         """Atoms of each role in the primitive cell."""
@@ -50,9 +51,10 @@ class RoleTemplate:
         return tuple(counts)
 
 
-def template_of(structure, symprec: float = 0.1) -> RoleTemplate | None:
+def template_of(structure, symprec: float = 0.1, description: str | None = None) -> RoleTemplate | None:
     """The role template of one structure, or None when spglib fails or its orbits do not tile the
-    cell as given (a cell that is not primitive at this tolerance)."""
+    cell as given (a cell that is not primitive at this tolerance). With its ``description``, the
+    coordination numbers it states for each role are kept."""
     import spglib
 
     from ..symmetry import orbit_ops
@@ -75,16 +77,24 @@ def template_of(structure, symprec: float = 0.1) -> RoleTemplate | None:
         covered += len(orbit_ops(int(ds.number), letter)[0])
     if covered != len(structure):
         return None
-    return RoleTemplate(int(ds.number), len(structure), len(order), tuple(sorted(sites)))
+    coordination = None
+    if description:
+        from ..text.facts import element_coordination
+
+        cn = element_coordination(description)
+        if all(el in cn for el in order):
+            coordination = tuple(cn[el] for el in order)
+    return RoleTemplate(int(ds.number), len(structure), len(order), tuple(sorted(sites)), coordination)
 
 
-def count_templates(structures, progress: bool = False) -> tuple[Counter, int]:
+def count_templates(structures, progress: bool = False, descriptions: list[str] | None = None) -> tuple[Counter, int]:
     """(Counter of RoleTemplates, number of structures skipped)."""
     from tqdm import tqdm
 
     counts, skipped = Counter(), 0
-    for s in tqdm(structures, desc="templates", disable=not progress, mininterval=1.0):
-        tpl = template_of(s)
+    descriptions = descriptions or [None] * len(structures)
+    for s, text in tqdm(list(zip(structures, descriptions)), desc="templates", disable=not progress, mininterval=1.0):
+        tpl = template_of(s, description=text)
         if tpl is None:
             skipped += 1
         else:
@@ -95,7 +105,7 @@ def count_templates(structures, progress: bool = False) -> tuple[Counter, int]:
 def save_templates(path: str | Path, counts: Counter, meta: dict) -> None:
     from ..atomic import atomic_path
 
-    rows = [{"sg": t.spacegroup, "n": t.num_atoms, "roles": t.num_roles, "sites": [list(s) for s in t.sites], "count": c} for t, c in counts.most_common()]
+    rows = [{"sg": t.spacegroup, "n": t.num_atoms, "roles": t.num_roles, "sites": [list(s) for s in t.sites], "cn": [list(x) for x in t.coordination] if t.coordination else None, "count": c} for t, c in counts.most_common()]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -111,6 +121,10 @@ def load_templates(dataset: str, path: str | Path | None = None) -> Counter:
     try:
         with gzip.open(path, "rt") as fh:
             rows = json.load(fh)["templates"]
-        return Counter({RoleTemplate(int(r["sg"]), int(r["n"]), int(r["roles"]), tuple((int(a), str(b)) for a, b in r["sites"])): int(r["count"]) for r in rows})
+        out = Counter()
+        for r in rows:
+            cn = tuple(tuple(int(x) for x in v) for v in r["cn"]) if r.get("cn") else None
+            out[RoleTemplate(int(r["sg"]), int(r["n"]), int(r["roles"]), tuple((int(a), str(b)) for a, b in r["sites"]), cn)] += int(r["count"])
+        return out
     except Exception as exc:
         raise ValueError(f"{path}: unreadable template file ({type(exc).__name__})") from None

@@ -199,6 +199,8 @@ class TGDMat(nn.Module):
                     K = sym.num_orbits
                     gumbel = -torch.log(-torch.log(rand(K, logits.shape[-1]).clamp(1e-20, 1.0)))[sym.orbit]
                     a = self.types.reverse_step(a, sym.tie_logits(logits), t, s, rand(K)[sym.orbit], gumbel)
+        if not (bool(torch.isfinite(f).all()) and bool(torch.isfinite(l).all())):
+            raise RuntimeError("the sampler produced non-finite coordinates or lattices (corrupt weights or an unstable setting)")
         if not csp and bool((a == MASK).any()):  # cannot happen when the last step reaches 0
             raise RuntimeError("sampler ended with masked atoms")
         return Crystal(to_atomic_numbers(a), f % 1.0, l, num_atoms)
