@@ -177,3 +177,29 @@ def test_energy_ranking_prefers_the_plausible_cell(srtio3):
     order, energies = rank_by_energy([squeezed, broken, srtio3])
     assert order == [2, 0, 1]
     assert energies[2] < energies[0] and energies[1] != energies[1]
+
+
+def test_description_facts_place_each_cation():
+    """'K is bonded to twelve O, Nb to six': every chosen Pm-3m template puts K on the 12-coordinated
+    site and Nb in the octahedron (the anti-site error a mean-pooled embedding makes)."""
+    from pymatgen.core import Lattice, Structure
+
+    from tgdmat.text.facts import bond_lengths, element_coordination
+
+    text = ("KNbO3 is (Cubic) Perovskite structured and crystallizes in the cubic Pm-3m space group. K(1) is bonded to twelve "
+            "equivalent O(1) atoms to form KO12 cuboctahedra that share corners with twelve equivalent K(1)O12 cuboctahedra. "
+            "All K(1)-O(1) bond lengths are 2.83 Å. Nb(1) is bonded to six equivalent O(1) atoms to form NbO6 octahedra. "
+            "All Nb(1)-O(1) bond lengths are 2.00 Å. O(1) is bonded in a distorted linear geometry to four equivalent K(1) and two equivalent Nb(1) atoms.")
+    cn = element_coordination(text)
+    assert cn == {"K": (12,), "Nb": (6,), "O": (6,)}
+    assert bond_lengths(text) == {("K", "O"): 2.83, ("Nb", "O"): 2.0}
+    fields = parse_prompt(text)
+    assert fields.spacegroup_number == 221 and fields.formula == "KNbO3"
+    plans = plan_crystals(fields, [5] * 10, 10, load_templates("perov_5"), {5: 1}, torch.Generator().manual_seed(0), coordination=cn)
+    for plan in plans:
+        con = SymmetryConstraint.build([plan.template], dtype=torch.float64)
+        species = [el for el, letter in plan.template.sites for _ in range(len(orbit_ops(221, letter)[0]))]
+        s = Structure(Lattice.cubic(4.0), species, con.positions(torch.zeros(con.num_orbits, 3, dtype=torch.float64)).numpy())
+        k, nb = (next(i for i, site in enumerate(s) if site.specie.symbol == el) for el in ("K", "Nb"))
+        o = [i for i, site in enumerate(s) if site.specie.symbol == "O"]
+        assert min(s.get_distance(k, j) for j in o) > min(s.get_distance(nb, j) for j in o) + 0.5

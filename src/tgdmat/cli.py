@@ -217,7 +217,7 @@ def cmd_describe(args) -> int:
 
 def cmd_templates(args) -> int:
     from .data import load_split, protocol_name
-    from .data.templates import TEMPLATE_DIR, count_templates, save_templates
+    from .data.templates import TEMPLATE_DIR, count_templates, element_coordination_counts, save_templates
 
     table = load_split(args.dataset, "train", args.data_root)
     try:  # coordination numbers per role from the shipped long descriptions, where there are any
@@ -228,7 +228,8 @@ def cmd_templates(args) -> int:
         texts = None
     counts, skipped = count_templates(table.structures(), progress=True, descriptions=texts)
     out = args.out or TEMPLATE_DIR / f"{args.dataset}.json.gz"
-    save_templates(out, counts, {"dataset": args.dataset, "split": "train", "protocol": protocol_name(args.dataset), "symprec": 0.1, "crystals": len(table), "skipped": skipped})
+    meta = {"dataset": args.dataset, "split": "train", "protocol": protocol_name(args.dataset), "symprec": 0.1, "crystals": len(table), "skipped": skipped}
+    save_templates(out, counts, meta, element_coordination_counts(texts) if texts else None)
     print(f"{len(counts)} Wyckoff templates from {len(table) - skipped} of {len(table)} training crystals ({skipped} not primitive at symprec 0.1) -> {out}")
     return 0
 

@@ -8,6 +8,7 @@ plan at every step (``symmetry.SymmetryConstraint``), so the output obeys it by 
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -54,13 +55,16 @@ def _element_counts(formula: str, num_atoms: int) -> dict[str, int]:
     return {el.symbol: int(round(amount)) * num_atoms // unit for el, amount in comp.items()}
 
 
-def _coordinated_templates(counts: dict[str, int], pool: list[int], library: Counter, coordination: dict[str, tuple[int, ...]]) -> dict[Template, float]:
-    """Training templates whose roles can be given the requested elements so that every element's
-    atom count and stated coordination numbers match the role's (any assignment, not just by rank)."""
+def _coordinated_templates(counts: dict[str, int], pool: list[int], library: Counter, coordination: dict[str, tuple[int, ...]] | None) -> dict[Template, float]:
+    """Training templates with their roles given the requested elements (any assignment that keeps
+    every element's atom count, not just by rank). With ``coordination`` (stated by the text) only
+    assignments whose role coordination numbers match it; without, each assignment is weighted by
+    how often each element had that coordination in training (``library.site_prior``)."""
     from itertools import permutations
 
     elements = list(counts)
-    want_cn = {el: tuple(sorted(coordination[el])) for el in elements}
+    want_cn = {el: tuple(sorted(coordination[el])) for el in elements} if coordination else None
+    prior = getattr(library, "site_prior", None)
     pool_set = set(pool)
     found: dict[Template, float] = {}
     for tpl, c in library.items():
@@ -68,9 +72,18 @@ def _coordinated_templates(counts: dict[str, int], pool: list[int], library: Cou
             continue
         role_counts = tpl.role_counts()
         for perm in permutations(elements):  # perm[r] = element given role r
-            if all(role_counts[r] == counts[el] and tpl.coordination[r] == want_cn[el] for r, el in enumerate(perm)):
-                key = Template(tpl.spacegroup, tuple((perm[r], letter) for r, letter in tpl.sites))
-                found[key] = found.get(key, 0.0) + c
+            if not all(role_counts[r] == counts[el] for r, el in enumerate(perm)):
+                continue
+            if want_cn is not None:
+                if not all(tpl.coordination[r] == want_cn[el] for r, el in enumerate(perm)):
+                    continue
+                weight = float(c)
+            elif prior is not None:
+                weight = float(c) * math.prod(prior(el, tpl.coordination[r]) for r, el in enumerate(perm))
+            else:
+                continue
+            key = Template(tpl.spacegroup, tuple((perm[r], letter) for r, letter in tpl.sites))
+            found[key] = found.get(key, 0.0) + weight
     return found
 
 
@@ -78,10 +91,12 @@ def _typed_templates(counts: dict[str, int], pool: list[int], library: Counter, 
     """Templates holding exactly ``counts`` in a group of ``pool``: training ones consistent with
     the stated coordination numbers when given, else training ones (weighted by frequency, roles
     mapped by electronegativity rank), else every pyxtal combination (equal weights)."""
-    if coordination and all(el in coordination for el in counts):
-        found = _coordinated_templates(counts, pool, library, coordination)
-        if found:
-            return list(found), list(found.values())
+    stated = coordination if coordination and all(el in coordination for el in counts) else None
+    found = _coordinated_templates(counts, pool, library, stated)
+    if not found and stated is not None:
+        found = _coordinated_templates(counts, pool, library, None)
+    if found:
+        return list(found), list(found.values())
     ranked = element_ranks(counts)
     want = tuple(counts[e] for e in ranked)
     pool_set = set(pool)

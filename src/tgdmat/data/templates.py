@@ -51,6 +51,35 @@ class RoleTemplate:
         return tuple(counts)
 
 
+class TemplateLibrary(Counter):
+    """Template counts, plus how often each element has each tuple of site coordination numbers in
+    training (``element_cn[el][cn_tuple]``), the prior that places elements when no text says."""
+
+    element_cn: dict
+
+    def __init__(self, *args, element_cn: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.element_cn = element_cn or {}
+
+    def site_prior(self, element: str, cn: tuple[int, ...], smoothing: float = 1.0) -> float:
+        """P(the element's sites have coordination ``cn``), add-one smoothed; 1 when unknown."""
+        seen = self.element_cn.get(element)
+        if not seen:
+            return 1.0
+        return (seen.get(cn, 0) + smoothing) / (sum(seen.values()) + smoothing * (len(seen) + 1))
+
+
+def element_coordination_counts(descriptions) -> dict:
+    """element -> Counter of its sites' coordination tuples over the given descriptions."""
+    from ..text.facts import element_coordination
+
+    out: dict = {}
+    for text in descriptions:
+        for el, cn in element_coordination(text or "").items():
+            out.setdefault(el, Counter())[cn] += 1
+    return out
+
+
 def template_of(structure, symprec: float = 0.1, description: str | None = None) -> RoleTemplate | None:
     """The role template of one structure, or None when spglib fails or its orbits do not tile the
     cell as given (a cell that is not primitive at this tolerance). With its ``description``, the
@@ -102,7 +131,7 @@ def count_templates(structures, progress: bool = False, descriptions: list[str] 
     return counts, skipped
 
 
-def save_templates(path: str | Path, counts: Counter, meta: dict) -> None:
+def save_templates(path: str | Path, counts: Counter, meta: dict, element_cn: dict | None = None) -> None:
     from ..atomic import atomic_path
 
     rows = [{"sg": t.spacegroup, "n": t.num_atoms, "roles": t.num_roles, "sites": [list(s) for s in t.sites], "cn": [list(x) for x in t.coordination] if t.coordination else None, "count": c} for t, c in counts.most_common()]
@@ -110,18 +139,21 @@ def save_templates(path: str | Path, counts: Counter, meta: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         with gzip.open(tmp, "wt") as fh:
-            json.dump({**meta, "templates": rows}, fh)
+            cn = {el: [[list(k), v] for k, v in c.most_common()] for el, c in (element_cn or {}).items()}
+            json.dump({**meta, "templates": rows, "element_coordination": cn}, fh)
 
 
-def load_templates(dataset: str, path: str | Path | None = None) -> Counter:
+def load_templates(dataset: str, path: str | Path | None = None) -> TemplateLibrary:
     """The shipped (or given) template counts of a dataset; empty when there are none."""
     path = Path(path) if path else TEMPLATE_DIR / f"{dataset}.json.gz"
     if not path.exists():
-        return Counter()
+        return TemplateLibrary()
     try:
         with gzip.open(path, "rt") as fh:
-            rows = json.load(fh)["templates"]
-        out = Counter()
+            data = json.load(fh)
+        rows = data["templates"]
+        element_cn = {el: Counter({tuple(int(x) for x in k): int(v) for k, v in pairs}) for el, pairs in data.get("element_coordination", {}).items()}
+        out = TemplateLibrary(element_cn=element_cn)
         for r in rows:
             cn = tuple(tuple(int(x) for x in v) for v in r["cn"]) if r.get("cn") else None
             out[RoleTemplate(int(r["sg"]), int(r["n"]), int(r["roles"]), tuple((int(a), str(b)) for a, b in r["sites"]), cn)] += int(r["count"])
