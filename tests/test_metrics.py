@@ -194,3 +194,14 @@ def test_fast_smact_search_agrees_with_enumeration():
     start = time.time()
     V.smact_valid(many, tuple(range(1, 17)))
     assert time.time() - start < 5
+
+
+def test_exact_match_rate_counts_only_close_matches():
+    """A small jitter is an exact match; matches with RMSE >= 0.05 are not exact; the exact rate is
+    over all targets, unmatched ones included."""
+    from tgdmat.metrics.matching import _summary
+
+    close = match_rate_rmse([perturbed(srtio3(), seed=1)], [srtio3()], workers=1)
+    assert close["exact_match_rate"] == 1.0
+    out = _summary([0.01, 0.2, None, 0.049])
+    assert out["match_rate"] == 0.75 and out["exact_match_rate"] == 0.5

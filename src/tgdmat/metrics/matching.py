@@ -107,13 +107,18 @@ def pair_rms(
         bar.close()
 
 
+EXACT_RMSE = 0.05  # a match this close is the right structure, not a loose one stol=0.5 accepts
+
+
 def _summary(best: list[float | None]) -> dict:
-    """match_rate over all targets and mean RMSE over matched ones (nan when none matched)."""
+    """match_rate over all targets, mean RMSE over matched ones (nan when none matched), and the
+    exact-match rate: share of all targets matched with RMSE < EXACT_RMSE."""
     n = len(best)
     rms = np.array([r for r in best if r is not None], dtype=float)
     return {
         "match_rate": float(len(rms) / n) if n else float("nan"),
         "rmse": float(rms.mean()) if len(rms) else float("nan"),
+        "exact_match_rate": float((rms < EXACT_RMSE).sum() / n) if n else float("nan"),
         "n": n,
         "matched": int(len(rms)),
     }
