@@ -146,6 +146,8 @@ def test_stated_lattice_parameter_moves_the_sample(sampler):
     a37 = sampler.generate("SrTiO3 in Pm-3m with a = 3.7 Å", 2, steps=10).structures
     assert all(abs(s.lattice.a - 4.1) < 1e-3 for s in a41)
     assert all(abs(s.lattice.a - 3.7) < 1e-3 for s in a37)
+    dense = sampler.generate("SrTiO3 in Pm-3m, density 5.1 g/cm3", 2, steps=10).structures
+    assert all(abs(s.density - 5.1) < 1e-3 for s in dense)
 
 
 def test_de_novo_types_are_shared_within_an_orbit(sampler):

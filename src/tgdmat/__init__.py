@@ -3,7 +3,7 @@
 ``tgdmat.generate(prompt, n)`` and ``tgdmat.predict(formula)`` return pymatgen Structures from the
 shipped (or a given) model; see ``tgdmat.sample`` for options.
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def generate(prompt: str, n: int = 16, checkpoint: str | None = None, **kwargs) -> list:

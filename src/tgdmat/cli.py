@@ -319,8 +319,11 @@ def cmd_export(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="tgdmat", description="Text-guided joint diffusion for crystal structures.")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
+    p.add_argument("--version", action="version", version=f"tgdmat {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model from a dataset config")

@@ -199,6 +199,36 @@ def plan_crystals(fields: PromptFields, sizes: list[int] | None, n: int, library
     return [CrystalPlan(t.num_atoms(), t) for t in chosen]
 
 
+def lattice_for_plans(lattice: LatticeTarget, density: float | None, plans: list[CrystalPlan], notes: list[str]) -> LatticeTarget | None:
+    """The lattice targets of a run: a stated density becomes a conventional-cell volume when all
+    crystals share one composition (else a note says it was ignored); plans without a template get
+    the P1 one, so that the sampler can meet the targets on every crystal."""
+    from pymatgen.core.periodic_table import Element
+
+    from .symmetry import CENTERING_MULTIPLICITY, centering
+
+    if density is not None:
+        first = plans[0] if plans else None
+        def centring(p: CrystalPlan) -> str:
+            return centering(p.template.spacegroup) if p.template else "P"
+
+        same = first is not None and first.atom_types is not None
+        same = same and all(p.atom_types is not None and sorted(p.atom_types) == sorted(first.atom_types) and centring(p) == centring(first) for p in plans)
+        if same:
+            mass = sum(Element.from_Z(z).atomic_mass for z in first.atom_types)  # amu per sampled cell
+            conv = CENTERING_MULTIPLICITY[centring(first)]
+            lattice = LatticeTarget(**{**lattice.as_dict(), "volume": conv * float(mass) * 1.66053906660 / density})
+        else:
+            notes.append("ignored: density (needs one fixed composition)")
+    if lattice.is_empty():
+        return None
+    for p in plans:
+        if p.template is None:
+            symbols = [Element.from_Z(z).symbol for z in p.atom_types] if p.atom_types else [None] * p.num_atoms
+            p.template = Template(1, tuple((el, "a") for el in symbols))
+    return lattice
+
+
 def _pool_name(fields: PromptFields) -> str:
     if fields.spacegroup_number:
         return f"space group {fields.spacegroup_symbol or ''} ({fields.spacegroup_number})".replace("  ", " ")

@@ -20,7 +20,7 @@ from .atomic import atomic_write_text
 from .crystal import MAX_Z, structure_to_cif, write_extxyz
 from .pretrained import ModelInfo, encoder_spec, load_checkpoint
 from .text.encoder import TextEncoder
-from .conditioning import CrystalPlan, plan_crystals, spacegroup_pool, stoichiometry_for
+from .conditioning import CrystalPlan, lattice_for_plans, plan_crystals, spacegroup_pool, stoichiometry_for
 from .symmetry import LatticeTarget, SymmetryConstraint, Template
 from .text.facts import element_coordination
 from .text.prompts import (
@@ -217,7 +217,7 @@ class Sampler:
             plans = plan_crystals(fields, sizes, n, self.templates(), self.info.num_atoms_hist, gen, req.lattice, coordination)
             if sizes is None:
                 self.check_scope([p.num_atoms for p in plans], fields.elements, strict)
-        lattice = self._with_density(req, plans)
+        lattice = lattice_for_plans(req.lattice, req.density, plans, req.notes)
         structures = self.sample_plans(plans, req.text, steps, guidance, seed, batch_size, progress, lattice, free_types=free, on_batch=on_batch)
         return Generation(structures, req.text, fields, lattice, req.notes)
 
@@ -249,36 +249,9 @@ class Sampler:
         gen = torch.Generator().manual_seed(seed)
         coordination = element_coordination(text) if (text and self.long_text) else None
         plans = plan_crystals(fields, [size] * n, n, self.templates(), self.info.num_atoms_hist, gen, req.lattice, coordination)
-        lattice = self._with_density(req, plans)
+        lattice = lattice_for_plans(req.lattice, req.density, plans, req.notes)
         structures = self.sample_plans(plans, prompt_text, steps, guidance, seed, batch_size, progress, lattice, on_batch=on_batch)
         return Generation(structures, prompt_text, fields, lattice, req.notes)
-
-    @staticmethod
-    def _with_density(req: "Request", plans: list[CrystalPlan]) -> LatticeTarget | None:
-        """The lattice target, with a stated density turned into a volume when the composition is fixed."""
-        lattice = req.lattice
-        if req.density is not None:
-            if plans and all(p.atom_types is not None for p in plans) and len({tuple(p.atom_types) for p in plans}) == 1 and all(p.template is None or p.template.spacegroup == plans[0].template.spacegroup for p in plans):
-                from pymatgen.core import Composition
-                from pymatgen.core.periodic_table import Element
-
-                from .symmetry import CENTERING_MULTIPLICITY, centering
-
-                mass = sum(Element.from_Z(z).atomic_mass for z in plans[0].atom_types)  # amu per sampled cell
-                conv = CENTERING_MULTIPLICITY[centering(plans[0].template.spacegroup)] if plans[0].template else 1
-                lattice = LatticeTarget(**{**lattice.as_dict(), "volume": conv * float(mass) * 1.66053906660 / req.density})
-                for p in plans:
-                    if p.template is None:
-                        p.template = Template(1, tuple((Element.from_Z(z).symbol, "a") for z in p.atom_types))
-            else:
-                req.notes.append("ignored: density (needs one fixed composition)")
-        if plans and lattice is not None and not lattice.is_empty():
-            for p in plans:
-                if p.template is None:
-                    from pymatgen.core.periodic_table import Element
-
-                    p.template = Template(1, tuple(((Element.from_Z(z).symbol if p.atom_types else None), "a") for z in (p.atom_types or [0] * p.num_atoms)))
-        return lattice if lattice is not None and not lattice.is_empty() else None
 
 
 @dataclass
