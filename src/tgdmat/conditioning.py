@@ -28,6 +28,7 @@ class CrystalPlan:
     num_atoms: int
     template: Template | None = None
     atom_types: list[int] | None = None
+    propose: bool = False  # sample freely first; keep that crystal when it already has the template's group
 
 
 def spacegroup_pool(fields: PromptFields) -> list[int] | None:
@@ -161,12 +162,14 @@ def stoichiometry_for(elements: list[str], num_atoms: int | None, pool: list[int
     return "".join(f"{el}{k if k > 1 else ''}" for el, k in zip(ranked, counts))
 
 
-def plan_crystals(fields: PromptFields, sizes: list[int] | None, n: int, library: Counter, hist: dict[int, int], generator: torch.Generator, lattice: LatticeTarget | None = None, coordination: dict[str, tuple[int, ...]] | None = None) -> list[CrystalPlan]:
+def plan_crystals(fields: PromptFields, sizes: list[int] | None, n: int, library: Counter, hist: dict[int, int], generator: torch.Generator, lattice: LatticeTarget | None = None, coordination: dict[str, tuple[int, ...]] | None = None, propose: bool = True) -> list[CrystalPlan]:
     """One plan per crystal. ``sizes``: atoms per crystal when the composition fixes them (else None,
     and de novo sizes come from the templates or ``hist``); ``coordination``: per element the
     coordination numbers a description states (``text.facts``), which decide the site of each
-    element. Raises SymmetryError when no Wyckoff combination of the requested group(s) can hold
-    the composition."""
+    element. ``propose``: when nothing states the sites (no coordination, no lattice numbers), a
+    typed symmetric plan is first sampled freely and kept if it already has the requested group
+    (spglib, symprec 0.1); otherwise it is sampled again with the template enforced. Raises
+    SymmetryError when no Wyckoff combination of the requested group(s) can hold the composition."""
     from pymatgen.core.periodic_table import Element
 
     pool = spacegroup_pool(fields)
@@ -188,7 +191,8 @@ def plan_crystals(fields: PromptFields, sizes: list[int] | None, n: int, library
                 raise SymmetryError(f"no Wyckoff combination of {_pool_name(fields)} holds {fields.formula} with {size} atoms per cell")
             tpl = templates[_choose(weights, 1, generator)[0]]
             types = [Element(el).Z for el, letter in tpl.sites for _ in range(len(orbit_ops(tpl.spacegroup, letter)[0]))]
-            plans.append(CrystalPlan(size, tpl, types))
+            # without stated coordination the model's own site choice beats the template prior: propose first
+            plans.append(CrystalPlan(size, tpl, types, propose=propose and not coordination and (lattice is None or lattice.is_empty())))
         return plans
     if pool is None:
         return [CrystalPlan(size) for size in sizes]

@@ -140,12 +140,31 @@ class Sampler:
         crystal system enforced where it has a template, ``lattice`` targets on every crystal.
         ``text``: one prompt for all, or per-plan embeddings (len(plans), D). ``on_batch(structures)``
         is called after each finished batch."""
-        gen = torch.Generator(device=self.device).manual_seed(seed)
         if isinstance(text, torch.Tensor):
             emb = text
         else:
             emb = self.embed([text]) if (text is not None and self.uses_text) else None
             emb = emb.expand(len(plans), -1) if emb is not None else None
+        proposed = [i for i, p in enumerate(plans) if p.propose and p.template is not None]
+        if proposed:  # the model's own answer first; the template only where it misses the group
+            free = [CrystalPlan(plans[i].num_atoms, None, sorted(plans[i].atom_types)) for i in proposed]
+            first = self._sample(free, emb[proposed] if emb is not None else None, steps, guidance, seed + 7919, batch_size, progress, None, free_types, None, step_lr)
+            kept = {i: s for i, s in zip(proposed, first) if _spacegroup_number(s) == plans[i].template.spacegroup}
+            rest = [i for i in range(len(plans)) if i not in kept]
+            redo = self._sample([plans[i] for i in rest], emb[rest] if emb is not None else None, steps, guidance, seed, batch_size, progress, lattice, free_types, None, step_lr)
+            out = [None] * len(plans)
+            for i, s in kept.items():
+                out[i] = s
+            for i, s in zip(rest, redo):
+                out[i] = s
+            if on_batch is not None:
+                on_batch(out)
+            return out
+        return self._sample(plans, emb, steps, guidance, seed, batch_size, progress, lattice, free_types, on_batch, step_lr)
+
+    def _sample(self, plans: list[CrystalPlan], emb, steps, guidance, seed, batch_size, progress, lattice, free_types, on_batch, step_lr) -> list:
+        """The sampler over plans in batches (see ``sample_plans``)."""
+        gen = torch.Generator(device=self.device).manual_seed(seed)
         out = []
         for start in range(0, len(plans), batch_size):
             batch = plans[start : start + batch_size]
@@ -277,6 +296,20 @@ class Generation:
 
     def __iter__(self):  # structures, text, fields = sampler.generate(...) keeps working
         return iter((self.structures, self.text, self.fields))
+
+
+def _spacegroup_number(structure) -> int:
+    """spglib space group at the tolerance the summary uses (1 when spglib fails)."""
+    import warnings
+
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return int(SpacegroupAnalyzer(structure, symprec=SYMPREC).get_space_group_number())
+    except Exception:
+        return 1
 
 
 def _check_n(n: int) -> None:
