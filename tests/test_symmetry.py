@@ -205,3 +205,13 @@ def test_description_facts_place_each_cation():
         k, nb = (next(i for i, site in enumerate(s) if site.specie.symbol == el) for el in ("K", "Nb"))
         o = [i for i, site in enumerate(s) if site.specie.symbol == "O"]
         assert min(s.get_distance(k, j) for j in o) > min(s.get_distance(nb, j) for j in o) + 0.5
+
+
+def test_wyckoff_search_is_bounded():
+    """Many atoms in a group with many Wyckoff positions: an answer in well under a second, capped."""
+    import time
+
+    t0 = time.perf_counter()
+    combos = wyckoff_combinations(139, {"C": 24}, limit=500)
+    assert 0 < len(combos) <= 500 and time.perf_counter() - t0 < 2.0
+    assert all(tpl.num_atoms() == 24 for tpl in combos[:50])

@@ -100,23 +100,42 @@ class Template:
         return sum(len(orbit_ops(self.spacegroup, letter)[0]) for _, letter in self.sites)
 
 
-def wyckoff_combinations(spacegroup: int, counts: dict[str, int], limit: int = 2000) -> list[Template]:
-    """Every assignment of Wyckoff orbits (pyxtal) holding ``counts`` atoms per element in the
-    primitive cell; at most ``limit``."""
+def wyckoff_combinations(spacegroup: int, counts: dict[str, int], limit: int = 2000, max_nodes: int = 200_000) -> list[Template]:
+    """Assignments of Wyckoff orbits holding ``counts`` atoms per element in the primitive cell
+    (an orbit without free coordinates holds one element once); at most ``limit``, found by a
+    depth-first search bounded to ``max_nodes`` steps, so high-symmetry groups with many atoms
+    cannot hang the request."""
     c = CENTERING_MULTIPLICITY[centering(spacegroup)]
+    positions = sorted(_positions(spacegroup), key=lambda w: -w[1])  # (letter, multiplicity, has free coordinates)
     elements = list(counts)
-    combos = _combos(spacegroup, tuple(int(counts[e]) * c for e in elements))
-    out = []
-    for combo in combos[:limit]:
-        sites = tuple((el, label.lstrip("0123456789")) for el, labels in zip(elements, combo) for label in labels)
-        out.append(Template(spacegroup, sites))
+    out: list[Template] = []
+    nodes = 0
+
+    def search(k: int, remaining: int, start: int, used: frozenset, sites: tuple) -> None:
+        nonlocal nodes
+        if len(out) >= limit or nodes >= max_nodes:
+            return
+        nodes += 1
+        if remaining == 0:
+            if k + 1 == len(elements):
+                out.append(Template(spacegroup, sites))
+            else:
+                search(k + 1, int(counts[elements[k + 1]]) * c, 0, used, sites)
+            return
+        for j in range(start, len(positions)):
+            letter, mult, free = positions[j]
+            if mult > remaining or (not free and letter in used):
+                continue
+            search(k, remaining - mult, j if free else j + 1, used if free else used | {letter}, sites + ((elements[k], letter),))
+
+    if elements:
+        search(0, int(counts[elements[0]]) * c, 0, frozenset(), ())
     return out
 
 
-@lru_cache(maxsize=1024)
-def _combos(spacegroup: int, conv_counts: tuple[int, ...]):
-    combos, _, _ = _group(spacegroup).list_wyckoff_combinations(list(conv_counts))
-    return combos or []
+@lru_cache(maxsize=256)
+def _positions(spacegroup: int) -> tuple[tuple[str, int, bool], ...]:
+    return tuple((wp.letter, int(wp.multiplicity), bool(orbit_ops(spacegroup, wp.letter)[2].any())) for wp in _group(spacegroup).Wyckoff_positions)
 
 
 # ------------------------------------------------------------------ lattice
