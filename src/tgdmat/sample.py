@@ -29,6 +29,7 @@ from .text.prompts import (
 )
 
 MAX_ATOMS = 200  # per crystal: the fully connected graph grows as N^2
+PROPOSAL_ROUNDS = 3  # free samples tried per crystal before its Wyckoff template is enforced
 
 
 class ScopeError(ValueError):
@@ -147,9 +148,13 @@ class Sampler:
             emb = emb.expand(len(plans), -1) if emb is not None else None
         proposed = [i for i, p in enumerate(plans) if p.propose and p.template is not None]
         if proposed:  # the model's own answer first; the template only where it misses the group
-            free = [CrystalPlan(plans[i].num_atoms, None, sorted(plans[i].atom_types)) for i in proposed]
-            first = self._sample(free, emb[proposed] if emb is not None else None, steps, guidance, seed + 7919, batch_size, progress, None, free_types, None, step_lr)
-            kept = {i: s for i, s in zip(proposed, first) if _spacegroup_number(s) == plans[i].template.spacegroup}
+            kept: dict[int, object] = {}
+            pending = proposed
+            for r in range(PROPOSAL_ROUNDS):
+                free = [CrystalPlan(plans[i].num_atoms, None, sorted(plans[i].atom_types)) for i in pending]
+                first = self._sample(free, emb[pending] if emb is not None else None, steps, guidance, seed + 7919 * (r + 1), batch_size, progress, None, free_types, None, step_lr)
+                kept.update({i: s for i, s in zip(pending, first) if _spacegroup_number(s) == plans[i].template.spacegroup})
+                pending = [i for i in pending if i not in kept]
             rest = [i for i in range(len(plans)) if i not in kept]
             redo = self._sample([plans[i] for i in rest], emb[rest] if emb is not None else None, steps, guidance, seed, batch_size, progress, lattice, free_types, None, step_lr)
             out = [None] * len(plans)
