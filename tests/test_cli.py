@@ -214,3 +214,12 @@ def test_non_finite_weights_are_refused(tmp_path, capsys):
     save_checkpoint(path, model, cfg, ModelInfo("perov_5", {5: 1}, ["Sr", "Ti", "O"], {}))
     assert main(["predict", "--formula", "SrTiO3", "--checkpoint", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert "non-finite weights" in capsys.readouterr().err
+
+
+def test_file_names_are_shell_safe():
+    from pymatgen.core import Lattice, Structure
+
+    from tgdmat.sample import safe_formula
+
+    s = Structure(Lattice.cubic(4), ["O", "N", "Ca", "O", "N"], [[0, 0, 0], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5], [0.5, 0.5, 0.5]])
+    assert safe_formula(s) == "CaN2O2"

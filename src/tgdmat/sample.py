@@ -383,7 +383,8 @@ def prepare_output(out_dir: str | Path, overwrite: bool = False) -> tuple[Path, 
 def safe_formula(structure) -> str:
     """The reduced formula with letters and digits only (no parentheses): safe in file names."""
     comp = structure.composition.reduced_composition
-    return "".join(f"{el.symbol}{int(n) if n != 1 else ''}" for el, n in comp.items())
+    ordered = sorted(comp.items(), key=lambda item: (item[0].X if item[0].X == item[0].X else 10.0, item[0].Z))
+    return "".join(f"{el.symbol}{int(n) if n != 1 else ''}" for el, n in ordered)
 
 
 class ResultWriter:
