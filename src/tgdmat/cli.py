@@ -139,15 +139,8 @@ def _sample_to(args, meta: dict, run) -> int:
         print(f"tgdmat: interrupted; {len(writer.rows)} finished crystals are in {out}", file=sys.stderr)
         return 130
     writer.meta.update({"model_text": result.text, "notes": result.notes, "lattice_targets": result.lattice.as_dict() if result.lattice else {}})
-    writer.fields, writer.targets = result.fields, (result.lattice.as_dict() if result.lattice else None)
-    if incremental:  # rows were written before the fields were known: add the prompt checks now
-        from .metrics.adherence import prompt_checks
-
-        for row, s in zip(writer.rows, writer.structures):
-            checks = prompt_checks(s, result.fields, writer.targets)
-            row["satisfies"] = ",".join(k for k, v in checks.items() if v)
-            row["fails"] = ",".join(k for k, v in checks.items() if not v)
-    else:
+    writer.set_request(result.fields, result.lattice)
+    if not incremental:
         structures, _, writer.meta = _ranked(result.structures, writer.meta, args)
         writer.add(structures)
     _report(writer.close(), str(out), result)

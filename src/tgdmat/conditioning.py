@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from .symmetry import SYSTEMS, LatticeTarget, SymmetryError, Template, crystal_system_index, orbit_ops, wyckoff_combinations
-from .data.templates import RoleTemplate, element_ranks
+from .data.templates import element_ranks
 from .text.prompts import PromptError, PromptFields
 
 MAX_COMBINATIONS = 2000
@@ -147,7 +147,8 @@ def stoichiometry_for(elements: list[str], num_atoms: int | None, pool: list[int
                 continue
             if strict and pool_set is not None and tpl.spacegroup not in pool_set:
                 continue
-            options[tpl.role_counts()] = options.get(tpl.role_counts(), 0.0) + c
+            key = tpl.role_counts()
+            options[key] = options.get(key, 0.0) + c
         if options:
             break
     if not options:

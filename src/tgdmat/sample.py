@@ -25,7 +25,7 @@ from .symmetry import LatticeTarget, SymmetryConstraint, Template
 from .text.facts import element_coordination
 from .text.prompts import (
     SYMPREC, PromptError, PromptFields, honoured_properties, normalize_prompt, parse_lattice, parse_prompt, parse_properties,
-    qualitative_terms, short_prompt,
+    qualitative_terms, short_prompt, structure_fields,
 )
 
 MAX_ATOMS = 200  # per crystal: the fully connected graph grows as N^2
@@ -195,11 +195,11 @@ class Sampler:
         """What a free-text prompt asks for: fields, lattice targets, the text the encoder sees, notes."""
         text, fields = normalize_prompt(prompt)
         notes = []
-        props, unknown = honoured_properties(parse_properties(prompt), self.info.dataset)
+        stated = parse_properties(prompt)
+        props, unknown = honoured_properties(stated, self.info.dataset)
         if unknown:
             notes.append(f"ignored: {', '.join(unknown)} (not in this model's {self.info.dataset} training data)")
         fields.properties.update(props)
-        stated = parse_properties(prompt)
         words = [w for w in qualitative_terms(prompt) if not (w == "band gap" and "band_gap" in stated)]
         if words:
             notes.append(f"ignored: {', '.join(words)} (words without a number; the model cannot honour them)")
@@ -307,14 +307,9 @@ def _spacegroup_number(structure) -> int:
     """spglib space group at the tolerance the summary uses (1 when spglib fails)."""
     import warnings
 
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return int(SpacegroupAnalyzer(structure, symprec=SYMPREC).get_space_group_number())
-    except Exception:
-        return 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return int(structure_fields(structure).spacegroup_number)
 
 
 def _check_n(n: int) -> None:
@@ -382,9 +377,10 @@ def prepare_output(out_dir: str | Path, overwrite: bool = False) -> tuple[Path, 
 
 def safe_formula(structure) -> str:
     """The reduced formula with letters and digits only (no parentheses): safe in file names."""
+    from .data.templates import element_ranks
+
     comp = structure.composition.reduced_composition
-    ordered = sorted(comp.items(), key=lambda item: (item[0].X if item[0].X == item[0].X else 10.0, item[0].Z))
-    return "".join(f"{el.symbol}{int(n) if n != 1 else ''}" for el, n in ordered)
+    return "".join(f"{el}{int(comp[el]) if comp[el] != 1 else ''}" for el in element_ranks(e.symbol for e in comp))
 
 
 class ResultWriter:
@@ -410,16 +406,26 @@ class ResultWriter:
                 raise ValueError(f"--out {self.out}: {exc.strerror or type(exc).__name__}") from None
             self._opened = True
 
-    def add(self, structures: list) -> None:
+    def _check(self, row: dict, structure) -> None:
+        """Which prompt fields the crystal satisfies and fails (when the request is known)."""
         from .metrics.adherence import prompt_checks
 
+        if self.fields is not None:
+            checks = prompt_checks(structure, self.fields, self.targets)
+            row["satisfies"] = ",".join(k for k, v in checks.items() if v)
+            row["fails"] = ",".join(k for k, v in checks.items() if not v)
+
+    def set_request(self, fields: PromptFields, lattice: LatticeTarget | None) -> None:
+        """The parsed request, known only after sampling: check the rows already written."""
+        self.fields, self.targets = fields, (lattice.as_dict() if lattice is not None else None)
+        for row, s in zip(self.rows, self.structures):
+            self._check(row, s)
+
+    def add(self, structures: list) -> None:
         self._open()
         for s in structures:
             row = {"file": f"{len(self.rows):04d}_{safe_formula(s)}.cif", **describe_result(s)}
-            if self.fields is not None:
-                checks = prompt_checks(s, self.fields, self.targets)
-                row["satisfies"] = ",".join(k for k, v in checks.items() if v)
-                row["fails"] = ",".join(k for k, v in checks.items() if not v)
+            self._check(row, s)
             atomic_write_text(self.out / row["file"], structure_to_cif(s))
             self.rows.append(row)
             self.structures.append(s)

@@ -97,13 +97,3 @@ class WrappedNormalCoords:
         """(drift, noise std) of one Langevin step at sigma_t with step size step_lr * (sigma_t / sigma_1)^2."""
         step = step_lr * (float(self.sigmas[t]) / float(self.sigmas[1])) ** 2
         return step * score, math.sqrt(2 * step)
-
-    def predictor(self, f_t: torch.Tensor, score: torch.Tensor, t: int, s: int, z: torch.Tensor) -> torch.Tensor:
-        """Reverse-diffusion (ancestral) step of the variance-exploding SDE from sigma_t to sigma_s."""
-        drift, std = self.predictor_terms(score, t, s)
-        return (f_t + drift + std * z) % 1.0
-
-    def corrector(self, f_t: torch.Tensor, score: torch.Tensor, t: int, step_lr: float, z: torch.Tensor) -> torch.Tensor:
-        """One Langevin step at sigma_t."""
-        drift, std = self.corrector_terms(score, t, step_lr)
-        return (f_t + drift + std * z) % 1.0
