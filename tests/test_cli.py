@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+from conftest import needs_data
 from tgdmat.cli import main
 from tgdmat.config import Config, DataConfig, DiffusionConfig, ModelConfig
 from tgdmat.diffusion.joint import TGDMat
@@ -77,6 +78,7 @@ def test_bad_checkpoints(tmp_path, capsys):
         assert len(err) == 1 and message in err[0]
 
 
+@needs_data
 def test_evaluate_csp_small_sample(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--task", "csp", "--checkpoint", tiny_checkpoint, "--limit", "8", "--steps", "5", "--workers", "1", "--json", str(out), "--quiet"]) == 0
@@ -106,6 +108,7 @@ def test_long_description_model_sees_the_text_as_typed(tiny_long_checkpoint, tmp
     assert "trained on long descriptions" in capsys.readouterr().err
 
 
+@needs_data
 def test_evaluate_with_cached_long_descriptions(tiny_long_checkpoint, tmp_path):
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--task", "csp", "--checkpoint", tiny_long_checkpoint, "--limit", "4", "--steps", "3", "--workers", "1", "--json", str(out), "--quiet"]) == 0

@@ -1,6 +1,7 @@
 """The crystal type, CIF round trips, CSV loading and the shared-data protocol."""
 import gzip
 import random
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -8,7 +9,9 @@ import torch
 
 from tgdmat.crystal import Crystal, CrystalError, cif_roundtrip_errors, read_structure, standardize, structure_from_cif, structure_to_cif, write_extxyz
 from tgdmat.data import load_csv, load_split
-from tgdmat.data.protocol import default_data_root
+from conftest import needs_data
+
+TINY = Path(__file__).parent / "data" / "tiny_perov"  # shipped fixture
 
 
 def roundtrip_errors(structures):
@@ -18,10 +21,10 @@ def roundtrip_errors(structures):
     return lat_err, frac_err
 
 
-@pytest.mark.parametrize("dataset", ["perov_5", "carbon_24"])
+@pytest.mark.parametrize("dataset", [pytest.param("perov_5", marks=needs_data), pytest.param("carbon_24", marks=needs_data), str(TINY)])
 def test_csv_cif_roundtrip_sample(dataset):
-    table = load_split(dataset, "test")
-    idx = random.Random(0).sample(range(len(table)), 100)
+    table = load_split(dataset, "test", progress=False)
+    idx = random.Random(0).sample(range(len(table)), min(100, len(table)))
     lat_err, frac_err = roundtrip_errors(table.subset(idx).structures())
     assert lat_err < 1e-6 and frac_err < 1e-6
 
@@ -69,7 +72,7 @@ def test_extxyz_readable_by_ase(tmp_path, srtio3):
 
 
 def test_broken_row_is_reported_and_skipped(tmp_path, capsys):
-    src = default_data_root() / "perov_5" / "test.csv.gz"
+    src = TINY / "test.csv.gz"
     frame = pd.read_csv(src, index_col=0).iloc[:6].copy()
     frame.iloc[2, frame.columns.get_loc("cif")] = "data_broken\n_cell_length_a abc\n"
     path = tmp_path / "broken.csv"
@@ -82,7 +85,7 @@ def test_broken_row_is_reported_and_skipped(tmp_path, capsys):
 
 def test_cache_is_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("TGDMAT_CACHE", str(tmp_path / "cache"))
-    src = default_data_root() / "carbon_24" / "test.csv.gz"
+    src = TINY / "val.csv.gz"
     frame = pd.read_csv(src, index_col=0).iloc[:4]
     path = tmp_path / "c.csv.gz"
     with gzip.open(path, "wt") as fh:
@@ -95,6 +98,7 @@ def test_cache_is_reused(tmp_path, monkeypatch):
     assert second.ids == first.ids and torch.equal(second.crystals.frac_coords, first.crystals.frac_coords)
 
 
+@needs_data
 def test_shared_protocol_splits_are_disjoint_and_fixed():
     train, val = load_split("perov_5", "train"), load_split("perov_5", "val")
     test = load_split("perov_5", "test")

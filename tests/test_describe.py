@@ -7,6 +7,7 @@ import json
 import pytest
 from pymatgen.core import Lattice, Structure
 
+from conftest import needs_data
 from tgdmat.text import describe as D
 
 
@@ -145,6 +146,7 @@ def test_descriptions_for_reads_in_order_and_names_the_fix(tmp_path):
         descriptions_for("perov_5", "test", ["a", "c"], path)
 
 
+@needs_data
 def test_shipped_caches_cover_the_benchmark_pools():
     """Every Perov-5 and Carbon-24 crystal (train, val, test) has a shipped long description."""
     from tgdmat.data import load_split

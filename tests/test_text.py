@@ -4,6 +4,7 @@ import random
 import pytest
 import torch
 
+from conftest import needs_data
 from tgdmat.text.encoder import EncoderError, TextEncoder
 from tgdmat.text.prompts import PromptError, normalize_prompt, parse_prompt, short_prompt, structure_fields
 
@@ -59,6 +60,7 @@ def test_missing_encoder_names_both_options():
     assert "minilm" in str(err.value) and "\n" not in str(err.value)
 
 
+@needs_data
 def test_long_prompt_kind_trains_on_the_cached_descriptions():
     from tgdmat.config import Config, DataConfig
     from tgdmat.data import load_split

@@ -1,5 +1,6 @@
 """Training end to end: overfitting one crystal, exact resume, checkpoints, sampling API."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,12 +10,14 @@ from tgdmat.crystal import Crystal
 from tgdmat.diffusion.joint import TGDMat
 from tgdmat.pretrained import CheckpointError, ModelInfo, load_checkpoint, save_checkpoint
 
+TINY = Path(__file__).parent / "data" / "tiny_perov"  # shipped fixture: no benchmark data needed
+
 
 def small_config(**diffusion) -> Config:
     return Config(
         model=ModelConfig(hidden=64, layers=2, num_freqs=8, time_dim=32, use_text=False),
         diffusion=DiffusionConfig(step_lr=0.0, **diffusion),
-        data=DataConfig(dataset="mp_20_subset", prompt_variants=1),
+        data=DataConfig(dataset=str(TINY), prompt_variants=1),
         train=TrainConfig(batch_size=32, lr=3e-3, max_epochs=2, seed=0),
     )
 

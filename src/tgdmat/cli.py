@@ -22,7 +22,7 @@ def _set_option(cfg, dotted: str) -> None:
 
 def cmd_train(args) -> int:
     from .config import Config, load_config
-    from .train import train
+    from .train import TrainingInterrupted, train
 
     cfg = load_config(args.config)
     for item in args.set or []:
@@ -36,7 +36,12 @@ def cmd_train(args) -> int:
         cfg.train.seed = args.seed
     if args.data_root:
         cfg.data.data_root = args.data_root
-    best = train(cfg, args.out, resume=args.resume, device=args.device, command=args.command_line)
+    _check_device(args.device)
+    try:
+        best = train(cfg, args.out, resume=args.resume, device=args.device, command=args.command_line, overwrite=args.overwrite)
+    except TrainingInterrupted as stop:
+        print(f"tgdmat: {stop}", file=sys.stderr)
+        return 128 + stop.signum
     print(best)
     return 0
 
@@ -115,13 +120,24 @@ def _check_sampling(args) -> None:
         raise ValueError(f"--seed must be in 0..2^63-1, not {args.seed}")
     if getattr(args, "atoms", None) is not None and not 1 <= args.atoms <= 200:
         raise ValueError(f"--atoms must be in 1..200, not {args.atoms}")
-    try:
-        device = torch.device(args.device)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"--device {args.device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: no CUDA device is available here")
+    _check_device(args.device)
     _check_rank(args)
+
+
+def _check_device(name: str) -> None:
+    """A torch device that exists here, else one clear line."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device is available here")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: only cpu and cuda are supported")
 
 
 def _sample_to(args, meta: dict, run) -> int:
@@ -323,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True, help="dataset name of a shipped config (perov_5, carbon_24, ...) or a YAML path")
     t.add_argument("--out", required=True, help="run folder (checkpoints, log)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/state.pt exactly")
+    t.add_argument("--overwrite", action="store_true", help="start again in a run folder that holds an earlier run (default: refuse)")
     t.add_argument("--no-text", action="store_true", help="ablation: the same network without text (DiffCSP baseline)")
     t.add_argument("--max-minutes", type=float, help="time budget")
     t.add_argument("--seed", type=int)

@@ -8,6 +8,7 @@ import yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 PROMPT_KINDS = ("short", "long")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -20,6 +21,7 @@ class ModelConfig:
     time_dim: int = 128
     text_dim: int = 384  # set from the text encoder
     text_hidden: int = 128  # size of the projected text embedding
+    text_mlp: bool = False  # text projection: False a bare linear map; True LayerNorm -> MLP -> LayerNorm (as the paper)
     use_text: bool = True  # False: the same network with no text (the DiffCSP baseline)
 
 
@@ -66,6 +68,9 @@ class TrainConfig:
 
     batch_size: int = 256
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # constant, or cosine: decay to lr * min_lr_ratio over max_epochs
+    warmup_steps: int = 0  # linear warm-up from 0 over this many optimiser steps
+    min_lr_ratio: float = 0.05
     weight_decay: float = 0.0
     ema_decay: float = 0.999
     grad_clip: float = 1.0
@@ -74,6 +79,21 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     seed: int = 0
     threads: int = 0  # torch threads; 0 keeps torch's default
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {self.lr_schedule!r}")
+        _in_range("train.batch_size", self.batch_size, 1, 1 << 16)
+        _in_range("train.lr", self.lr, 0.0, 10.0, low_open=True)
+        _in_range("train.weight_decay", self.weight_decay, 0.0, 10.0)
+        _in_range("train.ema_decay", self.ema_decay, 0.0, 1.0)
+        _in_range("train.grad_clip", self.grad_clip, 0.0, 1e6, low_open=True)
+        _in_range("train.max_epochs", self.max_epochs, 0, 10**7)
+        _in_range("train.max_minutes", self.max_minutes, 0.0, 10**7)
+        _in_range("train.checkpoint_minutes", self.checkpoint_minutes, 0.0, 10**7)
+        _in_range("train.threads", self.threads, 0, 1024)
+        _in_range("train.warmup_steps", self.warmup_steps, 0, 10**9)
+        _in_range("train.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
 
 
 @dataclass
@@ -91,6 +111,37 @@ class Config:
         return _build(Config, d)
 
 
+def _in_range(name: str, value, low, high, low_open: bool = False) -> None:
+    """One clear line for a config number that is non-finite or outside [low, high]."""
+    import math
+
+    if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
+        raise ValueError(f"{name} must be a finite number in {'(' if low_open else '['}{low}, {high}], not {value!r}")
+
+
+SECTIONS = {"ModelConfig": "model", "DiffusionConfig": "diffusion", "DataConfig": "data", "TrainConfig": "train"}
+
+
+def _check_type(cls, name: str, value, default) -> object:
+    """A config value of the field's type (an int is accepted for a float); else one clear line."""
+    if default is None:  # optional text fields (data_root)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{SECTIONS.get(cls.__name__, cls.__name__)}.{name} must be a string, not {value!r}")
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ValueError(f"{SECTIONS.get(cls.__name__, cls.__name__)}.{name} must be a {type(default).__name__}, not {value!r}")
+    return value
+
+
 def _build(cls, d: dict):
     known = {f.name: f for f in fields(cls)}
     unknown = set(d) - set(known)
@@ -99,7 +150,12 @@ def _build(cls, d: dict):
     kwargs = {}
     for name, value in d.items():
         default = getattr(cls(), name)
-        kwargs[name] = _build(type(default), value) if is_dataclass(default) else value
+        if is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ValueError(f"config section {name!r} must be a mapping, not {value!r}")
+            kwargs[name] = _build(type(default), value)
+        else:
+            kwargs[name] = _check_type(cls, name, value, default)
     return cls(**kwargs)
 
 
@@ -111,4 +167,10 @@ def load_config(name_or_path: str) -> Config:
     if not path.exists():
         shipped = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
         raise FileNotFoundError(f"config {name_or_path!r} not found (shipped: {shipped})")
-    return Config.from_dict(yaml.safe_load(path.read_text()) or {})
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ValueError(f"{path}: a config must be a mapping of sections (model, diffusion, data, train)")
+    return Config.from_dict(raw or {})

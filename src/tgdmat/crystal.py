@@ -162,19 +162,59 @@ def structure_from_cif(text: str, snap: bool = True) -> "Structure":  # noqa: F8
     return structures[0]
 
 
+MAX_ATOMS = 1000  # larger cells are refused before any work on them
+
+
+def check_structure(structure: "Structure") -> "Structure":  # noqa: F821
+    """The structure if the models can represent it: ordered, real elements with Z in 1..MAX_Z,
+    finite coordinates, a cell of positive volume, at most MAX_ATOMS sites; else CrystalError."""
+    from pymatgen.core.periodic_table import Element
+
+    if len(structure) == 0:
+        raise CrystalError("no atoms in the structure")
+    if len(structure) > MAX_ATOMS:
+        raise CrystalError(f"{len(structure)} atoms per cell; at most {MAX_ATOMS} are supported")
+    if not structure.is_ordered:
+        raise CrystalError("disordered structure (partial occupancies) is not supported")
+    for site in structure:
+        specie = site.specie
+        if not isinstance(getattr(specie, "element", specie), Element):
+            raise CrystalError(f"unknown element {getattr(specie, 'symbol', str(specie))!r}")
+        z = getattr(specie, "Z", 0)
+        if not 1 <= z <= MAX_Z:
+            raise CrystalError(f"element {specie} (Z = {z}) is outside the models' range Z 1..{MAX_Z}")
+    matrix = np.asarray(structure.lattice.matrix, dtype=float)
+    if not np.isfinite(matrix).all() or not np.isfinite(np.asarray(structure.frac_coords, dtype=float)).all():
+        raise CrystalError("non-finite lattice or coordinates")
+    if not abs(np.linalg.det(matrix)) > 1e-6:
+        raise CrystalError("the cell has zero volume")
+    return structure
+
+
 def read_structure(path: str | Path) -> "Structure":  # noqa: F821
     """Read a CIF (or any format pymatgen knows) with a one-line error on failure."""
     path = Path(path)
     if not path.exists():
         raise CrystalError(f"{path}: no such file")
-    if path.suffix.lower() == ".cif":
-        return structure_from_cif(path.read_text())
-    from pymatgen.core import Structure
-
+    if not path.is_file():
+        raise CrystalError(f"{path}: not a regular file")
+    if path.stat().st_size > 50 << 20:
+        raise CrystalError(f"{path}: larger than 50 MB; not a structure file")
     try:
-        return Structure.from_file(str(path))
+        if path.suffix.lower() == ".cif":
+            structure = structure_from_cif(path.read_text(errors="replace"))
+        else:
+            from pymatgen.core import Structure
+
+            structure = Structure.from_file(str(path))
+    except CrystalError as exc:
+        raise CrystalError(f"{path}: {exc}") from None
     except Exception as exc:
         raise CrystalError(f"{path}: cannot read structure ({type(exc).__name__})") from None
+    try:
+        return check_structure(structure)
+    except CrystalError as exc:
+        raise CrystalError(f"{path}: {exc}") from None
 
 
 def structure_to_cif(structure: "Structure", symprec: float | None = None) -> str:  # noqa: F821

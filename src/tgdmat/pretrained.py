@@ -78,6 +78,10 @@ def load_checkpoint(name_or_path: str | None = None, device: str | torch.device 
     from .diffusion.joint import TGDMat
 
     path = resolve_checkpoint(name_or_path)
+    if not Path(path).is_file():  # a FIFO or device would block or never end
+        raise CheckpointError(f"{path}: not a regular file (a checkpoint is a .safetensors file)")
+    if Path(path).stat().st_size > 4 << 30:
+        raise CheckpointError(f"{path}: larger than 4 GB; not a tgdmat checkpoint")
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}

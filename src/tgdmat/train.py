@@ -3,14 +3,20 @@
 Checkpoints are written atomically: ``state.pt`` (everything needed to resume exactly, loaded
 with ``weights_only=True``) every few minutes, ``best.safetensors`` (EMA weights with the lowest
 validation loss) and ``last.safetensors``. ``log.jsonl`` has one line per epoch.
+SIGINT/SIGTERM stop the loop between batches and save the state of that point, so ``--resume``
+continues bit-identically; after a SIGKILL it continues from the last periodic state and the log
+lines of epochs redone are dropped. A run folder is locked while training and never silently reused.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
+import math
 import platform
 import random
+import signal
 import sys
 import time
 from collections import Counter
@@ -18,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_path
+from .atomic import atomic_path, atomic_write_text
 from .config import Config
 from .crystal import Crystal
 from .data import cache_root, load_split, protocol_name
@@ -65,6 +71,16 @@ def model_info(table: CrystalTable, cfg: Config, train: dict) -> ModelInfo:
     return ModelInfo(cfg.data.dataset, dict(sorted(hist.items())), [Element.from_Z(z).symbol for z in elements], train)
 
 
+def learning_rate(step: int, total_steps: int, tc) -> float:
+    """The learning rate of optimiser step ``step``: linear warm-up, then constant or cosine decay."""
+    if tc.warmup_steps and step < tc.warmup_steps:
+        return tc.lr * (step + 1) / tc.warmup_steps
+    if tc.lr_schedule == "constant":
+        return tc.lr
+    progress = min(1.0, (step - tc.warmup_steps) / max(1, total_steps - tc.warmup_steps))
+    return tc.lr * (tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     for pe, pm in zip(ema.parameters(), model.parameters()):
@@ -85,11 +101,138 @@ def validation_loss(model: TGDMat, crystals: Crystal, text: torch.Tensor | None,
     return total / count
 
 
-def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = "cpu", command: str = "") -> Path:
+class TrainError(ValueError):
+    """A run folder or training state that cannot be used as asked (one line for the CLI)."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM arrived; the state of the last finished batch is saved for --resume."""
+
+    def __init__(self, signum: int, where: str):
+        super().__init__(f"interrupted by {signal.Signals(signum).name} at {where}; state saved, continue with --resume")
+        self.signum = signum
+
+
+RUN_FILES = ("state.pt", "log.jsonl", "best.safetensors", "last.safetensors")
+STATE_KEYS = {"model", "ema", "opt", "generator", "loop"}
+LOOP_KEYS = {"epoch", "position", "perm", "best_val", "elapsed", "steps"}
+
+
+def prepare_run_folder(out: Path, resume: bool, overwrite: bool = False) -> None:
+    """Refuse what would lose or mix work: --resume without a state, a new run over an old one."""
+    if resume and overwrite:
+        raise TrainError("--resume and --overwrite contradict each other")
+    if resume:
+        if not (out / "state.pt").is_file():
+            raise TrainError(f"{out}/state.pt: no training state to resume; start without --resume")
+        return
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found and not overwrite:
+        raise TrainError(f"{out}: holds an earlier run ({', '.join(found)}); use --resume to continue it or --overwrite to start again")
+    for name in found:
+        (out / name).unlink()
+
+
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """An exclusive lock on the run folder: a second trainer on the same folder is refused."""
+    import fcntl
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrainError(f"{out}: cannot create the run folder ({exc.strerror or exc})") from None
+    with open(out / ".lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TrainError(f"{out}: another training run is using this folder") from None
+        yield
+
+
+def load_state(path: Path, device: str) -> dict:
+    """The saved training state, loaded without unpickling code; a damaged file is one clear error."""
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in first or "Unsupported global" in first or "WeightsUnpickler" in first:
+            first = "it holds objects other than tensors and numbers, which are never unpickled"
+        raise TrainError(f"{path}: not a readable training state ({first[:160]}); delete it or train with --overwrite") from None
+    if not isinstance(saved, dict) or not STATE_KEYS <= set(saved) or not isinstance(saved["loop"], dict) or not LOOP_KEYS <= set(saved["loop"]):
+        raise TrainError(f"{path}: not a tgdmat training state (keys missing); delete it or train with --overwrite")
+    return saved
+
+
+def restore_state(saved: dict, path: Path, model, ema, opt, gen: torch.Generator) -> dict:
+    """Load a saved state into the model, EMA, optimiser and generator; returns the loop counters."""
+    try:
+        model.load_state_dict(saved["model"])
+        ema.load_state_dict(saved["ema"])
+        opt.load_state_dict(saved["opt"])
+        gen.set_state(saved["generator"].cpu())
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0][:160]
+        raise TrainError(f"{path}: does not fit this config ({first}); resume with the config it was trained with") from None
+    for name, tensors in (("model", saved["model"]), ("ema", saved["ema"])):
+        if not all(torch.isfinite(v).all() for v in tensors.values() if v.is_floating_point()):
+            raise TrainError(f"{path}: the {name} weights hold non-finite values")
+    return saved["loop"]
+
+
+def trim_log(path: Path, epochs: int) -> None:
+    """Keep only the log lines of epochs the resumed state has finished (a killed run may have more)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        if isinstance(record, dict) and isinstance(record.get("epoch"), int) and record["epoch"] < epochs:
+            kept.append(line)
+    atomic_write_text(path, "".join(k + "\n" for k in kept))
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM only set ``requested``: the loop stops after the batch in flight."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested: int | None = None
+        self._old = {}
+
+    def _handle(self, signum, frame):
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, the last saved state stays
+        self.requested = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after this batch (state is saved for --resume)", file=sys.stderr)
+
+    def __enter__(self):
+        for s in self.SIGNALS:
+            self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+
+def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = "cpu", command: str = "", overwrite: bool = False) -> Path:
     """Train until max_epochs or the time budget; returns the path of the best checkpoint."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"{out}: exists and is not a folder")
+    with run_lock(out):  # first the lock, so a second trainer never touches a running run's files
+        prepare_run_folder(out, resume, overwrite)
+        return _train(cfg, out, resume, device, command)
+
+
+def _train(cfg: Config, out: Path, resume: bool, device: str, command: str) -> Path:
     tc = cfg.train
+    saved = load_state(out / "state.pt", device) if resume else None  # checked before the slow data loading
     if tc.threads:
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
@@ -108,13 +251,9 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = 
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     gen = torch.Generator(device=device).manual_seed(tc.seed)
     state = {"epoch": 0, "position": 0, "perm": None, "best_val": float("inf"), "elapsed": 0.0, "steps": 0}
-    if resume and (out / "state.pt").exists():
-        saved = torch.load(out / "state.pt", map_location=device, weights_only=True)
-        model.load_state_dict(saved["model"])
-        ema.load_state_dict(saved["ema"])
-        opt.load_state_dict(saved["opt"])
-        gen.set_state(saved["generator"].cpu() if device == "cpu" else saved["generator"])
-        state = saved["loop"]
+    if saved is not None:
+        state = restore_state(saved, out / "state.pt", model, ema, opt, gen)
+        trim_log(out / "log.jsonl", state["epoch"])
         print(f"resumed at epoch {state['epoch']} batch position {state['position']}", file=sys.stderr)
     print(
         f"{cfg.data.dataset} ({protocol_name(cfg.data.dataset)} protocol): {len(train_table)} train, {len(val_table)} val; "
@@ -140,7 +279,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = 
     from tqdm import tqdm
 
     stop = False
-    try:
+    total_steps = tc.max_epochs * ((crystals.num_crystals + tc.batch_size - 1) // tc.batch_size)
+    with StopSignals() as signals:
         while state["epoch"] < tc.max_epochs and not stop:
             if state["perm"] is None:
                 state["perm"] = torch.randperm(crystals.num_crystals, generator=gen, device=device).tolist()
@@ -150,12 +290,20 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = 
             n_batches = (len(perm) + tc.batch_size - 1) // tc.batch_size
             bar = tqdm(total=n_batches, initial=state["position"] // tc.batch_size, desc=f"epoch {state['epoch']}", file=sys.stderr, leave=False, mininterval=1.0)
             while state["position"] < len(perm):
+                if signals.requested is not None:  # between batches: the saved state is exactly this point
+                    bar.close()
+                    save_state()
+                    raise TrainingInterrupted(signals.requested, f"epoch {state['epoch']}, crystal {state['position']} of {len(perm)}")
                 idx = torch.tensor(perm[state["position"] : state["position"] + tc.batch_size], device=device)
                 emb = None
                 if text_train is not None:
                     variant = torch.randint(0, text_train.shape[1], (len(idx),), generator=gen, device=device)
                     emb = text_train[idx, variant]
                 losses = model.loss(crystals.select(idx), emb, gen)
+                if not torch.isfinite(losses.total):
+                    raise TrainError(f"non-finite loss at epoch {state['epoch']}, step {state['steps']} ({losses.items()}); lower train.lr or resume from the last state")
+                for group in opt.param_groups:
+                    group["lr"] = learning_rate(state["steps"], total_steps, tc)
                 opt.zero_grad(set_to_none=True)
                 losses.total.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
@@ -179,7 +327,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = 
             if stop and state["position"] < len(perm):
                 break
             val = validation_loss(ema, val_crystals, text_val, tc.batch_size)
-            record = {"epoch": state["epoch"], "steps": state["steps"], "minutes": round(state["elapsed"] / 60, 2), "val": round(val, 5)}
+            record = {"epoch": state["epoch"], "steps": state["steps"], "minutes": round(state["elapsed"] / 60, 2), "val": round(val, 5), "lr": opt.param_groups[0]["lr"]}
             record.update({k: round(state["sums"][k] / max(state["sums"]["n"], 1), 5) for k in ("total", "lattice", "coord", "type")})
             with open(out / "log.jsonl", "a") as fh:
                 fh.write(json.dumps(record) + "\n")
@@ -191,10 +339,6 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = 
                 state["best_val"] = val
                 save_checkpoint(out / "best.safetensors", ema, cfg, info)
             save_checkpoint(out / "last.safetensors", ema, cfg, info)
-    except KeyboardInterrupt:
-        print("interrupted: saving state for --resume", file=sys.stderr)
-        save_state()
-        raise
     save_state()
     if not (out / "best.safetensors").exists():  # budget ended inside the first epoch
         info = dataclasses.replace(base_info, train={**info_train, "epochs": state["epoch"], "steps": state["steps"], "minutes": round(state["elapsed"] / 60, 2)})

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path, atomic_write_bytes
-from ..crystal import Crystal, CrystalError, standardize, structure_from_cif
+from ..crystal import MAX_Z, Crystal, CrystalError, check_structure, standardize, structure_from_cif
 from ..text.prompts import PROPERTY_SENTENCES, PromptFields, structure_fields
 
 CACHE_VERSION = 1
@@ -68,9 +68,9 @@ def _parse_row(args):
     """Worker: one CSV row -> (id, types, frac, lattice, fields) or (row, error)."""
     row_index, material_id, cif, props, niggli, primitive = args
     try:
-        s = standardize(structure_from_cif(cif), niggli=niggli, primitive=primitive)
-        if not s.is_ordered:
-            raise CrystalError("disordered structure")
+        if not isinstance(cif, str):
+            raise CrystalError("empty cif cell")
+        s = standardize(check_structure(structure_from_cif(cif)), niggli=niggli, primitive=primitive)
         fields = structure_fields(s, props)
         return (
             material_id,
@@ -109,8 +109,14 @@ def load_csv(
     key = f"{file_sha256(path)[:20]}-n{int(niggli)}p{int(primitive)}-l{limit or 0}-v{CACHE_VERSION}"
     cache_dir = cache_root() / "tables" / key
     if use_cache and (cache_dir / "meta.json.gz").exists():
-        return _read_cache(cache_dir)
-    frame = pd.read_csv(path, index_col=0)
+        try:
+            return _read_cache(cache_dir)
+        except Exception as exc:  # damaged or foreign files: rebuilt from the CSV
+            print(f"warning: cache {cache_dir} is damaged ({type(exc).__name__}); rebuilding it", file=sys.stderr)
+    try:
+        frame = pd.read_csv(path, index_col=0)
+    except (ValueError, OSError, UnicodeDecodeError, EOFError) as exc:  # gzip/zlib/parser errors are ValueError or OSError
+        raise ValueError(f"{path}: not a readable CSV ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     if "cif" not in frame.columns:
         raise ValueError(f"{path}: no 'cif' column; is this a CDVAE-format CSV?")
     if limit:
@@ -153,7 +159,10 @@ def load_csv(
         [PromptFields(**r[4]) for r in good],
     )
     if use_cache:
-        _write_cache(cache_dir, table, skipped=len(bad))
+        try:
+            _write_cache(cache_dir, table, skipped=len(bad))
+        except OSError as exc:
+            print(f"warning: cache {cache_dir} not written ({exc.strerror or exc}); continuing without it", file=sys.stderr)
     return table
 
 
@@ -174,6 +183,11 @@ def _read_cache(cache_dir: Path) -> CrystalTable:
 
     t = load_file(str(cache_dir / "crystals.safetensors"))
     meta = json.loads(gzip.decompress((cache_dir / "meta.json.gz").read_bytes()))
+    types, num = t["atom_types"], t["num_atoms"]
+    if not (len(meta["ids"]) == len(meta["fields"]) == len(num) and int(num.sum()) == len(types) == len(t["frac_coords"])):
+        raise ValueError("inconsistent cache")
+    if types.numel() and (int(types.min()) < 1 or int(types.max()) > MAX_Z) or not torch.isfinite(t["frac_coords"]).all() or not torch.isfinite(t["lattices"]).all():
+        raise ValueError("cache holds invalid atoms")
     return CrystalTable(
         meta["ids"],
         Crystal(t["atom_types"], t["frac_coords"], t["lattices"], t["num_atoms"]),

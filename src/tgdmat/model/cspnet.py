@@ -44,6 +44,19 @@ def fourier_features(frac_diff: torch.Tensor, num_freqs: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(1)
 
 
+def text_projection(cfg: ModelConfig) -> nn.Module:
+    """Text embedding -> text features: a bare linear map, or LayerNorm -> MLP -> LayerNorm (TGDMat's)."""
+    if not cfg.text_mlp:
+        return nn.Linear(cfg.text_dim, cfg.text_hidden)
+    return nn.Sequential(
+        nn.LayerNorm(cfg.text_dim),
+        nn.Linear(cfg.text_dim, 2 * cfg.text_hidden),
+        nn.SiLU(),
+        nn.Linear(2 * cfg.text_hidden, cfg.text_hidden),
+        nn.LayerNorm(cfg.text_hidden),
+    )
+
+
 class CSPLayer(nn.Module):
     """One message-passing layer: edge MLP, mean aggregation, node MLP, residual."""
 
@@ -81,7 +94,7 @@ class CSPNet(nn.Module):
         self.type_embedding = nn.Embedding(NUM_CLASSES, h)
         in_dim = h + cfg.time_dim
         if cfg.use_text:
-            self.text_proj = nn.Linear(cfg.text_dim, cfg.text_hidden)
+            self.text_proj = text_projection(cfg)
             self.null_text = nn.Parameter(torch.zeros(cfg.text_dim))  # "no text" for guidance
             in_dim += cfg.text_hidden
         self.input = nn.Linear(in_dim, h)

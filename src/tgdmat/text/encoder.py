@@ -132,17 +132,45 @@ def _text_key(text: str) -> str:
 
 
 class EmbeddingStore:
-    """Embeddings on disk, one .npz per encoder identity (keys = text hashes; no pickles)."""
+    """Embeddings on disk, one .npz per encoder identity (keys = text hashes; no pickles).
+
+    Writers merge under a file lock with what is on disk, so concurrent runs keep each other's
+    entries; a damaged file is reported and rebuilt.
+    """
 
     def __init__(self, cache_dir: str | Path, spec: EncoderSpec):
         slug = hashlib.sha256(spec.key.encode()).hexdigest()[:16]
         self.path = Path(cache_dir) / f"embeddings-{slug}.npz"
         self._index: dict[str, int] = {}
         self._vectors = np.zeros((0, 0), dtype=np.float32)
-        if self.path.exists():
+        keys, vectors = self._read()
+        self._merge(keys, vectors)
+
+    def _read(self) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, vectors) on disk; empty when there is no file, with a warning when it is damaged."""
+        empty = (np.zeros(0, dtype="U32"), np.zeros((0, 0), dtype=np.float32))
+        if not self.path.exists():
+            return empty
+        try:
             with np.load(self.path, allow_pickle=False) as data:
-                keys, self._vectors = data["keys"], data["vectors"]
-            self._index = {str(k): i for i, k in enumerate(keys)}
+                keys, vectors = data["keys"], data["vectors"]
+            if keys.ndim != 1 or vectors.ndim != 2 or len(keys) != len(vectors) or not np.isfinite(vectors).all():
+                raise ValueError("inconsistent arrays")
+            return keys, vectors.astype(np.float32, copy=False)
+        except Exception as exc:
+            print(f"warning: embedding cache {self.path} is damaged ({type(exc).__name__}); rebuilding it", file=sys.stderr)
+            return empty
+
+    def _merge(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        new = [i for i, k in enumerate(keys) if str(k) not in self._index]
+        if not new:
+            return
+        if self._vectors.size and vectors.shape[1] != self._vectors.shape[1]:
+            return  # another encoder's dimension under the same name: keep ours
+        start = len(self._index)
+        self._vectors = vectors[new] if start == 0 else np.concatenate([self._vectors, vectors[new]])
+        for j, i in enumerate(new):
+            self._index[str(keys[i])] = start + j
 
     def has(self, text: str) -> bool:
         return _text_key(text) in self._index
@@ -151,10 +179,18 @@ class EmbeddingStore:
         return self._vectors[[self._index[_text_key(t)] for t in texts]]
 
     def add(self, texts: Sequence[str], vectors: np.ndarray) -> None:
-        start = len(self._index)
-        self._vectors = vectors if start == 0 else np.concatenate([self._vectors, vectors])
-        for i, t in enumerate(texts):
-            self._index[_text_key(t)] = start + i
-        keys = np.array(sorted(self._index, key=self._index.get), dtype="U32")
-        with atomic_path(self.path) as tmp:
-            np.savez(tmp, keys=keys, vectors=self._vectors)
+        if not np.isfinite(vectors).all():
+            raise EncoderError("the text encoder returned non-finite embeddings; nothing was cached")
+        self._merge(np.array([_text_key(t) for t in texts], dtype="U32"), vectors.astype(np.float32, copy=False))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path.with_suffix(".lock"), "a") as lock:
+                import fcntl
+
+                fcntl.flock(lock, fcntl.LOCK_EX)  # merge with entries other writers added meanwhile
+                self._merge(*self._read())
+                keys = np.array(sorted(self._index, key=self._index.get), dtype="U32")
+                with atomic_path(self.path) as tmp:
+                    np.savez(tmp, keys=keys, vectors=self._vectors)
+        except OSError as exc:
+            print(f"warning: embedding cache {self.path} not written ({exc.strerror or exc}); continuing without it", file=sys.stderr)
