@@ -205,3 +205,51 @@ def test_exact_match_rate_counts_only_close_matches():
     assert close["exact_match_rate"] == 1.0
     out = _summary([0.01, 0.2, None, 0.049])
     assert out["match_rate"] == 0.75 and out["exact_match_rate"] == 0.5
+
+
+def _perovskite(a: float, A: str, B: str, X: str = "O", move: tuple[int, list[float]] | None = None):
+    from pymatgen.core import Lattice, Structure
+
+    coords = [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+    if move:
+        coords[move[0]] = move[1]
+    return Structure(Lattice.cubic(a), [A, B, X, X, X], coords)
+
+
+@pytest.mark.parametrize("name, structure, reason", [
+    ("SrTiO3 with Sr-O 0.85 A", _perovskite(3.905, "Sr", "Ti", move=(0, [0.5, 0.5, 0.85 / 3.905])), "O-Sr 0.85 Å is too short"),
+    ("CaTiO3 with Ti-O 0.82 A", _perovskite(3.84, "Ca", "Ti", move=(1, [0.5, 0.5, 0.82 / 3.84])), "O-Ti 0.82 Å is too short"),
+    ("LaMnO3 with La-O 1.42 A", _perovskite(3.95, "La", "Mn", move=(0, [0.5, 0.5 - 1.42 / 3.95, 0])), "La-O 1.42 Å is too short"),
+    ("anti-site SrTiO3 (Sr in the octahedron)", _perovskite(3.905, "Ti", "Sr"), "Sr site 1: bond-valence sum"),
+    ("pure oxygen O5", _perovskite(3.9, "O", "O"), "only O"),
+    ("KNaF3 (no charge balance)", _perovskite(4.0, "K", "Na", "F"), "cannot be charge-balanced"),
+])
+def test_quality_flags_what_a_chemist_would_reject(name, structure, reason):
+    from tgdmat.metrics.quality import assess
+    from tgdmat.metrics.validity import structure_valid
+
+    q = assess(structure)
+    assert not q.ok and any(reason in r for r in q.reasons), (name, q.reasons)
+    if "anti-site" in name or "O5" in name:
+        assert structure_valid(structure)  # the benchmark's 0.5 Å check calls these valid
+
+
+@pytest.mark.parametrize("A, B, a", [("Sr", "Ti", 3.905), ("Ba", "Ti", 4.0), ("K", "Nb", 4.02), ("La", "Al", 3.79)])
+def test_quality_accepts_real_perovskites(A, B, a):
+    from tgdmat.metrics.quality import assess
+
+    q = assess(_perovskite(a, A, B))
+    assert q.ok, q.reasons
+    assert q.coordination == {A: [12], B: [6]} and q.charge_balanced and abs(q.min_distance - a / 2) < 1e-6
+    row = q.row()
+    assert row["quality"] == "ok" and row["coordination"] == f"{A}:12 {B}:6"
+
+
+def test_quality_accepts_diamond():
+    from pymatgen.core import Lattice, Structure
+
+    from tgdmat.metrics.quality import assess
+
+    diamond = Structure(Lattice.cubic(3.567), ["C"] * 8, [[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0], [.25, .25, .25], [.25, .75, .75], [.75, .25, .75], [.75, .75, .25]])
+    q = assess(diamond)
+    assert q.ok and q.charge_balanced is None and abs(q.min_distance - 3.567 * 3**0.5 / 4) < 1e-6

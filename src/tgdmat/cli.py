@@ -68,9 +68,13 @@ def _report(rows: list[dict], out: str, result) -> None:
     for note in result.notes:
         print(f"note: {note}")
     for r in rows:
-        valid = "valid" if r["struct_valid"] and r["comp_valid"] else ("invalid structure" if not r["struct_valid"] else "not charge-balanced")
+        bench = "passes" if r["struct_valid"] and r["comp_valid"] else "fails"
+        quality = f"quality ok (shortest {r['min_distance']:.2f} Å)" if r["quality"] == "ok" else f"SUSPECT: {r['quality_reasons']}"
         asked = f", misses {r['fails']}" if r.get("fails") else (", as asked" if r.get("satisfies") else "")
-        print(f"  {r['file']}: {r['formula']} {r['spacegroup']} ({r['spacegroup_number']}), a,b,c = {r['a']:.3f} {r['b']:.3f} {r['c']:.3f}, {r['density']:.2f} g/cm3, {valid}{asked}")
+        print(f"  {r['file']}: {r['formula']} {r['spacegroup']} ({r['spacegroup_number']}), a,b,c = {r['a']:.3f} {r['b']:.3f} {r['c']:.3f}, {r['density']:.2f} g/cm3{asked}; {quality}; benchmark 0.5 Å/SMACT check {bench}")
+    suspect = sum(r["quality"] != "ok" for r in rows)
+    if suspect:
+        print(f"{suspect} of {len(rows)} crystals are flagged SUSPECT (too-short bonds, bond-valence sums, charge balance; see quality_reasons in summary.csv)")
     kept = sum(1 for r in rows if not r.get("fails"))
     if any(r.get("satisfies") or r.get("fails") for r in rows):
         print(f"{kept} of {len(rows)} crystals satisfy every field of the prompt")

@@ -194,6 +194,17 @@ def per_sample_adherence(structures: list, table: CrystalTable) -> dict:
     return out
 
 
+def quality_rates(generated: list, reference: list) -> dict:
+    """Share of crystals that pass every chemist's check (metrics.quality), for the samples and,
+    as the yardstick, for the test crystals they were conditioned on."""
+    from .metrics.quality import assess
+
+    return {
+        "quality_ok": round(float(np.mean([assess(s).ok for s in generated])), 4) if generated else float("nan"),
+        "quality_ok_reference": round(float(np.mean([assess(s).ok for s in reference])), 4) if reference else float("nan"),
+    }
+
+
 def evaluate_gen(checkpoint: str | None = None, split: str = "test", num_samples: int = 1000, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, coverage_metrics: bool = True, stability: int = 0, prompt: str | None = None, enforce: bool = False) -> dict:
     """De novo generation conditioned on ``num_samples`` test prompts; CDVAE metrics + adherence.
 
@@ -229,6 +240,7 @@ def evaluate_gen(checkpoint: str | None = None, split: str = "test", num_samples
         cov = coverage(generated, None, dataset=cfg.data.dataset, workers=workers, progress=progress, valid_only=True, test_fps=test_fingerprints(full, workers, progress))
         result.update({k: cov[k] for k in ("cov_recall", "cov_precision", "n_gen_fp_failed")})
     result.update(per_sample_adherence(generated, conditions))
+    result.update(quality_rates(generated, conditions.structures()))
     if stability:  # CHGNet relaxation of the first `stability` structurally valid samples (optional extra)
         from .metrics import relax_stability, structure_valid
 
@@ -242,7 +254,7 @@ def markdown_table(results: list[dict]) -> str:
     """A Markdown table of evaluation results (CSP and generation columns as present)."""
     cols = [
         ("dataset", "dataset"), ("protocol", "protocol"), ("task", "task"), ("text", "text"), ("n", "n"), ("k", "k"), ("steps", "steps"),
-        ("match_rate", "match rate"), ("rmse", "RMSE"), ("struct_valid", "struct. valid"), ("comp_valid", "comp. valid"),
+        ("match_rate", "match rate"), ("rmse", "RMSE"), ("struct_valid", "struct. valid"), ("comp_valid", "comp. valid"), ("quality_ok", "quality ok"),
         ("cov_recall", "COV-R"), ("cov_precision", "COV-P"), ("wdist_density", "W(density)"), ("wdist_num_elems", "W(#elem)"),
         ("adherence_all", "prompt adherence"), ("crystals_per_second", "crystals/s"),
     ]
@@ -253,7 +265,7 @@ def markdown_table(results: list[dict]) -> str:
         for k, _ in cols:
             v = r.get(k, "")
             if isinstance(v, float):
-                v = "nan" if math.isnan(v) else (f"{100 * v:.2f}%" if k in ("match_rate", "struct_valid", "comp_valid", "cov_recall", "cov_precision", "adherence_all") else f"{v:.4g}")
+                v = "nan" if math.isnan(v) else (f"{100 * v:.2f}%" if k in ("match_rate", "struct_valid", "comp_valid", "quality_ok", "cov_recall", "cov_precision", "adherence_all") else f"{v:.4g}")
             cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -329,9 +329,11 @@ def predict(formula: str, text: str | None = None, n: int = 1, checkpoint: str |
 
 # ------------------------------------------------------------------ outputs
 def describe_result(s) -> dict:
-    """One summary row: formula, spglib space group, lattice, density, validity."""
+    """One summary row: formula, spglib space group, lattice, density, the benchmark's validity
+    (0.5 Å, SMACT) and the chemist's quality checks (metrics.quality)."""
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
+    from .metrics.quality import assess
     from .metrics.validity import composition_valid, structure_valid
 
     try:
@@ -351,6 +353,7 @@ def describe_result(s) -> dict:
         "density": round(float(s.density), 4),
         "struct_valid": bool(structure_valid(s)),
         "comp_valid": bool(composition_valid(s)),
+        **assess(s).row(),
     }
 
 
