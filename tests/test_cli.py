@@ -17,7 +17,7 @@ def tiny_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     cfg = Config(model=ModelConfig(hidden=32, layers=1, num_freqs=4, time_dim=16, text_hidden=8), diffusion=DiffusionConfig(step_lr=0.0, sample_steps=5), data=DataConfig(dataset="perov_5"))
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_checkpoint(path, TGDMat(cfg), cfg, ModelInfo("perov_5", {5: 100}, ["O", "N", "F", "Sr", "Ti", "Ba"], {}))
+    save_checkpoint(path, TGDMat(cfg), cfg, ModelInfo("perov_5", {5: 100}, ["O", "N", "F", "Sr", "Ti", "Ba", "Pb"], {}))
     return str(path)
 
 
@@ -35,6 +35,50 @@ def test_generate_writes_cifs_extxyz_and_summary(tiny_checkpoint, tmp_path, caps
     assert {"formula", "spacegroup", "density", "struct_valid", "comp_valid"} <= set(summary["structures"][0])
     assert (out / "summary.csv").read_text().startswith("file,formula")
     assert "prompt seen by the model" in capsys.readouterr().out
+
+
+def test_files_agree_with_the_summary_and_keep_the_users_formula(tiny_checkpoint, tmp_path, capsys):
+    """CIF, extxyz and summary describe the same crystals: same space group at the recorded symprec,
+    same Cartesian frame; formulas in the order the user wrote them; --symmetrize writes the group."""
+    import numpy as np
+    from ase.io import read
+    from pymatgen.core import Structure
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    out = tmp_path / "pbtio3"
+    assert main(["generate", "a tetragonal perovskite PbTiO3, space group P4mm", "-n", "3", "--checkpoint", tiny_checkpoint, "--out", str(out), "--quiet", "--threads", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    frames = read(out / "structures.extxyz", index=":")
+    for row, atoms in zip(summary["structures"], frames):
+        assert row["formula"] == "PbTiO3" and row["file"].endswith("_PbTiO3.cif") and row["quality"] in ("ok", "suspect")
+        cif = Structure.from_file(str(out / row["file"]))
+        assert SpacegroupAnalyzer(cif, symprec=summary["symprec"]).get_space_group_number() == row["spacegroup_number"]
+        same = np.allclose(atoms.cell[:], cif.lattice.matrix, rtol=1e-6, atol=1e-4)
+        assert same and np.allclose(np.sort(atoms.positions, axis=0), np.sort(cif.cart_coords, axis=0), rtol=1e-6, atol=1e-3)
+    assert "PbTiO3" in capsys.readouterr().out
+    sym = tmp_path / "sym"
+    assert main(["predict", "--formula", "SrTiO3", "--text", "cubic, space group Pm-3m", "-n", "1", "--checkpoint", tiny_checkpoint, "--out", str(sym), "--quiet", "--symmetrize"]) == 0
+    (cif,) = sym.glob("*.cif")
+    text = cif.read_text()
+    assert "_symmetry_space_group_name_H-M   'P m -3 m'" in text or "Pm-3m" in text.replace(" ", "")
+
+
+def test_help_pages_show_defaults_examples_and_the_shipped_models(capsys):
+    from tgdmat.cli import build_parser
+    from tgdmat.pretrained import CHECKPOINT_DIR
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction))
+    for name, command in sub.choices.items():
+        text = command.format_help()
+        assert "examples:\n  tgdmat " + name in text, name
+    gen = " ".join(sub.choices["generate"].format_help().split())
+    assert "(default: 64)" in gen and "(default: results)" in gen
+    for model in CHECKPOINT_DIR.glob("*.safetensors"):
+        assert model.stem in gen
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("tgdmat ")
 
 
 def test_predict_keeps_the_composition(tiny_checkpoint, tmp_path):

@@ -46,20 +46,40 @@ def cmd_train(args) -> int:
     return 0
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help pages that show each option's default (where it has one) and keep the examples' line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def shipped_models() -> str:
+    """The names of the models shipped in the package, for help texts."""
+    from .pretrained import CHECKPOINT_DIR, DEFAULT_MODEL
+
+    names = sorted(p.stem for p in CHECKPOINT_DIR.glob("*.safetensors"))
+    return ", ".join(f"{n} (default)" if n == DEFAULT_MODEL else n for n in names)
+
+
 def _sampling_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-n", "--num-samples", type=int, default=None, help="number of structures")
-    p.add_argument("--steps", type=int, help="reverse diffusion steps (default: the model's)")
+    p.add_argument("-n", "--num-samples", type=int, default=None, help="number of structures (default: 16 for generate, 1 for predict)")
+    p.add_argument("--steps", type=int, help="reverse diffusion steps (default: the model's, see its card)")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint", help="shipped model name (perov_5, carbon_24) or .safetensors path")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same crystals")
+    p.add_argument("--checkpoint", help=f"shipped model name ({shipped_models()}) or a .safetensors path")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; on a busy machine 1 can be faster)")
+    p.add_argument("--batch-size", type=int, default=64, help="crystals sampled together")
     p.add_argument("--out", default="results", help="output folder for CIFs, extxyz and summary")
+    p.add_argument("--symmetrize", action="store_true", help="write symmetrised CIFs (spglib refined cell at symprec 0.1, space group in the CIF) instead of P1 cells")
     p.add_argument("--allow-out-of-scope", action="store_true", help="sample even when the request is outside the training data (warns)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--rank", choices=["energy"], help="sort the crystals by CHGNet energy per atom (optional extra: pip install chgnet), lowest first")
-    p.add_argument("--relax-steps", type=int, default=0, help="with --rank: CHGNet relaxation steps before scoring (default 0: static energy)")
+    p.add_argument("--relax-steps", type=int, default=0, help="with --rank: CHGNet relaxation steps before scoring (0: static energy)")
     p.add_argument("--top", type=int, help="with --rank: keep the best K crystals")
 
 
@@ -110,8 +130,6 @@ def _check_sampling(args) -> None:
     """Every sampling option, checked before any work starts (one clear line each)."""
     import math
 
-    import torch
-
     if args.num_samples is not None and not 1 <= args.num_samples <= 100_000:
         raise ValueError(f"number of samples (-n) must be in 1..100000, not {args.num_samples}")
     if args.steps is not None and not 1 <= args.steps <= 10_000:
@@ -124,8 +142,14 @@ def _check_sampling(args) -> None:
         raise ValueError(f"--seed must be in 0..2^63-1, not {args.seed}")
     if getattr(args, "atoms", None) is not None and not 1 <= args.atoms <= 200:
         raise ValueError(f"--atoms must be in 1..200, not {args.atoms}")
+    if args.threads is not None and not 1 <= args.threads <= 256:
+        raise ValueError(f"--threads must be in 1..256, not {args.threads}")
     _check_device(args.device)
     _check_rank(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 def _check_device(name: str) -> None:
@@ -150,7 +174,10 @@ def _sample_to(args, meta: dict, run) -> int:
     from .sample import ResultWriter, prepare_output
 
     out, old = prepare_output(args.out, args.overwrite)
-    writer = ResultWriter(out, meta, replace=old)
+    from .text.prompts import written_formula
+
+    written = getattr(args, "formula", None) or written_formula(getattr(args, "prompt", "") or "")
+    writer = ResultWriter(out, meta, replace=old, written=written, symmetrize=args.symmetrize)
     incremental = args.rank is None
     try:
         result = run(writer.add if incremental else None)
@@ -331,15 +358,46 @@ def cmd_export(args) -> int:
     return 0
 
 
+EXAMPLES = {
+    "train": ["tgdmat train --config perov_5 --out runs/perov_5 --max-minutes 60 --set train.threads=2",
+              "tgdmat train --config perov_5 --out runs/perov_5 --resume --max-minutes 60"],
+    "generate": ['tgdmat generate "a cubic perovskite SrTiO3 in space group Pm-3m" -n 8 --out results/srtio3',
+                 'tgdmat generate "an oxide of Ba and Ti, a = 4.0 A" -n 4 --out results/bati --rank energy --top 1',
+                 'tgdmat generate "carbon in space group Fd-3m" --checkpoint carbon_24 -n 4 --out results/carbon'],
+    "predict": ["tgdmat predict --formula BaTiO3 -n 8 --out results/batio3",
+                'tgdmat predict --formula KNbO3 --text "tetragonal, space group P4mm" -n 4 --out results/knbo3'],
+    "evaluate": ["tgdmat evaluate --task csp --checkpoint perov_5 --limit 200 --json results/csp.json",
+                 "tgdmat evaluate --task gen --checkpoint perov_5 --limit 500 --enforce --json results/gen.json"],
+    "describe": ["tgdmat describe --cif results/srtio3/0000_SrTiO3.cif",
+                 "tgdmat describe --dataset perov_5 --split test --workers 2"],
+    "show": ["tgdmat show results/srtio3"],
+    "templates": ["tgdmat templates --dataset perov_5"],
+    "data": ["tgdmat data --dataset perov_5 --split test --check-roundtrip"],
+    "speed": ["tgdmat speed sample --checkpoint perov_5 --steps 300 100 -n 256"],
+    "benchmark": ["tgdmat benchmark --checkpoints perov_5 perov_5_notext --csp-limit 1000 --gen-samples 500"],
+    "export": ["tgdmat export runs/perov_5/best.safetensors --name perov_5 --sample-steps 300"],
+}
+
+
+def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
+    """A subcommand whose help shows defaults and ends with examples."""
+    epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES.get(name, []))
+    return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", epilog=epilog, formatter_class=HelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    p = argparse.ArgumentParser(prog="tgdmat", description="Text-guided joint diffusion for crystal structures.")
+    p = argparse.ArgumentParser(
+        prog="tgdmat", description="Text-guided joint diffusion for crystal structures: text or a formula in, CIF files out.",
+        epilog="examples:\n" + "\n".join(f"  {EXAMPLES[k][0]}" for k in ("generate", "predict", "evaluate")) + "\n\nEach command has its own help: tgdmat generate --help",
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     p.add_argument("--version", action="version", version=f"tgdmat {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a model from a dataset config")
+    t = _command(sub, "train", help="train a model from a dataset config")
     t.add_argument("--config", required=True, help="dataset name of a shipped config (perov_5, carbon_24, ...) or a YAML path")
     t.add_argument("--out", required=True, help="run folder (checkpoints, log)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/state.pt exactly")
@@ -352,20 +410,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config field")
     t.set_defaults(func=cmd_train)
 
-    g = sub.add_parser("generate", help="de novo crystals from a text prompt")
+    g = _command(sub, "generate", help="de novo crystals from a text prompt")
     g.add_argument("prompt", help="e.g. 'a cubic perovskite SrTiO3 in space group Pm-3m'")
     g.add_argument("--atoms", type=int, help="atoms per cell (default: from the formula or the training data)")
     g.add_argument("--free", action="store_true", help="the model's own de novo sampling: the text conditions it but nothing is enforced (default: formula, elements, space group, crystal system and lattice numbers in the prompt are binding)")
     _sampling_args(g)
     g.set_defaults(func=cmd_generate)
 
-    r = sub.add_parser("predict", help="crystal structure prediction for a composition")
-    r.add_argument("--formula", required=True, help="composition of the cell, e.g. SrTiO3 (5 atoms) or Sr2Ti2O6 (10)")
+    r = _command(sub, "predict", help="crystal structure prediction for a composition")
+    r.add_argument("--formula", required=True, help="composition of the cell as written, e.g. SrTiO3 (5 atoms); a multiple such as Sr2Ti2O6 asks for that many atoms per cell, which the model must have seen in training")
     r.add_argument("--text", help="optional description to guide the prediction")
     _sampling_args(r)
     r.set_defaults(func=cmd_predict)
 
-    e = sub.add_parser("evaluate", help="benchmark metrics of a checkpoint on a split")
+    e = _command(sub, "evaluate", help="benchmark metrics of a checkpoint on a split")
     e.add_argument("--task", choices=["csp", "gen"], required=True)
     e.add_argument("--checkpoint", help="shipped model name or .safetensors path")
     e.add_argument("--split", default="test")
@@ -387,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 
-    d = sub.add_parser("describe", help="Robocrystallographer long descriptions, cached and resumable")
+    d = _command(sub, "describe", help="Robocrystallographer long descriptions, cached and resumable")
     d.add_argument("--dataset", help="describe a benchmark split into the cache")
     d.add_argument("--cif", help="describe one structure file (CIF, POSCAR, ...) and print the text")
     d.add_argument("--split", default="test")
@@ -398,26 +456,26 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data-root")
     d.set_defaults(func=cmd_describe)
 
-    s = sub.add_parser("show", help="render the CIFs of a results folder to PNG")
+    s = _command(sub, "show", help="render the CIFs of a results folder to PNG")
     s.add_argument("folder")
     s.add_argument("--out", help="where to write the pictures (default: the folder)")
     s.add_argument("--reference", help="DATASET[:SPLIT] to compare distributions with, e.g. perov_5:train")
     s.add_argument("--reference-limit", type=int, default=2000)
     s.set_defaults(func=cmd_show)
 
-    w = sub.add_parser("templates", help="count the Wyckoff templates of a training split (used to enforce space groups)")
+    w = _command(sub, "templates", help="count the Wyckoff templates of a training split (used to enforce space groups)")
     w.add_argument("--dataset", required=True)
     w.add_argument("--out", help="output .json.gz (default: the package's shipped file)")
     w.add_argument("--data-root")
     w.set_defaults(func=cmd_templates)
-    a = sub.add_parser("data", help="load (and cache) a split; --check-roundtrip verifies CIF round trips")
+    a = _command(sub, "data", help="load (and cache) a split; --check-roundtrip verifies CIF round trips")
     a.add_argument("--dataset", required=True)
     a.add_argument("--split", default="test")
     a.add_argument("--data-root")
     a.add_argument("--check-roundtrip", action="store_true")
     a.set_defaults(func=cmd_data)
 
-    v = sub.add_parser("speed", help="throughput and peak memory of training or sampling")
+    v = _command(sub, "speed", help="throughput and peak memory of training or sampling")
     v.add_argument("what", choices=["train", "sample"])
     v.add_argument("--dataset", default="perov_5")
     v.add_argument("--hidden", type=int, nargs="+", default=[128, 256, 512])
@@ -431,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json")
     v.set_defaults(func=cmd_speed)
 
-    b = sub.add_parser("benchmark", help="evaluate checkpoints on CSP and generation; rewrite the README results table")
+    b = _command(sub, "benchmark", help="evaluate checkpoints on CSP and generation; rewrite the README results table")
     b.add_argument("--checkpoints", nargs="+", default=["perov_5", "carbon_24"])
     b.add_argument("--csp-limit", type=int, help="CSP on a fixed seeded subset of the test set (default: all)")
     b.add_argument("--gen-samples", type=int, default=1000)
@@ -442,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_benchmark)
 
-    x = sub.add_parser("export", help="copy a trained checkpoint into the package (optionally with new sampling defaults)")
+    x = _command(sub, "export", help="copy a trained checkpoint into the package (optionally with new sampling defaults)")
     x.add_argument("checkpoint")
     x.add_argument("--name", required=True, help="shipped model name, e.g. perov_5")
     x.add_argument("--out", help="explicit output path instead of the package's checkpoints folder")

@@ -225,12 +225,17 @@ def structure_to_cif(structure: "Structure", symprec: float | None = None) -> st
 
 
 def write_extxyz(structures: Sequence["Structure"], path: str | Path, info: Sequence[dict] | None = None) -> None:  # noqa: F821
-    """All structures in one extended-XYZ file (readable by ASE), written atomically."""
+    """All structures in one extended-XYZ file (readable by ASE), written atomically.
+
+    Cells are put in the frame a CIF reader builds from a, b, c and the angles (a along x, b in
+    the xy plane), so Cartesian positions agree with the CIFs of the same run."""
     from ase.io import write
+    from pymatgen.core import Lattice, Structure
     from pymatgen.io.ase import AseAtomsAdaptor
 
     atoms = []
     for i, s in enumerate(structures):
+        s = Structure(Lattice.from_parameters(*s.lattice.parameters), s.species, s.frac_coords)
         a = AseAtomsAdaptor.get_atoms(s)
         for key, value in (info[i] if info else {}).items():
             if isinstance(value, (int, float, str, bool)):

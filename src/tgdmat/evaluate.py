@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -52,35 +51,14 @@ def prompt_embeddings(sampler: Sampler, table: CrystalTable, split: str, kind: s
 
 
 def _sample_batches(sampler: Sampler, table: CrystalTable, emb: torch.Tensor | None, csp: bool, steps: int, guidance: float, seed: int, batch_size: int, progress: bool, step_lr: float | None = None):
-    """One sample per crystal of ``table`` (same atoms per cell; same types for CSP)."""
-    gen = torch.Generator().manual_seed(seed)
-    allowed = None if csp else sampler.allowed_types()
-    out = []
-    n = len(table)
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    """One free sample per crystal of ``table`` (same atoms per cell; same types for CSP), through
+    the product's own batch loop."""
+    from .conditioning import CrystalPlan
 
-        bar = tqdm(total=n, desc=f"{'csp' if csp else 'gen'} sampling ({steps} steps)", file=sys.stderr, mininterval=1.0)
-    for start in range(0, n, batch_size):
-        idx = list(range(start, min(start + batch_size, n)))
-        sub = table.crystals.select(idx)
-        crystals = sampler.model.sample(
-            sub.num_atoms,
-            emb[idx] if emb is not None else None,
-            sub.atom_types if csp else None,
-            steps=steps,
-            step_lr=step_lr,
-            guidance=guidance,
-            generator=gen,
-            allowed_types=allowed,
-        )
-        out.extend(crystals.to_structures())
-        if bar is not None:
-            bar.update(len(idx))
-    if bar is not None:
-        bar.close()
-    return out
+    c = table.crystals
+    types = torch.split(c.atom_types, c.num_atoms.tolist())
+    plans = [CrystalPlan(int(n), None, t.tolist() if csp else None, propose=False) for n, t in zip(c.num_atoms.tolist(), types)]
+    return sampler.sample_plans(plans, emb, steps, guidance, seed, batch_size, progress, free_types=not csp, step_lr=step_lr)
 
 
 def condition_plans(sampler: Sampler, table: CrystalTable, seed: int, typed: bool, texts: list[str] | None = None) -> tuple[list, int]:

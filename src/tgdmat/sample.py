@@ -21,6 +21,7 @@ from .crystal import MAX_Z, structure_to_cif, write_extxyz
 from .pretrained import ModelInfo, encoder_spec, load_checkpoint
 from .text.encoder import TextEncoder
 from .conditioning import CrystalPlan, lattice_for_plans, plan_crystals, spacegroup_pool, stoichiometry_for
+from .diffusion.joint import respaced_steps
 from .symmetry import LatticeTarget, SymmetryConstraint, Template
 from .text.facts import element_coordination
 from .text.prompts import (
@@ -140,37 +141,49 @@ class Sampler:
         """Structures for per-crystal plans: types fixed where a plan gives them, Wyckoff orbits and
         crystal system enforced where it has a template, ``lattice`` targets on every crystal.
         ``text``: one prompt for all, or per-plan embeddings (len(plans), D). ``on_batch(structures)``
-        is called after each finished batch."""
+        is called after each finished batch; ``progress`` shows one bar over every batch and round."""
         if isinstance(text, torch.Tensor):
             emb = text
         else:
             emb = self.embed([text]) if (text is not None and self.uses_text) else None
             emb = emb.expand(len(plans), -1) if emb is not None else None
-        proposed = [i for i, p in enumerate(plans) if p.propose and p.template is not None]
-        if proposed:  # the model's own answer first; the template only where it misses the group
-            kept: dict[int, object] = {}
-            pending = proposed
-            for r in range(PROPOSAL_ROUNDS):
-                free = [CrystalPlan(plans[i].num_atoms, None, sorted(plans[i].atom_types)) for i in pending]
-                first = self._sample(free, emb[pending] if emb is not None else None, steps, guidance, seed + 7919 * (r + 1), batch_size, progress, None, free_types, None, step_lr)
-                kept.update({i: s for i, s in zip(pending, first) if _spacegroup_number(s) == plans[i].template.spacegroup})
-                pending = [i for i in pending if i not in kept]
-            rest = [i for i in range(len(plans)) if i not in kept]
-            redo = self._sample([plans[i] for i in rest], emb[rest] if emb is not None else None, steps, guidance, seed, batch_size, progress, lattice, free_types, None, step_lr)
-            out = [None] * len(plans)
-            for i, s in kept.items():
-                out[i] = s
-            for i, s in zip(rest, redo):
-                out[i] = s
-            if on_batch is not None:
-                on_batch(out)
-            return out
-        return self._sample(plans, emb, steps, guidance, seed, batch_size, progress, lattice, free_types, on_batch, step_lr)
+        network_steps = len(respaced_steps(self.cfg.diffusion.timesteps, steps or self.cfg.diffusion.sample_steps)) - 1
+        bar = SamplingProgress(len(plans), network_steps, batch_size) if progress else None
+        try:
+            return self._sample_with_proposals(plans, emb, steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr)
+        finally:
+            if bar is not None:
+                bar.close()
 
-    def _sample(self, plans: list[CrystalPlan], emb, steps, guidance, seed, batch_size, progress, lattice, free_types, on_batch, step_lr) -> list:
+    def _sample_with_proposals(self, plans, emb, steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr) -> list:
+        proposed = [i for i, p in enumerate(plans) if p.propose and p.template is not None]
+        if not proposed:
+            return self._sample(plans, emb, steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr)
+        # the model's own answer first; the template only where it misses the group
+        kept: dict[int, object] = {}
+        pending = proposed
+        for r in range(PROPOSAL_ROUNDS):
+            free = [CrystalPlan(plans[i].num_atoms, None, sorted(plans[i].atom_types)) for i in pending]
+            first = self._sample(free, emb[pending] if emb is not None else None, steps, guidance, seed + 7919 * (r + 1), batch_size, bar, None, free_types, None, step_lr)
+            kept.update({i: s for i, s in zip(pending, first) if _spacegroup_number(s) == plans[i].template.spacegroup})
+            pending = [i for i in pending if i not in kept]
+        rest = [i for i in range(len(plans)) if i not in kept]
+        redo = self._sample([plans[i] for i in rest], emb[rest] if emb is not None else None, steps, guidance, seed, batch_size, bar, lattice, free_types, None, step_lr)
+        out = [None] * len(plans)
+        for i, s in kept.items():
+            out[i] = s
+        for i, s in zip(rest, redo):
+            out[i] = s
+        if on_batch is not None:
+            on_batch(out)
+        return out
+
+    def _sample(self, plans: list[CrystalPlan], emb, steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr) -> list:
         """The sampler over plans in batches (see ``sample_plans``)."""
         gen = torch.Generator(device=self.device).manual_seed(seed)
         out = []
+        if bar is not None:
+            bar.add_pass(len(plans))
         for start in range(0, len(plans), batch_size):
             batch = plans[start : start + batch_size]
             counts = torch.tensor([p.num_atoms for p in batch])
@@ -182,11 +195,13 @@ class Sampler:
                 sym = SymmetryConstraint.build([p.template or Template(1, tuple((None, "a") for _ in range(p.num_atoms))) for p in batch], targets)
             e = emb[start : start + len(batch)] if emb is not None else None
             crystals = self.model.sample(
-                counts, e, types, steps=steps or self.cfg.diffusion.sample_steps, guidance=guidance, generator=gen, progress=progress,
+                counts, e, types, steps=steps or self.cfg.diffusion.sample_steps, guidance=guidance, generator=gen, progress=bar.tick if bar is not None else False,
                 allowed_types=self.allowed_types(), symmetry=sym, step_lr=step_lr,
             )
             structures = crystals.to_structures()
             out.extend(structures)
+            if bar is not None:
+                bar.done(len(structures))
             if on_batch is not None:
                 on_batch(structures)
         return out
@@ -327,6 +342,31 @@ def predict(formula: str, text: str | None = None, n: int = 1, checkpoint: str |
     return Sampler.load(checkpoint, kwargs.pop("device", "cpu")).predict(formula, text, n, **kwargs).structures
 
 
+class SamplingProgress:
+    """One progress bar over all batches and proposal rounds of a run, in denoising steps."""
+
+    def __init__(self, num_crystals: int, steps: int, batch_size: int):
+        from tqdm import tqdm
+
+        self.steps, self.batch_size, self.crystals, self.finished = steps, batch_size, num_crystals, 0
+        self.bar = tqdm(total=0, desc=f"sampling {num_crystals} crystals", unit="step", file=sys.stderr, mininterval=0.5)
+
+    def add_pass(self, num_plans: int) -> None:
+        """A pass over ``num_plans`` crystals is starting: its batches' steps join the total."""
+        self.bar.total += self.steps * ((num_plans + self.batch_size - 1) // self.batch_size)
+        self.bar.refresh()
+
+    def tick(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def done(self, n: int) -> None:
+        self.finished += n
+        self.bar.set_postfix_str(f"{self.finished} crystals sampled")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 # ------------------------------------------------------------------ outputs
 def describe_result(s) -> dict:
     """One summary row: formula, spglib space group, lattice, density, the benchmark's validity
@@ -378,20 +418,21 @@ def prepare_output(out_dir: str | Path, overwrite: bool = False) -> tuple[Path, 
     return out, old
 
 
-def safe_formula(structure) -> str:
-    """The reduced formula with letters and digits only (no parentheses): safe in file names."""
-    from .data.templates import element_ranks
+def safe_formula(structure, written: str | None = None) -> str:
+    """The reduced formula with letters and digits only (no parentheses): safe in file names; in
+    the user's element order when ``written`` has the same elements."""
+    from .text.prompts import display_formula
 
-    comp = structure.composition.reduced_composition
-    return "".join(f"{el}{int(comp[el]) if comp[el] != 1 else ''}" for el in element_ranks(e.symbol for e in comp))
+    return display_formula(structure, written)
 
 
 class ResultWriter:
     """Writes each crystal's CIF as soon as its batch is done, then extxyz and the summaries; an
     interrupted run keeps its finished crystals and a summary that says it was interrupted."""
 
-    def __init__(self, out_dir: str | Path, meta: dict, fields: PromptFields | None = None, lattice: LatticeTarget | None = None, replace: list[Path] | None = None):
+    def __init__(self, out_dir: str | Path, meta: dict, fields: PromptFields | None = None, lattice: LatticeTarget | None = None, replace: list[Path] | None = None, written: str | None = None, symmetrize: bool = False):
         self.out, self.meta, self.fields = Path(out_dir), meta, fields
+        self.written, self.symmetrize = written, symmetrize  # the user's formula (display order); symmetrised CIFs
         self.targets = lattice.as_dict() if lattice is not None else None
         self.structures: list = []
         self.rows: list[dict] = []
@@ -427,15 +468,16 @@ class ResultWriter:
     def add(self, structures: list) -> None:
         self._open()
         for s in structures:
-            row = {"file": f"{len(self.rows):04d}_{safe_formula(s)}.cif", **describe_result(s)}
+            formula = safe_formula(s, self.written)
+            row = {"file": f"{len(self.rows):04d}_{formula}.cif", **describe_result(s), "formula": formula}
             self._check(row, s)
-            atomic_write_text(self.out / row["file"], structure_to_cif(s))
+            atomic_write_text(self.out / row["file"], structure_to_cif(s, symprec=SYMPREC if self.symmetrize else None))
             self.rows.append(row)
             self.structures.append(s)
 
     def close(self, interrupted: bool = False) -> list[dict]:
         self._open()
-        meta = {**self.meta, "interrupted": interrupted, "num_written": len(self.rows)}
+        meta = {**self.meta, "interrupted": interrupted, "num_written": len(self.rows), "symprec": SYMPREC, "symmetrized_cifs": self.symmetrize}
         atomic_write_text(self.out / "summary.json", json.dumps({**meta, "structures": self.rows}, indent=2))
         if self.rows:
             write_extxyz(self.structures, self.out / "structures.extxyz", info=self.rows)

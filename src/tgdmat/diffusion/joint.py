@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn as nn
@@ -20,6 +21,9 @@ from ..model.cspnet import CSPNet, Graph
 from .coords import WrappedNormalCoords
 from .lattice import LatticeDDPM
 from .types import MASK, AbsorbingTypes, to_atomic_numbers, to_classes
+
+if TYPE_CHECKING:
+    from ..symmetry import SymmetryConstraint
 
 
 @dataclass
@@ -121,7 +125,7 @@ class TGDMat(nn.Module):
         step_lr: float | None = None,
         guidance: float = 1.0,
         generator: torch.Generator | None = None,
-        progress: bool = False,
+        progress: "bool | Callable[[int], object]" = False,
         allowed_types: torch.Tensor | None = None,
         symmetry: "SymmetryConstraint | None" = None,
     ) -> Crystal:
@@ -167,7 +171,8 @@ class TGDMat(nn.Module):
             type_bias[to_classes(allowed_types.to(dev))] = 0.0
         ts = respaced_steps(d.timesteps, steps or d.timesteps)
         pairs = list(zip(ts[:-1], ts[1:]))
-        if progress:
+        tick = progress if callable(progress) else None  # an outer bar's update(1), once per step
+        if progress is True:
             from tqdm import tqdm
 
             pairs = tqdm(pairs, desc="sampling", file=sys.stderr, mininterval=0.5)
@@ -199,6 +204,8 @@ class TGDMat(nn.Module):
                     K = sym.num_orbits
                     gumbel = -torch.log(-torch.log(rand(K, logits.shape[-1]).clamp(1e-20, 1.0)))[sym.orbit]
                     a = self.types.reverse_step(a, sym.tie_logits(logits), t, s, rand(K)[sym.orbit], gumbel)
+            if tick is not None:
+                tick(1)
         if not (bool(torch.isfinite(f).all()) and bool(torch.isfinite(l).all())):
             raise RuntimeError("the sampler produced non-finite coordinates or lattices (corrupt weights or an unstable setting)")
         if not csp and bool((a == MASK).any()):  # cannot happen when the last step reaches 0

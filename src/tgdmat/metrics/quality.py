@@ -81,6 +81,15 @@ def assess(structure) -> Quality:
     q = Quality(min_distance=min_distance(structure))
     radii = {el: _radius(el) for el in elements}
     reach = max(2 * max(radii.values()) * NEIGHBOUR, FAR * SHELL)
+    volume = float(structure.volume)
+    heights = volume / np.linalg.norm(np.cross(structure.lattice.matrix[[1, 2, 0]], structure.lattice.matrix[[2, 0, 1]]), axis=1)
+    images = np.prod(2 * np.ceil(reach / np.maximum(heights, 1e-9)) + 1) * len(structure) ** 2
+    if not np.isfinite(volume) or volume / len(structure) < 1.0 or images > 5e6:
+        q.reasons.append(f"degenerate cell ({volume / len(structure):.3g} Å³ per atom, shortest height {heights.min():.3g} Å)")
+        return q
+    if volume / len(structure) > 1000.0 or max(structure.lattice.abc) > 500.0:
+        q.reasons.append(f"exploded cell ({volume / len(structure):.3g} Å³ per atom, longest axis {max(structure.lattice.abc):.3g} Å): the atoms do not bond")
+        return q
     neighbours = structure.get_all_neighbors(reach)
     worst: dict[tuple[str, str], float] = {}
     for i, nbrs in enumerate(neighbours):

@@ -320,3 +320,41 @@ def normalize_prompt(text: str) -> tuple[str, PromptFields]:
     if fields.is_empty():
         return text.strip(), fields
     return short_prompt(fields), fields
+
+
+def written_formula(prompt: str) -> str | None:
+    """The formula token of ``prompt`` exactly as the user wrote it (element order kept), if any.
+
+    The model sees pymatgen's reduced formula ("TiPbO3"); results are shown in the user's order."""
+    from pymatgen.core import Composition
+
+    target = parse_prompt(prompt).formula
+    if not target:
+        return None
+    want = Composition(target).reduced_composition
+    for token in re.findall(r"[A-Z][A-Za-z0-9()]*", prompt):
+        try:
+            if Composition(token).reduced_composition == want:
+                return token
+        except Exception:
+            continue
+    return None
+
+
+def display_formula(structure, written: str | None = None) -> str:
+    """The crystal's reduced formula in the element order the user wrote (letters and digits only);
+    without a written formula of the same elements, in electronegativity order."""
+    from pymatgen.core import Composition
+
+    comp = structure.composition.reduced_composition
+    order = None
+    if written:
+        try:
+            order = [e.symbol for e in Composition(written).elements]
+        except Exception:
+            order = None
+    if order is None or set(order) != {e.symbol for e in comp.elements}:
+        from ..data.templates import element_ranks
+
+        order = element_ranks(e.symbol for e in comp.elements)
+    return "".join(f"{el}{int(comp[el]) if comp[el] != 1 else ''}" if float(comp[el]).is_integer() else f"{el}{comp[el]:g}" for el in order)
