@@ -268,7 +268,7 @@ def cmd_templates(args) -> int:
         texts = None
     counts, skipped = count_templates(table.structures(), progress=True, descriptions=texts)
     out = args.out or TEMPLATE_DIR / f"{args.dataset}.json.gz"
-    meta = {"dataset": args.dataset, "split": "train", "protocol": protocol_name(args.dataset), "symprec": 0.1, "crystals": len(table), "skipped": skipped}
+    meta = {"dataset": args.dataset, "split": "train", "protocol": protocol_name(args.dataset, args.data_root), "symprec": 0.1, "crystals": len(table), "skipped": skipped}
     save_templates(out, counts, meta, element_coordination_counts(texts) if texts else None)
     print(f"{len(counts)} Wyckoff templates from {len(table) - skipped} of {len(table)} training crystals ({skipped} not primitive at symprec 0.1) -> {out}")
     return 0
@@ -292,16 +292,37 @@ def cmd_show(args) -> int:
 
 
 def cmd_data(args) -> int:
+    if args.action == "fetch":
+        return _fetch_data(args)
     from .crystal import cif_roundtrip_errors
     from .data import load_split
 
-    table = load_split(args.dataset, args.split, args.data_root)
-    print(f"{args.dataset}/{args.split}: {len(table)} crystals, {int(table.crystals.num_atoms.sum())} atoms")
+    dataset = args.dataset or args.name
+    if not dataset:
+        raise ValueError("data needs a dataset: tgdmat data --dataset perov_5 (or: tgdmat data fetch perov_5)")
+    table = load_split(dataset, args.split, args.data_root)
+    print(f"{dataset}/{args.split}: {len(table)} crystals, {int(table.crystals.num_atoms.sum())} atoms")
     if args.check_roundtrip:
         same_types, frac_err, lat_err = cif_roundtrip_errors(table.crystals, progress=True)
         ok = same_types and frac_err < 1e-6 and lat_err < 1e-6
         print(f"round trip CSV -> crystal -> CIF -> crystal: types equal {same_types}, max |dF| (mod 1) {frac_err:.2e}, max |dL| {lat_err:.2e} A: {'OK' if ok else 'FAILED'}")
         return 0 if ok else 1
+    return 0
+
+
+def _fetch_data(args) -> int:
+    from pathlib import Path
+
+    from .data import default_data_root
+    from .data.fetch import GITHUB_RAW, fetch
+
+    dataset = args.name or args.dataset
+    if not dataset:
+        raise ValueError("data fetch needs a dataset: perov_5, carbon_24, mp_20 or mpts_52")
+    root = Path(args.data_root) if args.data_root else default_data_root()
+    splits = tuple(args.splits or ("train", "val", "test"))
+    for path, downloaded in fetch(dataset, root, splits, args.base_url or os.environ.get("TGDMAT_DATA_URL", GITHUB_RAW), progress=not args.quiet):
+        print(f"{path}: {'downloaded and verified' if downloaded else 'already present, verified'} (git blob matches)")
     return 0
 
 
@@ -372,7 +393,7 @@ EXAMPLES = {
                  "tgdmat describe --dataset perov_5 --split test --workers 2"],
     "show": ["tgdmat show results/srtio3"],
     "templates": ["tgdmat templates --dataset perov_5"],
-    "data": ["tgdmat data --dataset perov_5 --split test --check-roundtrip"],
+    "data": ["tgdmat data --dataset perov_5 --split test --check-roundtrip", "tgdmat data fetch mp_20"],
     "speed": ["tgdmat speed sample --checkpoint perov_5 --steps 300 100 -n 256"],
     "benchmark": ["tgdmat benchmark --checkpoints perov_5 perov_5_notext --csp-limit 1000 --gen-samples 500"],
     "export": ["tgdmat export runs/perov_5/best.safetensors --name perov_5 --sample-steps 300"],
@@ -469,8 +490,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--data-root")
     w.set_defaults(func=cmd_templates)
     a = _command(sub, "data", help="load (and cache) a split; --check-roundtrip verifies CIF round trips")
-    a.add_argument("--dataset", required=True)
+    a.add_argument("action", nargs="?", choices=["load", "fetch"], default="load", help="load: read (and cache) a split; fetch: download the standard CSV splits and verify their git blob ids")
+    a.add_argument("name", nargs="?", help="dataset for fetch: perov_5, carbon_24, mp_20 or mpts_52")
+    a.add_argument("--dataset", help="dataset to load (shipped protocol name or a folder with train/val/test CSVs)")
     a.add_argument("--split", default="test")
+    a.add_argument("--splits", nargs="+", choices=["train", "val", "test"], help="fetch: only these splits (default: all three)")
+    a.add_argument("--base-url", help="fetch: mirror of raw.githubusercontent.com (default: $TGDMAT_DATA_URL or GitHub)")
+    a.add_argument("--quiet", action="store_true")
     a.add_argument("--data-root")
     a.add_argument("--check-roundtrip", action="store_true")
     a.set_defaults(func=cmd_data)

@@ -127,7 +127,7 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
     else:
         metrics = match_rate_rmse_k([list(x) for x in zip(*samples)], targets, workers=workers, progress=progress)
     return {
-        "task": "csp", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset), "split": split,
+        "task": "csp", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset, data_root or cfg.data.data_root), "split": split,
         "checkpoint": str(checkpoint), "text": cfg.model.use_text, "prompt": kind if cfg.model.use_text else None, "n": len(table), "k": k, "steps": steps, "step_lr": step_lr,
         "guidance": guidance, "seed": seed, "enforce_spacegroup": enforce, "description_facts": facts, "no_template": failed, "sampling_seconds": round(seconds, 1),
         "crystals_per_second": round(k * len(table) / seconds, 3), **metrics,
@@ -207,7 +207,7 @@ def evaluate_gen(checkpoint: str | None = None, split: str = "test", num_samples
         generated = _sample_batches(sampler, conditions, emb, False, steps, guidance, seed, batch_size, progress)
     seconds = time.time() - t0
     result = {
-        "task": "gen", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset), "split": split,
+        "task": "gen", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset, data_root or cfg.data.data_root), "split": split,
         "checkpoint": str(checkpoint), "text": cfg.model.use_text, "prompt": kind if cfg.model.use_text else None, "n": len(generated), "steps": steps,
         "guidance": guidance, "seed": seed, "enforce": enforce, "no_template": failed, "sampling_seconds": round(seconds, 1),
         "crystals_per_second": round(len(generated) / seconds, 3),

@@ -256,13 +256,13 @@ def _train(cfg: Config, out: Path, resume: bool, device: str, command: str) -> P
         trim_log(out / "log.jsonl", state["epoch"])
         print(f"resumed at epoch {state['epoch']} batch position {state['position']}", file=sys.stderr)
     print(
-        f"{cfg.data.dataset} ({protocol_name(cfg.data.dataset)} protocol): {len(train_table)} train, {len(val_table)} val; "
+        f"{cfg.data.dataset} ({protocol_name(cfg.data.dataset, cfg.data.data_root)} protocol): {len(train_table)} train, {len(val_table)} val; "
         f"{sum(p.numel() for p in model.parameters()):,} parameters; text={cfg.data.prompt if cfg.model.use_text else 'off'}",
         file=sys.stderr,
     )
     info_train = {
         "command": command,
-        "protocol": protocol_name(cfg.data.dataset),
+        "protocol": protocol_name(cfg.data.dataset, cfg.data.data_root),
         "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, device {device}",
         "torch": torch.__version__,
     }

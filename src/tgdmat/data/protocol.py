@@ -8,7 +8,10 @@ The standard training splits are not available here (../shared/data/README.md), 
   test = carbon_24/test (2,030).
 * ``mp_20_subset``: the small non-standard MP-20 subset, for smoke tests only.
 * any folder with train/val/test CSVs (``.csv`` or ``.csv.gz``): the standard protocol, e.g. the
-  full MP-20 or MPTS-52 files a user supplies.
+  full MP-20 or MPTS-52 files a user supplies or ``tgdmat data fetch`` downloads.
+
+Once the standard ``train`` split of Perov-5 or Carbon-24 is in the data root (``tgdmat data fetch``),
+those datasets use the standard protocol too, and every figure says so.
 """
 from __future__ import annotations
 
@@ -47,8 +50,16 @@ def _csv(root: Path, stem: str) -> Path:
     raise FileNotFoundError(f"{root / stem}.csv(.gz) not found (data root: {root}; set TGDMAT_DATA or --data-root)")
 
 
-def protocol_name(dataset: str) -> str:
-    return "shared-data" if dataset in SHARED_PROTOCOLS else ("smoke-test subset" if dataset == "mp_20_subset" else "standard")
+def _has_standard_train(dataset: str, root: Path) -> bool:
+    return any((root / dataset / f"train{suffix}").exists() for suffix in (".csv.gz", ".csv"))
+
+
+def protocol_name(dataset: str, data_root: str | Path | None = None) -> str:
+    """Which split protocol ``load_split`` uses for this dataset and data root."""
+    root = Path(data_root) if data_root else default_data_root()
+    if dataset in SHARED_PROTOCOLS and not _has_standard_train(dataset, root):
+        return "shared-data"
+    return "smoke-test subset" if dataset == "mp_20_subset" else "standard"
 
 
 def load_split(dataset: str, split: str, data_root: str | Path | None = None, **load_kwargs) -> CrystalTable:
@@ -56,7 +67,7 @@ def load_split(dataset: str, split: str, data_root: str | Path | None = None, **
     if split not in ("train", "val", "test"):
         raise ValueError(f"unknown split {split!r}: use train, val or test")
     root = Path(data_root) if data_root else default_data_root()
-    if dataset in SHARED_PROTOCOLS:
+    if dataset in SHARED_PROTOCOLS and protocol_name(dataset, root) == "shared-data":
         proto = SHARED_PROTOCOLS[dataset]
         if split == "test":
             return load_csv(_csv(root, proto["test"]), **load_kwargs)
