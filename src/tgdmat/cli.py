@@ -287,7 +287,9 @@ def cmd_show(args) -> int:
             table = table.subset(range(args.reference_limit))
         reference = table.structures()
     written = show_folder(args.folder, args.out, reference)
-    print(f"wrote {len(written)} pictures; overview: {written[0]}")
+    pages = [p for p in written if p.name.startswith("crystals")]
+    more = f" (+ {len(pages) - 1} more page{'s' if len(pages) > 2 else ''}: {', '.join(p.name for p in pages[1:])})" if len(pages) > 1 else ""
+    print(f"wrote {len(written)} pictures; overview: {written[0]}{more}")
     return 0
 
 
