@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import json
 import math
+import os
 import platform
 import random
 import signal
@@ -220,17 +221,70 @@ class StopSignals:
             signal.signal(s, old)
 
 
+@dataclasses.dataclass(frozen=True)
+class Dist:
+    """This process's place in a torchrun job (rank 0 of 1 without one); rank 0 writes every file."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, n: int, device) -> torch.Tensor | None:
+        """This rank's crystals of a global batch of ``n`` (interleaved), or None in one process."""
+        return None if self.world == 1 else (torch.arange(n, device=device) % self.world == self.rank)
+
+    def all_reduce(self, values: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        if self.world == 1:
+            return values
+        import torch.distributed as dist
+
+        dist.all_reduce(values, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        return values
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+def init_distributed(device: str) -> tuple[Dist, str]:
+    """Join the torchrun job named by the environment (gloo on CPUs, NCCL on GPUs); one process: no-op."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), device
+    import torch.distributed as dist
+
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
+    if device.startswith("cuda"):
+        device = f"cuda:{local}"
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", rank=rank, world_size=world)
+    return Dist(rank, world), device
+
+
 def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = "cpu", command: str = "", overwrite: bool = False) -> Path:
-    """Train until max_epochs or the time budget; returns the path of the best checkpoint."""
+    """Train until max_epochs or the time budget; returns the path of the best checkpoint.
+
+    Under ``torchrun --nproc_per_node N`` the processes share each batch of ``train.batch_size``
+    crystals (DistributedDataParallel; gloo on CPUs, NCCL on GPUs) and rank 0 writes every file."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise TrainError(f"{out}: exists and is not a folder")
-    with run_lock(out):  # first the lock, so a second trainer never touches a running run's files
-        prepare_run_folder(out, resume, overwrite)
-        return _train(cfg, out, resume, device, command)
+    rank, device = init_distributed(device)
+    lock = run_lock(out) if rank.main else contextlib.nullcontext()
+    with lock:  # first the lock, so a second trainer never touches a running run's files
+        if rank.main:
+            prepare_run_folder(out, resume, overwrite)
+        rank.barrier()
+        return _train(cfg, out, resume, device, command, rank)
 
 
-def _train(cfg: Config, out: Path, resume: bool, device: str, command: str) -> Path:
+def _train(cfg: Config, out: Path, resume: bool, device: str, command: str, rank: Dist) -> Path:
     tc = cfg.train
     saved = load_state(out / "state.pt", device) if resume else None  # checked before the slow data loading
     if tc.threads:
@@ -248,12 +302,18 @@ def _train(cfg: Config, out: Path, resume: bool, device: str, command: str) -> P
 
     model = TGDMat(cfg).to(device)
     ema = copy.deepcopy(model).eval()
+    net = model
+    if rank.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, find_unused_parameters=True)  # the type head idles on CSP-only batches
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     gen = torch.Generator(device=device).manual_seed(tc.seed)
     state = {"epoch": 0, "position": 0, "perm": None, "best_val": float("inf"), "elapsed": 0.0, "steps": 0}
     if saved is not None:
         state = restore_state(saved, out / "state.pt", model, ema, opt, gen)
-        trim_log(out / "log.jsonl", state["epoch"])
+        if rank.main:
+            trim_log(out / "log.jsonl", state["epoch"])
         print(f"resumed at epoch {state['epoch']} batch position {state['position']}", file=sys.stderr)
     print(
         f"{cfg.data.dataset} ({protocol_name(cfg.data.dataset, cfg.data.data_root)} protocol): {len(train_table)} train, {len(val_table)} val; "
@@ -270,6 +330,8 @@ def _train(cfg: Config, out: Path, resume: bool, device: str, command: str) -> P
     base_info = model_info(train_table, cfg, info_train)  # histogram and elements: computed once
 
     def save_state():
+        if not rank.main:
+            return
         with atomic_path(out / "state.pt") as tmp:
             torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "generator": gen.get_state(), "loop": state}, tmp)
 
@@ -288,8 +350,14 @@ def _train(cfg: Config, out: Path, resume: bool, device: str, command: str) -> P
                 state["sums"] = {"total": 0.0, "lattice": 0.0, "coord": 0.0, "type": 0.0, "n": 0}
             perm = state["perm"]
             n_batches = (len(perm) + tc.batch_size - 1) // tc.batch_size
-            bar = tqdm(total=n_batches, initial=state["position"] // tc.batch_size, desc=f"epoch {state['epoch']}", file=sys.stderr, leave=False, mininterval=1.0)
+            bar = tqdm(total=n_batches, initial=state["position"] // tc.batch_size, desc=f"epoch {state['epoch']}", file=sys.stderr, leave=False, mininterval=1.0, disable=not rank.main)
             while state["position"] < len(perm):
+                if rank.world > 1:  # every rank stops at the same batch
+                    flag = rank.all_reduce(torch.tensor([signals.requested or 0, int(stop)], dtype=torch.long), "max")
+                    signals.requested = int(flag[0]) or None
+                    if flag[1]:
+                        stop = True
+                        break
                 if signals.requested is not None:  # between batches: the saved state is exactly this point
                     bar.close()
                     save_state()
@@ -299,9 +367,15 @@ def _train(cfg: Config, out: Path, resume: bool, device: str, command: str) -> P
                 if text_train is not None:
                     variant = torch.randint(0, text_train.shape[1], (len(idx),), generator=gen, device=device)
                     emb = text_train[idx, variant]
-                losses = model.loss(crystals.select(idx), emb, gen)
-                if not torch.isfinite(losses.total):
-                    raise TrainError(f"non-finite loss at epoch {state['epoch']}, step {state['steps']} ({losses.items()}); lower train.lr or resume from the last state")
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=tc.bf16 and str(device).startswith("cuda")):
+                    losses = net(crystals.select(idx), emb, gen, rank.shard(len(idx), device), rank.world)
+                if rank.world > 1:  # the whole batch's losses, for the log and the finite check
+                    parts = rank.all_reduce(torch.stack([losses.total, losses.lattice, losses.coord, losses.type]).detach().float()) / rank.world
+                    reported = dict(zip(("total", "lattice", "coord", "type"), parts.tolist()))
+                else:
+                    reported = losses.items()
+                if not math.isfinite(reported["total"]):
+                    raise TrainError(f"non-finite loss at epoch {state['epoch']}, step {state['steps']} ({reported}); lower train.lr or resume from the last state")
                 for group in opt.param_groups:
                     group["lr"] = learning_rate(state["steps"], total_steps, tc)
                 opt.zero_grad(set_to_none=True)
@@ -311,7 +385,7 @@ def _train(cfg: Config, out: Path, resume: bool, device: str, command: str) -> P
                 ema_update(ema, model, tc.ema_decay if state["steps"] > 100 else 0.0)
                 state["steps"] += 1
                 state["position"] += len(idx)
-                for k, v in losses.items().items():
+                for k, v in reported.items():
                     state["sums"][k] += v * len(idx)
                 state["sums"]["n"] += len(idx)
                 bar.update(1)
@@ -322,25 +396,31 @@ def _train(cfg: Config, out: Path, resume: bool, device: str, command: str) -> P
                     last_save = time.time()
                 if state["elapsed"] > budget:
                     stop = True
-                    break
+                    if rank.world == 1:
+                        break
             bar.close()
+            if rank.world > 1:  # a budget reached on the last batch of an epoch: every rank agrees
+                stop = bool(rank.all_reduce(torch.tensor([int(stop)], dtype=torch.long), "max")[0])
             if stop and state["position"] < len(perm):
                 break
             val = validation_loss(ema, val_crystals, text_val, tc.batch_size)
             record = {"epoch": state["epoch"], "steps": state["steps"], "minutes": round(state["elapsed"] / 60, 2), "val": round(val, 5), "lr": opt.param_groups[0]["lr"]}
             record.update({k: round(state["sums"][k] / max(state["sums"]["n"], 1), 5) for k in ("total", "lattice", "coord", "type")})
-            with open(out / "log.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
-            print(json.dumps(record), file=sys.stderr)
+            if rank.main:
+                with open(out / "log.jsonl", "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                print(json.dumps(record), file=sys.stderr)
             state["epoch"] += 1
             state["perm"] = None
             info = dataclasses.replace(base_info, train={**info_train, "epochs": state["epoch"], "steps": state["steps"], "minutes": round(state["elapsed"] / 60, 2), "val_loss": round(val, 5)})
             if val < state["best_val"]:
                 state["best_val"] = val
-                save_checkpoint(out / "best.safetensors", ema, cfg, info)
-            save_checkpoint(out / "last.safetensors", ema, cfg, info)
+                if rank.main:
+                    save_checkpoint(out / "best.safetensors", ema, cfg, info)
+            if rank.main:
+                save_checkpoint(out / "last.safetensors", ema, cfg, info)
     save_state()
-    if not (out / "best.safetensors").exists():  # budget ended inside the first epoch
+    if rank.main and not (out / "best.safetensors").exists():  # budget ended inside the first epoch
         info = dataclasses.replace(base_info, train={**info_train, "epochs": state["epoch"], "steps": state["steps"], "minutes": round(state["elapsed"] / 60, 2)})
         save_checkpoint(out / "best.safetensors", ema, cfg, info)
     return out / "best.safetensors"

@@ -61,11 +61,20 @@ class TGDMat(nn.Module):
         self.types = AbsorbingTypes(d.timesteps)
 
     # ------------------------------------------------------------------ training
-    def loss(self, crystal: Crystal, text_emb: torch.Tensor | None, generator: torch.Generator | None = None) -> Losses:
-        """The weighted sum of the three denoising losses on a batch of clean crystals."""
+    def forward(self, *args, **kwargs) -> Losses:
+        """The training loss (so DistributedDataParallel's gradient hooks see the call)."""
+        return self.loss(*args, **kwargs)
+
+    def loss(self, crystal: Crystal, text_emb: torch.Tensor | None, generator: torch.Generator | None = None, shard: torch.Tensor | None = None, world: int = 1) -> Losses:
+        """The weighted sum of the three denoising losses on a batch of clean crystals.
+
+        Every random draw is made for the whole batch, so with ``shard`` (a boolean mask of this
+        process's crystals) and ``world`` processes the network sees only the shard, and the losses,
+        normalised by the whole batch's counts and scaled by ``world``, average under DDP to exactly
+        the single-process loss of the whole batch."""
         d, dev = self.cfg.diffusion, crystal.device
         B, N = crystal.num_crystals, crystal.atom_types.shape[0]
-        graph = Graph(crystal.num_atoms)
+        batch = torch.repeat_interleave(torch.arange(B, device=dev), crystal.num_atoms)
 
         def rand(*shape):
             return torch.rand(*shape, generator=generator, device=dev)
@@ -74,7 +83,7 @@ class TGDMat(nn.Module):
             return torch.randn(*shape, generator=generator, device=dev)
 
         t = torch.randint(1, d.timesteps + 1, (B,), generator=generator, device=dev)
-        t_atoms = t[graph.batch]
+        t_atoms = t[batch]
         eps_l = randn(B, 3, 3)
         l_t = self.lattice.noise(crystal.lattices, t, eps_l)
         f_t, target_f = self.coords.noise(crystal.frac_coords, t_atoms, randn(N, 3))
@@ -87,17 +96,21 @@ class TGDMat(nn.Module):
         else:
             type_given = rand(B) < d.csp_fraction
         a_t, masked = self.types.noise(classes, t_atoms, rand(N))
-        a_t = torch.where(type_given[graph.batch], classes, a_t)
-        masked = masked & ~type_given[graph.batch]
+        a_t = torch.where(type_given[batch], classes, a_t)
+        masked = masked & ~type_given[batch]
 
         if text_emb is not None and self.cfg.model.use_text and d.text_dropout > 0:
             drop = (rand(B) < d.text_dropout).unsqueeze(-1)
             text_emb = torch.where(drop, torch.full_like(text_emb, float("nan")), text_emb)
 
-        eps_hat, score_hat, logits = self.net(a_t, f_t, l_t, t, graph, text_emb if self.cfg.model.use_text else None)
-        loss_l = ((eps_hat - eps_l) ** 2).mean()
-        loss_f = ((score_hat - target_f) ** 2).mean()
-        loss_a = self.types.loss(logits, classes, masked)
+        keep = torch.ones(B, dtype=torch.bool, device=dev) if shard is None else shard.to(dev)
+        atoms = keep[batch]
+        graph = Graph(crystal.num_atoms[keep])
+        text = text_emb[keep] if (text_emb is not None and self.cfg.model.use_text) else None
+        eps_hat, score_hat, logits = self.net(a_t[atoms], f_t[atoms], l_t[keep], t[keep], graph, text)
+        loss_l = ((eps_hat - eps_l[keep]) ** 2).sum() * (world / (B * 9))
+        loss_f = ((score_hat - target_f[atoms]) ** 2).sum() * (world / (N * 3))
+        loss_a = self.types.loss(logits, classes[atoms], masked[atoms], total=int(masked.sum())) * world
         total = d.cost_lattice * loss_l + d.cost_coord * loss_f + d.cost_type * loss_a
         return Losses(total, loss_l, loss_f, loss_a)
 

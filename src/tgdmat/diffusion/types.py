@@ -38,11 +38,13 @@ class AbsorbingTypes:
         return torch.where(masked, torch.full_like(classes, MASK), classes), masked
 
     @staticmethod
-    def loss(logits: torch.Tensor, classes: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of the clean type at the masked atoms (0 when none is masked)."""
-        if not bool(masked.any()):
+    def loss(logits: torch.Tensor, classes: torch.Tensor, masked: torch.Tensor, total: int | None = None) -> torch.Tensor:
+        """Cross-entropy of the clean type at the masked atoms, averaged over ``total`` masked atoms
+        (default: those given; a DDP shard passes the whole batch's count); 0 when none is masked."""
+        total = int(masked.sum()) if total is None else total
+        if total == 0 or not bool(masked.any()):
             return logits.sum() * 0.0
-        return F.cross_entropy(logits[masked], classes[masked])
+        return F.cross_entropy(logits[masked], classes[masked], reduction="sum") / total
 
     def reverse_step(self, a_t: torch.Tensor, logits: torch.Tensor, t: int, s: int, u: torch.Tensor, gumbel: torch.Tensor) -> torch.Tensor:
         """a_s: each masked atom is unmasked with prob (t - s) / t to a type drawn from softmax(logits)."""
