@@ -270,3 +270,13 @@ def test_file_names_are_shell_safe():
 
     s = Structure(Lattice.cubic(4), ["O", "N", "Ca", "O", "N"], [[0, 0, 0], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5], [0.5, 0.5, 0.5]])
     assert safe_formula(s) == "CaN2O2"
+
+
+def test_a_csp_only_model_predicts_but_refuses_de_novo_generation(tmp_path, capsys):
+    cfg = Config(model=ModelConfig(hidden=32, layers=1, num_freqs=4, time_dim=16, text_hidden=8, text_mlp=True), diffusion=DiffusionConfig(step_lr=0.0, sample_steps=5, task="csp"), data=DataConfig(dataset="perov_5"))
+    path = tmp_path / "csp.safetensors"
+    save_checkpoint(path, TGDMat(cfg), cfg, ModelInfo("perov_5", {5: 100}, ["O", "Sr", "Ti"], {}))
+    assert main(["predict", "--formula", "SrTiO3", "--checkpoint", str(path), "--out", str(tmp_path / "p"), "--quiet"]) == 0
+    assert main(["generate", "a cubic perovskite", "--checkpoint", str(path), "--out", str(tmp_path / "g"), "--quiet"]) == 2
+    assert "structure prediction only" in capsys.readouterr().err
+    assert main(["generate", "SrTiO3 in Pm-3m", "-n", "2", "--checkpoint", str(path), "--out", str(tmp_path / "g2"), "--quiet"]) == 0

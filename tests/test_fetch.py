@@ -5,7 +5,6 @@ import http.server
 import threading
 from pathlib import Path
 
-import pytest
 
 from conftest import needs_data
 from tgdmat.cli import main

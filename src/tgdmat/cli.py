@@ -354,9 +354,13 @@ def cmd_benchmark(args) -> int:
     if args.append and Path(args.json).exists():  # keep other models' rows; re-measured models are replaced
         results = [r for r in json.loads(Path(args.json).read_text())["results"] if r["checkpoint"] not in args.checkpoints]
     for ckpt in args.checkpoints:
+        from .pretrained import load_checkpoint
+
         results.append(evaluate_csp(ckpt, limit=args.csp_limit, steps=args.steps, progress=not args.quiet))
-        results.append(evaluate_gen(ckpt, num_samples=args.gen_samples, steps=args.steps, progress=not args.quiet))
-        results[-2]["command"] = results[-1]["command"] = args.command_line
+        results[-1]["command"] = args.command_line
+        if load_checkpoint(ckpt)[1].diffusion.task != "csp":  # CSP-only models have no generation
+            results.append(evaluate_gen(ckpt, num_samples=args.gen_samples, steps=args.steps, progress=not args.quiet))
+            results[-1]["command"] = args.command_line
     commands = list(dict.fromkeys(r["command"] for r in results))  # every command behind a row, in order
     write_json({"commands": commands, "results": results}, args.json)
     block = results_block(results, commands)

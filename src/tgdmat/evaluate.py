@@ -193,6 +193,8 @@ def evaluate_gen(checkpoint: str | None = None, split: str = "test", num_samples
 
     sampler = Sampler.load(checkpoint)
     cfg = sampler.cfg
+    if cfg.diffusion.task == "csp":
+        raise ValueError(f"{checkpoint}: trained for CSP only (task csp); it has no de novo generation to evaluate")
     steps = steps or cfg.diffusion.sample_steps
     full = load_split(cfg.data.dataset, split, data_root or cfg.data.data_root)
     conditions = eval_subset(full, num_samples, seed)

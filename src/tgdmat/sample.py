@@ -256,6 +256,8 @@ class Sampler:
             plans = plan_crystals(fields, sizes, n, self.templates(), self.info.num_atoms_hist, gen, req.lattice, coordination)
             if sizes is None:
                 self.check_scope([p.num_atoms for p in plans], fields.elements, strict)
+        if self.cfg.diffusion.task == "csp" and (free or any(p.atom_types is None for p in plans)):
+            raise ScopeError("this model was trained for structure prediction only (atom types given): name a formula or elements in the prompt, or use a model trained with task both (perov_5) for de novo generation")
         lattice = lattice_for_plans(req.lattice, req.density, plans, req.notes)
         structures = self.sample_plans(plans, req.text, steps, guidance, seed, batch_size, progress, lattice, free_types=free, on_batch=on_batch)
         return Generation(structures, req.text, fields, lattice, req.notes)
