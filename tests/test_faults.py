@@ -268,3 +268,30 @@ def test_concurrent_embedding_writers_keep_every_entry(tmp_path, capsys):
     store.path.write_bytes(b"damaged")
     fresh = EmbeddingStore(tmp_path, EncoderSpec())
     assert not fresh.has("writer0 text 0") and "is damaged" in capsys.readouterr().err
+
+
+def test_a_killed_describe_leaves_no_orphaned_workers(tmp_path):
+    """SIGKILL the parent of a describe pool: its workers die with it (PR_SET_PDEATHSIG)."""
+    proc = subprocess.Popen([sys.executable, "-m", "tgdmat.cli", "describe", "--dataset", str(TINY), "--split", "test", "--workers", "2",
+                             "--out", str(tmp_path / "d.jsonl.gz")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    children: list[int] = []
+    end = time.time() + 90
+    while time.time() < end and len(children) < 2:
+        out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        children = [int(c) for c in out]
+        time.sleep(0.1)
+    assert len(children) >= 2, "the describe pool did not start"
+    proc.kill()
+    proc.wait(timeout=30)
+
+    def alive(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return False
+        return "\nState:\tZ" not in state and "\nState:\tX" not in state
+
+    end = time.time() + 20
+    while time.time() < end and any(alive(c) for c in children):
+        time.sleep(0.1)
+    assert not any(alive(c) for c in children)

@@ -22,6 +22,7 @@ import torch
 from ..atomic import atomic_path, atomic_write_bytes
 from ..crystal import MAX_Z, Crystal, CrystalError, check_structure, standardize, structure_from_cif
 from ..text.prompts import PROPERTY_SENTENCES, PromptFields, structure_fields
+from ..workers import init_worker
 
 CACHE_VERSION = 1
 
@@ -136,7 +137,7 @@ def load_csv(
     ]
     workers = workers or min(len(os.sched_getaffinity(0)), 8)
     if workers > 1 and len(jobs) > 64:
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, initializer=init_worker, initargs=(False,)) as pool:
             results = list(_progress(pool.map(_parse_row, jobs, chunksize=32), len(jobs), f"parse {path.name}", progress))
     else:
         results = [_parse_row(j) for j in _progress(jobs, len(jobs), f"parse {path.name}", progress)]

@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..workers import init_worker
 from .validity import MIN_VOLUME, valid_mask
 
 # scripts/compute_metrics.py, COV_Cutoffs (keys there: mp20, carbon, perovskite)
@@ -170,7 +171,7 @@ def fingerprints(structures: Sequence, workers: int = 2, progress: bool = False)
                 bar.update(1)
         else:
             size = max(1, min(16, math.ceil(n / (workers * 8))))
-            with ProcessPoolExecutor(max_workers=min(workers, math.ceil(n / size))) as pool:
+            with ProcessPoolExecutor(max_workers=min(workers, math.ceil(n / size)), initializer=init_worker, initargs=(False,)) as pool:
                 futures = {pool.submit(_fingerprint_chunk, list(structures[s : s + size])): s for s in range(0, n, size)}
                 for fut in as_completed(futures):
                     s = futures[fut]

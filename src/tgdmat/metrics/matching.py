@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..workers import init_worker
 from .validity import composition_valid, structure_valid
 
 MATCHER_KWARGS = {"stol": 0.5, "angle_tol": 10, "ltol": 0.3}  # CDVAE/DiffCSP RecEval defaults
@@ -95,7 +96,7 @@ def pair_rms(
         size = _chunk_size(n, workers)
         starts = range(0, n, size)
         out: list[float | None] = [None] * n
-        with ProcessPoolExecutor(max_workers=min(workers, math.ceil(n / size))) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, math.ceil(n / size)), initializer=init_worker, initargs=(False,)) as pool:
             futures = {pool.submit(_rms_chunk, pairs[s : s + size], check_composition): s for s in starts}
             for fut in as_completed(futures):
                 s = futures[fut]

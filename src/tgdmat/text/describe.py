@@ -21,6 +21,8 @@ import sys
 import warnings
 import zlib
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+from ..workers import init_worker
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -336,12 +338,6 @@ def _describe_job(job: tuple[str, Any, bool]) -> tuple[str, str, bool]:
     return material_id, text, fallback_count() > before
 
 
-def _ignore_sigint() -> None:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and saves
-
-
 def describe_table(
     ids: Sequence[str],
     structures: Sequence,
@@ -393,7 +389,7 @@ def describe_table(
             for job in jobs:
                 record(_describe_job(job))
         else:
-            pool = ProcessPoolExecutor(workers, initializer=_ignore_sigint)
+            pool = ProcessPoolExecutor(workers, initializer=init_worker)  # the parent handles Ctrl-C and saves
             running: set[Future] = set()
             for job in jobs:  # a bounded number in flight: results are saved as they come
                 running.add(pool.submit(_describe_job, job))
