@@ -253,3 +253,21 @@ def test_quality_accepts_diamond():
     diamond = Structure(Lattice.cubic(3.567), ["C"] * 8, [[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0], [.25, .25, .25], [.25, .75, .75], [.75, .25, .75], [.75, .75, .25]])
     q = assess(diamond)
     assert q.ok and q.charge_balanced is None and abs(q.min_distance - 3.567 * 3**0.5 / 4) < 1e-6
+
+
+def test_match_rate_follows_diffcsp_composition_gate():
+    """DiffCSP counts a match only for a prediction valid in structure and composition (SMACT):
+    a charge-unbalanceable KNaF3 that matches its target is unmatched under the plain keys and
+    matched in the labelled structure-only variant; SrTiO3 is matched under both."""
+    from tgdmat.metrics import match_rate_rmse
+    from tgdmat.metrics.matching import match_rate_rmse_k
+
+    bad, good = _perovskite(4.0, "K", "Na", "F"), _perovskite(3.905, "Sr", "Ti")
+    bad_pred, good_pred = bad.copy(), good.copy()
+    bad_pred.perturb(0.01, min_distance=0.005)
+    good_pred.perturb(0.01, min_distance=0.005)
+    out = match_rate_rmse([bad_pred, good_pred], [bad, good], workers=1)
+    assert out["match_rate"] == 0.5 and out["match_rate_struct_only"] == 1.0
+    assert out["exact_match_rate"] == 0.5 and out["exact_match_rate_struct_only"] == 1.0
+    k = match_rate_rmse_k([[bad_pred, bad_pred], [good_pred, bad_pred]], [bad, good], workers=1)
+    assert k["match_rate"] == 0.5 and k["match_rate_struct_only"] == 1.0 and k["k"] == 2

@@ -217,7 +217,8 @@ def evaluate_gen(checkpoint: str | None = None, split: str = "test", num_samples
     result.update(validity(generated))
     result.update(property_distances(generated, full.structures()))
     if coverage_metrics:
-        cov = coverage(generated, None, dataset=cfg.data.dataset, workers=workers, progress=progress, valid_only=True, test_fps=test_fingerprints(full, workers, progress))
+        # DiffCSP's definition: every generated sample takes part, only fingerprint failures are dropped
+        cov = coverage(generated, None, dataset=cfg.data.dataset, workers=workers, progress=progress, valid_only=False, test_fps=test_fingerprints(full, workers, progress))
         result.update({k: cov[k] for k in ("cov_recall", "cov_precision", "n_gen_fp_failed")})
     result.update(per_sample_adherence(generated, conditions))
     result.update(quality_rates(generated, conditions.structures()))
@@ -234,7 +235,7 @@ def markdown_table(results: list[dict]) -> str:
     """A Markdown table of evaluation results (CSP and generation columns as present)."""
     cols = [
         ("dataset", "dataset"), ("protocol", "protocol"), ("task", "task"), ("text", "text"), ("n", "n"), ("k", "k"), ("steps", "steps"),
-        ("match_rate", "match rate"), ("rmse", "RMSE"), ("struct_valid", "struct. valid"), ("comp_valid", "comp. valid"), ("quality_ok", "quality ok"),
+        ("match_rate", "match rate"), ("rmse", "RMSE"), ("exact_match_rate", "exact"), ("struct_valid", "struct. valid"), ("comp_valid", "comp. valid"), ("quality_ok", "quality ok"),
         ("cov_recall", "COV-R"), ("cov_precision", "COV-P"), ("wdist_density", "W(density)"), ("wdist_num_elems", "W(#elem)"),
         ("adherence_all", "prompt adherence"), ("crystals_per_second", "crystals/s"),
     ]
@@ -245,7 +246,7 @@ def markdown_table(results: list[dict]) -> str:
         for k, _ in cols:
             v = r.get(k, "")
             if isinstance(v, float):
-                v = "nan" if math.isnan(v) else (f"{100 * v:.2f}%" if k in ("match_rate", "struct_valid", "comp_valid", "quality_ok", "cov_recall", "cov_precision", "adherence_all") else f"{v:.4g}")
+                v = "nan" if math.isnan(v) else (f"{100 * v:.2f}%" if k in ("match_rate", "exact_match_rate", "struct_valid", "comp_valid", "quality_ok", "cov_recall", "cov_precision", "adherence_all") else f"{v:.4g}")
             cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
