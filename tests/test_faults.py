@@ -295,3 +295,15 @@ def test_a_killed_describe_leaves_no_orphaned_workers(tmp_path):
     while time.time() < end and any(alive(c) for c in children):
         time.sleep(0.1)
     assert not any(alive(c) for c in children)
+
+
+def test_a_second_run_into_a_busy_output_folder_is_refused(tmp_path):
+    from tgdmat.sample import output_lock
+
+    out = tmp_path / "out"
+    with output_lock(out):
+        result = tgdmat("predict", "--formula", "SrTiO3", "-n", "1", "--steps", "5", "--out", str(out), "--quiet")
+        one_error_line(result, "another tgdmat run is writing there")
+    assert not out.exists()  # the lock holder created it, wrote nothing, and removed it
+    assert tgdmat("predict", "--formula", "SrTiO3", "-n", "1", "--steps", "5", "--out", str(out), "--quiet").returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == ["0000_SrTiO3.cif", "structures.extxyz", "summary.csv", "summary.json"]

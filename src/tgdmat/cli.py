@@ -171,11 +171,17 @@ def _check_device(name: str) -> None:
 def _sample_to(args, meta: dict, run) -> int:
     """Run ``run(on_batch)``, writing each finished batch to --out (unless ranking needs them all);
     an interruption keeps what was written and says so."""
-    from .sample import ResultWriter, prepare_output
+    from .sample import output_lock
 
-    out, old = prepare_output(args.out, args.overwrite)
+    with output_lock(args.out):  # a concurrent run into the same folder is refused
+        return _sample_locked(args, meta, run)
+
+
+def _sample_locked(args, meta: dict, run) -> int:
+    from .sample import ResultWriter, prepare_output
     from .text.prompts import written_formula
 
+    out, old = prepare_output(args.out, args.overwrite)  # checked under the lock
     written = getattr(args, "formula", None) or written_formula(getattr(args, "prompt", "") or "")
     writer = ResultWriter(out, meta, replace=old, written=written, symmetrize=args.symmetrize)
     incremental = args.rank is None
@@ -354,13 +360,15 @@ def cmd_benchmark(args) -> int:
     if args.append and Path(args.json).exists():  # keep other models' rows; re-measured models are replaced
         results = [r for r in json.loads(Path(args.json).read_text())["results"] if r["checkpoint"] not in args.checkpoints]
     for ckpt in args.checkpoints:
-        from .pretrained import load_checkpoint
+        from .evaluate import CspOnlyModel
 
         results.append(evaluate_csp(ckpt, limit=args.csp_limit, steps=args.steps, progress=not args.quiet))
         results[-1]["command"] = args.command_line
-        if load_checkpoint(ckpt)[1].diffusion.task != "csp":  # CSP-only models have no generation
+        try:
             results.append(evaluate_gen(ckpt, num_samples=args.gen_samples, steps=args.steps, progress=not args.quiet))
             results[-1]["command"] = args.command_line
+        except CspOnlyModel:  # CSP-only models have no de novo generation
+            pass
     commands = list(dict.fromkeys(r["command"] for r in results))  # every command behind a row, in order
     write_json({"commands": commands, "results": results}, args.json)
     block = results_block(results, commands)

@@ -172,6 +172,10 @@ def per_sample_adherence(structures: list, table: CrystalTable) -> dict:
     return out
 
 
+class CspOnlyModel(ValueError):
+    """Generation was asked of a model trained for CSP only."""
+
+
 def quality_rates(generated: list, reference: list) -> dict:
     """Share of crystals that pass every chemist's check (metrics.quality), for the samples and,
     as the yardstick, for the test crystals they were conditioned on."""
@@ -194,7 +198,7 @@ def evaluate_gen(checkpoint: str | None = None, split: str = "test", num_samples
     sampler = Sampler.load(checkpoint)
     cfg = sampler.cfg
     if cfg.diffusion.task == "csp":
-        raise ValueError(f"{checkpoint}: trained for CSP only (task csp); it has no de novo generation to evaluate")
+        raise CspOnlyModel(f"{checkpoint}: trained for CSP only (task csp); it has no de novo generation to evaluate")
     steps = steps or cfg.diffusion.sample_steps
     full = load_split(cfg.data.dataset, split, data_root or cfg.data.data_root)
     conditions = eval_subset(full, num_samples, seed)

@@ -6,6 +6,7 @@ pymatgen Structures; ``write_results`` writes CIFs, one extxyz and a JSON/CSV su
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -400,6 +401,39 @@ def describe_result(s) -> dict:
 
 
 RUN_FILES = ("summary.json", "summary.csv", "structures.extxyz")
+
+
+LOCK_NAME = ".tgdmat-run.lock"
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: str | Path):
+    """Hold --out for this run: a second run into the same folder is refused while this one
+    writes; a folder this run created and left empty (a refused request) is removed again."""
+    import fcntl
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fh = open(out / LOCK_NAME, "a")
+    except OSError as exc:
+        raise ValueError(f"--out {out} is not writable ({exc.strerror or type(exc).__name__})") from None
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"--out {out}: another tgdmat run is writing there; choose another folder") from None
+        try:
+            yield out
+        finally:
+            (out / LOCK_NAME).unlink(missing_ok=True)
+    finally:
+        fh.close()
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
 
 
 def prepare_output(out_dir: str | Path, overwrite: bool = False) -> tuple[Path, list[Path]]:
