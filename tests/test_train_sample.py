@@ -97,3 +97,11 @@ def test_training_resumes_exactly(tmp_path):
         assert torch.allclose(value, split["model"][name], atol=1e-6), name
     logs = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in logs] == [0, 1]
+
+
+def test_a_folder_named_like_a_shipped_model_does_not_shadow_it(tmp_path, monkeypatch):
+    from tgdmat.pretrained import CHECKPOINT_DIR, resolve_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "perov_5").mkdir()  # e.g. a run folder of the same name
+    assert resolve_checkpoint("perov_5") == CHECKPOINT_DIR / "perov_5.safetensors"

@@ -62,9 +62,9 @@ def resolve_checkpoint(name_or_path: str | None) -> Path:
     """A shipped model name (e.g. 'perov_5') or a path to a .safetensors file."""
     name_or_path = name_or_path or DEFAULT_MODEL
     path = Path(name_or_path)
-    if path.exists():
-        return path
     shipped = CHECKPOINT_DIR / f"{name_or_path}.safetensors"
+    if path.exists() and not (path.is_dir() and shipped.exists()):  # a folder named like a shipped model is not it
+        return path
     if shipped.exists():
         return shipped
     names = ", ".join(sorted(p.stem for p in CHECKPOINT_DIR.glob("*.safetensors"))) or "none"
