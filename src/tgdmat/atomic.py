@@ -32,6 +32,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def exclusive_lock(path: str | Path, busy: Exception) -> Iterator[None]:
+    """Hold an exclusive, non-blocking flock on ``path`` (created if absent) for the block;
+    raises ``busy`` at once when another process holds it."""
+    import fcntl
+
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy from None
+        yield
+
+
 def _default_mode() -> int:
     """The mode ``open()`` would give a new file under the current umask."""
     mask = os.umask(0)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, exclusive_lock
 from .crystal import MAX_Z, structure_to_cif, write_extxyz
 from .pretrained import ModelInfo, encoder_spec, load_checkpoint
 from .text.encoder import TextEncoder
@@ -410,28 +410,22 @@ LOCK_NAME = ".tgdmat-run.lock"
 def output_lock(out_dir: str | Path):
     """Hold --out for this run: a second run into the same folder is refused while this one
     writes; a folder this run created and left empty (a refused request) is removed again."""
-    import fcntl
-
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
-        fh = open(out / LOCK_NAME, "a")
+        (out / LOCK_NAME).touch()
     except OSError as exc:
         raise ValueError(f"--out {out} is not writable ({exc.strerror or type(exc).__name__})") from None
     try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"--out {out}: another tgdmat run is writing there; choose another folder") from None
-        try:
-            yield out
-        finally:
-            (out / LOCK_NAME).unlink(missing_ok=True)
+        with exclusive_lock(out / LOCK_NAME, ValueError(f"--out {out}: another tgdmat run is writing there; choose another folder")):
+            try:
+                yield out
+            finally:
+                (out / LOCK_NAME).unlink(missing_ok=True)
     finally:
-        fh.close()
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
 

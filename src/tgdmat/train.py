@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_path, atomic_write_text
+from .atomic import atomic_path, atomic_write_text, exclusive_lock
 from .config import Config
 from .crystal import Crystal
 from .data import cache_root, load_split, protocol_name
@@ -137,17 +137,11 @@ def prepare_run_folder(out: Path, resume: bool, overwrite: bool = False) -> None
 @contextlib.contextmanager
 def run_lock(out: Path):
     """An exclusive lock on the run folder: a second trainer on the same folder is refused."""
-    import fcntl
-
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TrainError(f"{out}: cannot create the run folder ({exc.strerror or exc})") from None
-    with open(out / ".lock", "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise TrainError(f"{out}: another training run is using this folder") from None
+    with exclusive_lock(out / ".lock", TrainError(f"{out}: another training run is using this folder")):
         yield
 
 
