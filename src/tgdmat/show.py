@@ -99,7 +99,7 @@ def scene(structure) -> Scene:
     frac = np.asarray(structure.frac_coords, dtype=float) % 1.0
     frac[frac > 1.0 - BOUNDARY_TOL] -= 1.0  # 0.999 is drawn at 0 (and its image at 1)
     numbers = np.array([_site_z(site) for site in structure], dtype=int)
-    if len(structure) * 27 > 27 * MAX_DRAWN_ATOMS // 8 or not np.isfinite(lattice).all() or abs(np.linalg.det(lattice)) < 1e-6:
+    if len(structure) * 8 > MAX_DRAWN_ATOMS or not np.isfinite(lattice).all() or abs(np.linalg.det(lattice)) < 1e-6:
         return Scene(frac @ lattice, numbers, np.zeros(len(numbers), bool), [], [])
     shifts = np.array(list(product((-1, 0, 1), repeat=3)), dtype=float)
     all_frac = (frac[None, :, :] + shifts[:, None, :]).reshape(-1, 3)
