@@ -280,3 +280,19 @@ def test_a_csp_only_model_predicts_but_refuses_de_novo_generation(tmp_path, caps
     assert main(["generate", "a cubic perovskite", "--checkpoint", str(path), "--out", str(tmp_path / "g"), "--quiet"]) == 2
     assert "structure prediction only" in capsys.readouterr().err
     assert main(["generate", "SrTiO3 in Pm-3m", "-n", "2", "--checkpoint", str(path), "--out", str(tmp_path / "g2"), "--quiet"]) == 0
+
+
+def test_a_facts_model_reads_the_stated_numbers_and_says_so(tmp_path, capsys):
+    """predict with a long description: the summary's notes list the facts the network read."""
+    from tests.test_facts import KNBO3
+
+    torch.manual_seed(0)
+    cfg = Config(model=ModelConfig(hidden=32, layers=1, num_freqs=4, time_dim=16, text_hidden=8, facts=True, facts_hidden=8),
+                 diffusion=DiffusionConfig(step_lr=0.0, sample_steps=4, task="csp"), data=DataConfig(dataset="perov_5", prompt="long", max_length=512))
+    path = tmp_path / "facts.safetensors"
+    save_checkpoint(path, TGDMat(cfg), cfg, ModelInfo("perov_5", {5: 100}, ["O", "K", "Nb"], {}))
+    out = tmp_path / "knbo3"
+    assert main(["predict", "--formula", "KNbO3", "--text", KNBO3, "-n", "2", "--checkpoint", str(path), "--out", str(out), "--quiet"]) == 0
+    notes = json.loads((out / "summary.json").read_text())["notes"]
+    assert any(n.startswith("facts read as numbers: space group 221") and "Nb: CN 6, 2.00 Å" in n for n in notes), notes
+    assert "facts read as numbers" in capsys.readouterr().out

@@ -15,7 +15,7 @@ TINY = Path(__file__).parent / "data" / "tiny_perov"
 
 def config() -> Config:
     return Config(
-        model=ModelConfig(hidden=32, layers=1, num_freqs=4, time_dim=16, use_text=False),
+        model=ModelConfig(hidden=32, layers=1, num_freqs=4, time_dim=16, use_text=False, facts=True),  # facts: their dropout draws and shards too
         diffusion=DiffusionConfig(step_lr=0.0, task="both"),
         data=DataConfig(dataset=str(TINY), prompt_variants=1),
         train=TrainConfig(batch_size=16, lr=3e-3, max_epochs=2, seed=0, threads=1),

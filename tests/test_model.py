@@ -89,3 +89,37 @@ def test_text_changes_output_and_nan_means_null(setup):
     null = run(net, num_atoms, **{**inputs, "text_emb": torch.full_like(inputs["text_emb"], math.nan)})
     none = run(net, num_atoms, **{**inputs, "text_emb": None})
     assert torch.allclose(null[1], none[1]) and torch.isfinite(null[1]).all()
+
+
+def test_factored_edge_input_is_the_concatenated_linear_map(setup):
+    """The first edge map computed per atom then gathered equals W [h_i, h_j, e_ij] + b per edge."""
+    net, num_atoms, _ = setup
+    layer = net.layers[0]
+    g = Graph(num_atoms)
+    gen = torch.Generator().manual_seed(3)
+    hn = torch.randn(int(num_atoms.sum()), 32, generator=gen, dtype=torch.float64)
+    edge_feats = torch.randn(len(g.src), layer.edge_mlp[0].in_features - 64, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        concatenated = layer.edge_mlp[0](torch.cat([hn[g.src], hn[g.dst], edge_feats], dim=-1))
+        factored = layer.edge_input(hn, edge_feats, g.src, g.dst)
+    assert torch.allclose(factored, concatenated, atol=1e-12)
+    swapped = layer.edge_input(hn, edge_feats, g.dst, g.src)  # the two node parts are not interchangeable
+    assert not torch.allclose(swapped, concatenated, atol=1e-6)
+
+
+def test_bf16_network_stays_close_to_fp32(setup):
+    """bf16 autocast changes the outputs by well under 5% (relative norm) and returns float32 from the sampler's wrapper."""
+    from tgdmat.diffusion.joint import network_precision
+
+    net, num_atoms, inputs = setup
+    net32 = CSPNet(net.cfg).eval()
+    net32.load_state_dict({k: v.float() for k, v in net.state_dict().items()})
+    x = {k: (v.float() if v.is_floating_point() else v) for k, v in inputs.items()}
+    ref = run(net32, num_atoms, **x)
+    with network_precision("bf16", torch.device("cpu")):
+        low = run(net32, num_atoms, **x)
+    for a, b in zip(ref, low):
+        assert b.dtype == torch.bfloat16 or b.dtype == torch.float32
+        assert float((a - b.float()).norm() / a.norm()) < 0.05
+    with pytest.raises(ValueError, match="precision"):
+        network_precision("fp8", torch.device("cpu"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -70,34 +71,44 @@ def speed_train(dataset: str = "perov_5", hiddens=(128, 256, 512), layers: int =
     return out
 
 
-def speed_sample(checkpoint: str | None = None, steps_list=(1000, 300, 100), n: int = 256, match_limit: int = 500, batch_size: int = 256, seed: int = 0, step_lrs=(None,)) -> list[dict]:
-    """Crystals/s of CSP and de novo sampling per (steps, corrector step size), and the CSP match rate.
+def speed_sample(checkpoint: str | None = None, steps_list=(1000, 300, 100), n: int = 0, match_limit: int = 500, batch_size: int = 256, seed: int = 0, step_lrs=(None,), correctors=("fixed",), precisions=("fp32",)) -> list[dict]:
+    """CSP crystals/s and match rate of one checkpoint per sampler setting, side by side in one run.
 
-    Throughput is timed on ``n`` test crystals; the match rate on a fixed subset of ``match_limit``
-    (0 skips it). ``step_lr`` None is the model's own; 0 is the predictor alone (one network pass
-    per step instead of two). Sampling runs in ``torch.inference_mode`` with the graph built once.
+    Every combination of steps, corrector step size (None: the model's; 0: predictor only, one
+    network pass per step instead of two), corrector scaling ("fixed" per step, or "rescaled" by
+    the respacing stride) and precision (fp32, bf16) samples the same fixed subset of
+    ``match_limit`` test crystals; its throughput is timed on that same run (sampling only, the
+    prompt embeddings are computed before the clock starts). ``n`` > 0 also times de novo
+    generation of ``n`` crystals (models that generate). Peak memory is the process's so far.
     """
+    import dataclasses
+
     from .data import load_split
     from .evaluate import _sample_batches, eval_prompt_kind, eval_subset, evaluate_csp, prompt_embeddings
     from .sample import Sampler
 
-    sampler = Sampler.load(checkpoint)
-    table = eval_subset(load_split(sampler.cfg.data.dataset, "test", progress=False), n)
-    emb = prompt_embeddings(sampler, table, "test", eval_prompt_kind(sampler, None))
+    base = Sampler.load(checkpoint)
+    table = eval_subset(load_split(base.cfg.data.dataset, "test", progress=False), n) if n else None
+    emb = prompt_embeddings(base, table, "test", eval_prompt_kind(base, None)) if table is not None else None
     rows = []
     for steps in steps_list:
         for step_lr in step_lrs:
-            lr = sampler.cfg.diffusion.step_lr if step_lr is None else step_lr
-            row = {"steps": steps, "step_lr": lr, "n": len(table), "torch_threads": torch.get_num_threads()}
-            for task, csp in (("predict", True), ("generate", False)):
-                start = time.time()
-                _sample_batches(sampler, table, emb, csp, steps, 1.0, seed, batch_size, False, lr)
-                row[f"{task}_crystals_per_second"] = round(len(table) / (time.time() - start), 2)
-            if match_limit:
-                res = evaluate_csp(sampler, limit=match_limit, steps=steps, batch_size=batch_size, progress=False, step_lr=lr)
-                row.update(match_rate=round(res["match_rate"], 4), rmse=round(res["rmse"], 4), match_n=res["n"])
-            row["peak_rss_mb"] = round(_peak_rss_mb(), 1)
-            rows.append(row)
+            for corrector in correctors:
+                for precision in precisions:
+                    cfg = dataclasses.replace(base.cfg, diffusion=dataclasses.replace(base.cfg.diffusion, corrector_rescale=corrector == "rescaled"))
+                    sampler = dataclasses.replace(base, cfg=cfg, precision=precision)
+                    lr = cfg.diffusion.step_lr if step_lr is None else step_lr
+                    passes = 2 if lr > 0 else 1
+                    row = {"steps": steps, "step_lr": lr, "corrector": corrector if lr > 0 else "none", "precision": precision, "network_passes": steps * passes, "torch_threads": torch.get_num_threads()}
+                    res = evaluate_csp(sampler, limit=match_limit, steps=steps, batch_size=batch_size, progress=False, step_lr=lr, seed=seed)
+                    row.update(n=res["n"], crystals_per_second=res["crystals_per_second"], match_rate=round(res["match_rate"], 4), rmse=round(res["rmse"], 4), exact=round(res["exact_match_rate"], 4))
+                    if table is not None and cfg.diffusion.task != "csp":
+                        start = time.time()
+                        _sample_batches(sampler, table, emb, False, steps, 1.0, seed, batch_size, False, lr)
+                        row["generate_crystals_per_second"] = round(len(table) / (time.time() - start), 2)
+                    row["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+                    rows.append(row)
+                    print(markdown_rows([row]).splitlines()[-1], file=sys.stderr, flush=True)
     return rows
 
 

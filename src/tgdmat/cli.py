@@ -64,6 +64,10 @@ def shipped_models() -> str:
     return ", ".join(f"{n} (default)" if n == DEFAULT_MODEL else n for n in names)
 
 
+def _precision_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="the denoiser's arithmetic: bf16 is faster on CPUs with AVX-512 BF16/AMX and on GPUs (see the README's sampler speed table)")
+
+
 def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", "--num-samples", type=int, default=None, help="number of structures (default: 16 for generate, 1 for predict)")
     p.add_argument("--steps", type=int, help="reverse diffusion steps (default: the model's, see its card)")
@@ -72,6 +76,7 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help=f"shipped model name ({shipped_models()}) or a .safetensors path")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; on a busy machine 1 can be faster)")
+    _precision_arg(p)
     p.add_argument("--batch-size", type=int, default=64, help="crystals sampled together")
     p.add_argument("--out", default="results", help="output folder for CIFs, extxyz and summary")
     p.add_argument("--symmetrize", action="store_true", help="write symmetrised CIFs (spglib refined cell at symprec 0.1, space group in the CIF) instead of P1 cells")
@@ -204,7 +209,7 @@ def cmd_generate(args) -> int:
     from .sample import Sampler
 
     _check_sampling(args)
-    sampler = Sampler.load(args.checkpoint, args.device)
+    sampler = Sampler.load(args.checkpoint, args.device, args.precision)
     n = 16 if args.num_samples is None else args.num_samples
     steps = args.steps or sampler.cfg.diffusion.sample_steps
     meta = {"command": "generate", "prompt": args.prompt, "checkpoint": args.checkpoint or "perov_5", "n": n, "steps": steps, "guidance": args.guidance, "seed": args.seed, "free": args.free, "batch_size": args.batch_size}
@@ -218,7 +223,7 @@ def cmd_predict(args) -> int:
     from .sample import Sampler
 
     _check_sampling(args)
-    sampler = Sampler.load(args.checkpoint, args.device)
+    sampler = Sampler.load(args.checkpoint, args.device, args.precision)
     n = 1 if args.num_samples is None else args.num_samples
     steps = args.steps or sampler.cfg.diffusion.sample_steps
     meta = {"command": "predict", "formula": args.formula, "text": args.text, "checkpoint": args.checkpoint or "perov_5", "n": n, "steps": steps, "guidance": args.guidance, "seed": args.seed, "batch_size": args.batch_size}
@@ -231,10 +236,13 @@ def cmd_predict(args) -> int:
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_csp, evaluate_gen, markdown_table, write_json
 
+    from .sample import Sampler
+
+    sampler = Sampler.load(args.checkpoint, precision=args.precision)
     if args.task == "csp":
-        result = evaluate_csp(args.checkpoint, args.split, args.limit, args.steps, args.k, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, args.step_lr, args.prompt, args.enforce, args.facts)
+        result = evaluate_csp(sampler, args.split, args.limit, args.steps, args.k, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, args.step_lr, args.prompt, args.enforce, args.facts, not args.no_network_facts)
     else:
-        result = evaluate_gen(args.checkpoint, args.split, args.limit or 1000, args.steps, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, not args.no_coverage, args.stability, args.prompt, args.enforce)
+        result = evaluate_gen(sampler, args.split, args.limit or 1000, args.steps, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, not args.no_coverage, args.stability, args.prompt, args.enforce)
     result["command"] = args.command_line
     if args.json:
         write_json(result, args.json)
@@ -342,7 +350,7 @@ def cmd_speed(args) -> int:
     if args.what == "train":
         rows = speed_train(args.dataset, tuple(args.hidden), seconds=args.seconds, threads=args.threads)
     else:
-        rows = speed_sample(args.checkpoint, tuple(args.steps), n=args.n, match_limit=args.match_limit, step_lrs=tuple(args.step_lr or [None]))
+        rows = speed_sample(args.checkpoint, tuple(args.steps), n=args.n, match_limit=args.match_limit, step_lrs=tuple(args.step_lr or [None]), correctors=tuple(args.corrector), precisions=tuple(args.precision))
     if args.json:
         write_json({"command": args.command_line, "rows": rows}, args.json)
     print(markdown_rows(rows))
@@ -470,12 +478,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--prompt", choices=PROMPT_KINDS, help="text to condition on: canonical short prompts or cached long descriptions (default: what the model was trained on)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--batch-size", type=int, default=256)
+    _precision_arg(e)
     e.add_argument("--workers", type=int, default=2)
     e.add_argument("--data-root")
     e.add_argument("--no-coverage", action="store_true", help="gen: skip COV-R/COV-P (slow fingerprints)")
     e.add_argument("--stability", type=int, default=0, metavar="N", help="gen: relax the first N valid samples with CHGNet (optional extra) and report the stable share")
     e.add_argument("--enforce", action="store_true", help="enforce each test prompt as the product does (csp: its space group; gen: formula, space group, atoms per cell); default: the model's free sampling")
     e.add_argument("--facts", action="store_true", help="csp with --enforce: the coordination numbers stated in each crystal's long description choose which element sits on which Wyckoff site")
+    e.add_argument("--no-network-facts", action="store_true", help="csp, models built with facts: do not feed the test prompts' stated facts to the network (ablation)")
     e.add_argument("--json", help="write all metrics to this JSON file")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)
@@ -523,9 +533,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--threads", type=int, default=2)
     v.add_argument("--checkpoint", help="sample: shipped model name or path")
     v.add_argument("--steps", type=int, nargs="+", default=[1000, 300, 100])
-    v.add_argument("-n", type=int, default=256, help="sample: crystals timed per step count")
+    v.add_argument("-n", type=int, default=0, help="sample: also time de novo generation of this many crystals (models that generate)")
     v.add_argument("--step-lr", type=float, nargs="+", help="sample: corrector step sizes to compare (0 = predictor only; default: the model's)")
-    v.add_argument("--match-limit", type=int, default=500, help="sample: test crystals for the match rate per step count (0: skip)")
+    v.add_argument("--corrector", nargs="+", choices=["fixed", "rescaled"], default=["fixed"], help="sample: Langevin step per step (fixed) or times the respacing stride (rescaled)")
+    v.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32"], help="sample: the denoiser's arithmetic")
+    v.add_argument("--match-limit", type=int, default=500, help="sample: test crystals sampled and matched per setting (throughput is timed on the same run)")
     v.add_argument("--json")
     v.set_defaults(func=cmd_speed)
 

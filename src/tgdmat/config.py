@@ -23,6 +23,8 @@ class ModelConfig:
     text_hidden: int = 128  # size of the projected text embedding
     text_mlp: bool = False  # text projection: False a bare linear map; True LayerNorm -> MLP -> LayerNorm (as the paper)
     use_text: bool = True  # False: the same network with no text (the DiffCSP baseline)
+    facts: bool = False  # stated facts (space group, system, per-element coordination and bond length) as input features
+    facts_hidden: int = 64
 
 
 @dataclass
@@ -37,9 +39,11 @@ class DiffusionConfig:
     cost_type: float = 1.0
     task: str = "both"  # csp (types given), gen (types diffused) or both (a share of each batch as CSP)
     csp_fraction: float = 0.5  # with task=both: share of crystals trained with types given
-    text_dropout: float = 0.1  # classifier-free guidance: share of crystals trained without text
+    text_dropout: float = 0.1  # classifier-free guidance: share of crystals trained without text (and facts)
+    facts_dropout: float = 0.3  # with model.facts: share of crystals trained without their symmetry facts, and (drawn apart) without their site facts
     step_lr: float = 1e-5  # Langevin corrector step size at sampling (DiffCSP: 5e-7 Perov-5, 1e-5 MP-20)
     sample_steps: int = 1000  # default number of reverse steps at sampling (fewer: respaced)
+    corrector_rescale: bool = False  # Langevin step x respacing stride, so fewer steps keep the corrector's total step
 
 
 @dataclass

@@ -50,7 +50,7 @@ def prompt_embeddings(sampler: Sampler, table: CrystalTable, split: str, kind: s
     return sampler.embed([short_prompt(f) for f in table.fields])
 
 
-def _sample_batches(sampler: Sampler, table: CrystalTable, emb: torch.Tensor | None, csp: bool, steps: int, guidance: float, seed: int, batch_size: int, progress: bool, step_lr: float | None = None):
+def _sample_batches(sampler: Sampler, table: CrystalTable, emb: torch.Tensor | None, csp: bool, steps: int, guidance: float, seed: int, batch_size: int, progress: bool, step_lr: float | None = None, facts=None):
     """One free sample per crystal of ``table`` (same atoms per cell; same types for CSP), through
     the product's own batch loop."""
     from .conditioning import CrystalPlan
@@ -58,7 +58,7 @@ def _sample_batches(sampler: Sampler, table: CrystalTable, emb: torch.Tensor | N
     c = table.crystals
     types = torch.split(c.atom_types, c.num_atoms.tolist())
     plans = [CrystalPlan(int(n), None, t.tolist() if csp else None, propose=False) for n, t in zip(c.num_atoms.tolist(), types)]
-    return sampler.sample_plans(plans, emb, steps, guidance, seed, batch_size, progress, free_types=not csp, step_lr=step_lr)
+    return sampler.sample_plans(plans, emb, steps, guidance, seed, batch_size, progress, free_types=not csp, step_lr=step_lr, facts=facts)
 
 
 def condition_plans(sampler: Sampler, table: CrystalTable, seed: int, typed: bool, texts: list[str] | None = None) -> tuple[list, int]:
@@ -88,13 +88,15 @@ def condition_plans(sampler: Sampler, table: CrystalTable, seed: int, typed: boo
     return plans, failed
 
 
-def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test", limit: int | None = None, steps: int | None = None, k: int = 1, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, step_lr: float | None = None, prompt: str | None = None, enforce: bool = False, facts: bool = False) -> dict:
+def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test", limit: int | None = None, steps: int | None = None, k: int = 1, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, step_lr: float | None = None, prompt: str | None = None, enforce: bool = False, facts: bool = False, network_facts: bool = True) -> dict:
     """Match rate and RMSE of CSP on a split (best of ``k`` samples when k > 1).
 
     ``checkpoint``: a shipped name, a ``.safetensors`` path, or an already loaded ``Sampler``.
     ``enforce``: the test prompt's space group is kept at every step (a Wyckoff template chosen
     from the training templates for the composition, as the product does for a user); ``facts``:
-    the coordination numbers of each crystal's long description choose the template's sites.
+    the coordination numbers of each crystal's long description choose the template's sites;
+    ``network_facts`` (models built with facts): the network reads each test crystal's stated
+    facts (space group; with long descriptions per-element coordination and bond lengths).
     """
     from .metrics import match_rate_rmse, match_rate_rmse_k
 
@@ -104,10 +106,15 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
     steps = steps or cfg.diffusion.sample_steps
     table = eval_subset(load_split(cfg.data.dataset, split, data_root or cfg.data.data_root), limit)
     targets = table.structures()
-    t0 = time.time()
     step_lr = cfg.diffusion.step_lr if step_lr is None else step_lr
     kind = eval_prompt_kind(sampler, prompt)
     emb = prompt_embeddings(sampler, table, split, kind)
+    stated = None
+    if cfg.model.facts and network_facts:
+        from .text.facts import table_facts
+
+        stated = table_facts(table, cfg.data.dataset, split, kind == "long")
+    t0 = time.time()  # sampling time only (the embeddings above may come from a cache or the encoder)
     failed = 0
     if enforce:
         samples = []
@@ -118,9 +125,9 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
 
                 texts = descriptions_for(cfg.data.dataset, split, table.ids)
             plans, failed = condition_plans(sampler, table, seed + j, typed=True, texts=texts)
-            samples.append(sampler.sample_plans(plans, emb, steps, guidance, seed + j, batch_size, progress, step_lr=step_lr))
+            samples.append(sampler.sample_plans(plans, emb, steps, guidance, seed + j, batch_size, progress, step_lr=step_lr, facts=stated))
     else:
-        samples = [_sample_batches(sampler, table, emb, True, steps, guidance, seed + j, batch_size, progress, step_lr) for j in range(k)]
+        samples = [_sample_batches(sampler, table, emb, True, steps, guidance, seed + j, batch_size, progress, step_lr, stated) for j in range(k)]
     seconds = time.time() - t0
     if k == 1:
         metrics = match_rate_rmse(samples[0], targets, workers=workers, progress=progress)
@@ -129,7 +136,8 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
     return {
         "task": "csp", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset, data_root or cfg.data.data_root), "split": split,
         "checkpoint": str(checkpoint), "text": cfg.model.use_text, "prompt": kind if cfg.model.use_text else None, "n": len(table), "k": k, "steps": steps, "step_lr": step_lr,
-        "guidance": guidance, "seed": seed, "enforce_spacegroup": enforce, "description_facts": facts, "no_template": failed, "sampling_seconds": round(seconds, 1),
+        "corrector_rescale": cfg.diffusion.corrector_rescale, "precision": sampler.precision,
+        "guidance": guidance, "seed": seed, "enforce_spacegroup": enforce, "description_facts": facts, "network_facts": stated is not None, "no_template": failed, "sampling_seconds": round(seconds, 1),
         "crystals_per_second": round(k * len(table) / seconds, 3), **metrics,
     }
 
@@ -187,7 +195,7 @@ def quality_rates(generated: list, reference: list) -> dict:
     }
 
 
-def evaluate_gen(checkpoint: str | None = None, split: str = "test", num_samples: int = 1000, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, coverage_metrics: bool = True, stability: int = 0, prompt: str | None = None, enforce: bool = False) -> dict:
+def evaluate_gen(checkpoint: "str | Sampler | None" = None, split: str = "test", num_samples: int = 1000, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, coverage_metrics: bool = True, stability: int = 0, prompt: str | None = None, enforce: bool = False) -> dict:
     """De novo generation conditioned on ``num_samples`` test prompts; CDVAE metrics + adherence.
 
     ``enforce``: the product's binding mode (formula, space group and atoms per cell of each test
@@ -195,16 +203,17 @@ def evaluate_gen(checkpoint: str | None = None, split: str = "test", num_samples
     sampling, conditioned on the text only."""
     from .metrics import coverage, property_distances, validity
 
-    sampler = Sampler.load(checkpoint)
+    sampler = checkpoint if isinstance(checkpoint, Sampler) else Sampler.load(checkpoint)
+    checkpoint = sampler.source if isinstance(checkpoint, Sampler) else checkpoint
     cfg = sampler.cfg
     if cfg.diffusion.task == "csp":
         raise CspOnlyModel(f"{checkpoint}: trained for CSP only (task csp); it has no de novo generation to evaluate")
     steps = steps or cfg.diffusion.sample_steps
     full = load_split(cfg.data.dataset, split, data_root or cfg.data.data_root)
     conditions = eval_subset(full, num_samples, seed)
-    t0 = time.time()
     kind = eval_prompt_kind(sampler, prompt)
     emb = prompt_embeddings(sampler, conditions, split, kind)
+    t0 = time.time()  # sampling time only
     failed = 0
     if enforce:
         plans, failed = condition_plans(sampler, conditions, seed, typed=True)
@@ -215,7 +224,7 @@ def evaluate_gen(checkpoint: str | None = None, split: str = "test", num_samples
     result = {
         "task": "gen", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset, data_root or cfg.data.data_root), "split": split,
         "checkpoint": str(checkpoint), "text": cfg.model.use_text, "prompt": kind if cfg.model.use_text else None, "n": len(generated), "steps": steps,
-        "guidance": guidance, "seed": seed, "enforce": enforce, "no_template": failed, "sampling_seconds": round(seconds, 1),
+        "corrector_rescale": cfg.diffusion.corrector_rescale, "precision": sampler.precision, "guidance": guidance, "seed": seed, "enforce": enforce, "no_template": failed, "sampling_seconds": round(seconds, 1),
         "crystals_per_second": round(len(generated) / seconds, 3),
     }
     result.update(validity(generated))

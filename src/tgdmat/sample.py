@@ -22,9 +22,9 @@ from .crystal import MAX_Z, structure_to_cif, write_extxyz
 from .pretrained import ModelInfo, encoder_spec, load_checkpoint
 from .text.encoder import TextEncoder
 from .conditioning import CrystalPlan, lattice_for_plans, plan_crystals, spacegroup_pool, stoichiometry_for
-from .diffusion.joint import respaced_steps
+from .diffusion.joint import PRECISIONS, respaced_steps
 from .symmetry import LatticeTarget, SymmetryConstraint, Template
-from .text.facts import element_coordination
+from .text.facts import Facts, crystal_facts, element_coordination
 from .text.prompts import (
     SYMPREC, PromptError, PromptFields, honoured_properties, normalize_prompt, parse_lattice, parse_prompt, parse_properties,
     qualitative_terms, short_prompt, structure_fields,
@@ -39,6 +39,18 @@ class ScopeError(ValueError):
 
 
 @dataclass
+class Condition:
+    """What each planned crystal is conditioned on: text embeddings (P, D) and stated facts."""
+
+    text: torch.Tensor | None = None
+    facts: Facts | None = None
+
+    def select(self, index) -> "Condition":
+        index = list(index)
+        return Condition(self.text[index] if self.text is not None else None, self.facts.select(index) if self.facts is not None else None)
+
+
+@dataclass
 class Sampler:
     """A loaded model with its text encoder, ready to sample."""
 
@@ -47,13 +59,16 @@ class Sampler:
     info: ModelInfo
     device: str = "cpu"
     source: str | None = None  # the shipped name or path it was loaded from
+    precision: str = "fp32"  # the denoiser's arithmetic while sampling: fp32 or bf16 (see diffusion.joint.network_precision)
     _encoder: TextEncoder | None = None
     _templates: object = None
 
     @staticmethod
-    def load(checkpoint: str | None = None, device: str = "cpu") -> "Sampler":
+    def load(checkpoint: str | None = None, device: str = "cpu", precision: str = "fp32") -> "Sampler":
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         model, cfg, info = load_checkpoint(checkpoint, device)
-        return Sampler(model, cfg, info, device, checkpoint)
+        return Sampler(model, cfg, info, device, checkpoint, precision)
 
     @property
     def uses_text(self) -> bool:
@@ -138,38 +153,42 @@ class Sampler:
             self._templates = load_templates(self.info.dataset)
         return self._templates
 
-    def sample_plans(self, plans: list[CrystalPlan], text: "str | torch.Tensor | None", steps=None, guidance: float = 1.0, seed: int = 0, batch_size: int = 64, progress: bool = False, lattice: LatticeTarget | None = None, free_types: bool = False, on_batch=None, step_lr: float | None = None) -> list:
+    def sample_plans(self, plans: list[CrystalPlan], text: "str | torch.Tensor | None", steps=None, guidance: float = 1.0, seed: int = 0, batch_size: int = 64, progress: bool = False, lattice: LatticeTarget | None = None, free_types: bool = False, on_batch=None, step_lr: float | None = None, facts: Facts | None = None) -> list:
         """Structures for per-crystal plans: types fixed where a plan gives them, Wyckoff orbits and
         crystal system enforced where it has a template, ``lattice`` targets on every crystal.
-        ``text``: one prompt for all, or per-plan embeddings (len(plans), D). ``on_batch(structures)``
+        ``text``: one prompt for all, or per-plan embeddings (len(plans), D). ``facts``: the stated
+        facts, one row for all or one per plan (models built with facts). ``on_batch(structures)``
         is called after each finished batch; ``progress`` shows one bar over every batch and round."""
         if isinstance(text, torch.Tensor):
             emb = text
         else:
             emb = self.embed([text]) if (text is not None and self.uses_text) else None
             emb = emb.expand(len(plans), -1) if emb is not None else None
+        if facts is not None and len(facts) == 1 and len(plans) > 1:
+            facts = facts.select([0] * len(plans))
+        cond = Condition(emb, facts if self.cfg.model.facts else None)
         network_steps = len(respaced_steps(self.cfg.diffusion.timesteps, steps or self.cfg.diffusion.sample_steps)) - 1
         bar = SamplingProgress(len(plans), network_steps, batch_size) if progress else None
         try:
-            return self._sample_with_proposals(plans, emb, steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr)
+            return self._sample_with_proposals(plans, cond, steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr)
         finally:
             if bar is not None:
                 bar.close()
 
-    def _sample_with_proposals(self, plans, emb, steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr) -> list:
+    def _sample_with_proposals(self, plans, cond: "Condition", steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr) -> list:
         proposed = [i for i, p in enumerate(plans) if p.propose and p.template is not None]
         if not proposed:
-            return self._sample(plans, emb, steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr)
+            return self._sample(plans, cond, steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr)
         # the model's own answer first; the template only where it misses the group
         kept: dict[int, object] = {}
         pending = proposed
         for r in range(PROPOSAL_ROUNDS):
             free = [CrystalPlan(plans[i].num_atoms, None, sorted(plans[i].atom_types)) for i in pending]
-            first = self._sample(free, emb[pending] if emb is not None else None, steps, guidance, seed + 7919 * (r + 1), batch_size, bar, None, free_types, None, step_lr)
+            first = self._sample(free, cond.select(pending), steps, guidance, seed + 7919 * (r + 1), batch_size, bar, None, free_types, None, step_lr)
             kept.update({i: s for i, s in zip(pending, first) if _spacegroup_number(s) == plans[i].template.spacegroup})
             pending = [i for i in pending if i not in kept]
         rest = [i for i in range(len(plans)) if i not in kept]
-        redo = self._sample([plans[i] for i in rest], emb[rest] if emb is not None else None, steps, guidance, seed, batch_size, bar, lattice, free_types, None, step_lr)
+        redo = self._sample([plans[i] for i in rest], cond.select(rest), steps, guidance, seed, batch_size, bar, lattice, free_types, None, step_lr)
         out = [None] * len(plans)
         for i, s in kept.items():
             out[i] = s
@@ -179,7 +198,7 @@ class Sampler:
             on_batch(out)
         return out
 
-    def _sample(self, plans: list[CrystalPlan], emb, steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr) -> list:
+    def _sample(self, plans: list[CrystalPlan], cond: "Condition", steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr) -> list:
         """The sampler over plans in batches (see ``sample_plans``)."""
         gen = torch.Generator(device=self.device).manual_seed(seed)
         out = []
@@ -194,10 +213,11 @@ class Sampler:
             if any(p.template is not None for p in batch):
                 targets = [lattice] * len(batch) if lattice is not None and not lattice.is_empty() else None
                 sym = SymmetryConstraint.build([p.template or Template(1, tuple((None, "a") for _ in range(p.num_atoms))) for p in batch], targets)
-            e = emb[start : start + len(batch)] if emb is not None else None
+            c = cond.select(range(start, start + len(batch)))
             crystals = self.model.sample(
-                counts, e, types, steps=steps or self.cfg.diffusion.sample_steps, guidance=guidance, generator=gen, progress=bar.tick if bar is not None else False,
-                allowed_types=self.allowed_types(), symmetry=sym, step_lr=step_lr,
+                counts, c.text, types, steps=steps or self.cfg.diffusion.sample_steps, guidance=guidance, generator=gen, progress=bar.tick if bar is not None else False,
+                allowed_types=self.allowed_types(), symmetry=sym, step_lr=step_lr, precision=self.precision,
+                corrector_rescale=self.cfg.diffusion.corrector_rescale, facts=c.facts,
             )
             structures = crystals.to_structures()
             out.extend(structures)
@@ -206,6 +226,17 @@ class Sampler:
             if on_batch is not None:
                 on_batch(structures)
         return out
+
+    def stated_facts(self, fields: PromptFields, text: str | None, notes: list[str] | None = None) -> Facts | None:
+        """The facts this model reads as numbers (models built with ``model.facts``): the prompt's
+        space group or crystal system, and for long descriptions each element's coordination
+        number and mean bond length. What is read is added to ``notes``."""
+        if not self.cfg.model.facts:
+            return None
+        facts = crystal_facts(fields.spacegroup_number, fields.crystal_system, text if self.long_text else None)
+        if notes is not None:
+            notes.append("facts read as numbers: " + facts.describe())
+        return facts
 
     def request(self, prompt: str, num_atoms: int | None = None) -> "Request":
         """What a free-text prompt asks for: fields, lattice targets, the text the encoder sees, notes."""
@@ -260,7 +291,8 @@ class Sampler:
         if self.cfg.diffusion.task == "csp" and (free or any(p.atom_types is None for p in plans)):
             raise ScopeError("this model was trained for structure prediction only (atom types given): name a formula or elements in the prompt, or use a model trained with task both (perov_5) for de novo generation")
         lattice = lattice_for_plans(req.lattice, req.density, plans, req.notes)
-        structures = self.sample_plans(plans, req.text, steps, guidance, seed, batch_size, progress, lattice, free_types=free, on_batch=on_batch)
+        facts = self.stated_facts(fields, req.text, req.notes)
+        structures = self.sample_plans(plans, req.text, steps, guidance, seed, batch_size, progress, lattice, free_types=free, on_batch=on_batch, facts=facts)
         return Generation(structures, req.text, fields, lattice, req.notes)
 
     def predict(self, formula: str, text: str | None = None, n: int = 1, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 64, strict: bool = True, progress: bool = False, on_batch=None) -> "Generation":
@@ -292,7 +324,8 @@ class Sampler:
         coordination = element_coordination(text) if (text and self.long_text) else None
         plans = plan_crystals(fields, [size] * n, n, self.templates(), self.info.num_atoms_hist, gen, req.lattice, coordination)
         lattice = lattice_for_plans(req.lattice, req.density, plans, req.notes)
-        structures = self.sample_plans(plans, prompt_text, steps, guidance, seed, batch_size, progress, lattice, on_batch=on_batch)
+        facts = self.stated_facts(fields, prompt_text, req.notes)
+        structures = self.sample_plans(plans, prompt_text, steps, guidance, seed, batch_size, progress, lattice, on_batch=on_batch, facts=facts)
         return Generation(structures, prompt_text, fields, lattice, req.notes)
 
 

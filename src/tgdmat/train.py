@@ -34,6 +34,7 @@ from .diffusion.joint import TGDMat
 from .pretrained import ModelInfo, encoder_spec, save_checkpoint
 from .text.encoder import TextEncoder
 from .text.describe import descriptions_for
+from .text.facts import Facts, table_facts
 from .text.prompts import short_prompt
 
 
@@ -89,14 +90,14 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 @torch.no_grad()
-def validation_loss(model: TGDMat, crystals: Crystal, text: torch.Tensor | None, batch_size: int) -> float:
+def validation_loss(model: TGDMat, crystals: Crystal, text: torch.Tensor | None, batch_size: int, facts: Facts | None = None) -> float:
     """Mean loss over the validation set with fixed noise (seeded), so epochs compare fairly."""
     gen = torch.Generator(device=crystals.device).manual_seed(1234)
     total, count = 0.0, 0
     for start in range(0, crystals.num_crystals, batch_size):
         idx = torch.arange(start, min(start + batch_size, crystals.num_crystals))
         emb = text[idx, 0] if text is not None else None
-        loss = model.loss(crystals.select(idx), emb, gen).total
+        loss = model.loss(crystals.select(idx), emb, gen, facts=facts.select(idx) if facts is not None else None).total
         total += float(loss) * len(idx)
         count += len(idx)
     return total / count
@@ -292,6 +293,9 @@ def _train(cfg: Config, out: Path, resume: bool, device: str, command: str, rank
         text_train = embed_prompts(train_table, cfg, "train", cfg.data.prompt_variants).to(device)
         text_val = embed_prompts(val_table, cfg, "val", 1).to(device)
         cfg.model.text_dim = int(text_train.shape[-1])
+    facts_train = facts_val = None
+    if cfg.model.facts:
+        facts_train, facts_val = (table_facts(t, cfg.data.dataset, split, cfg.data.prompt == "long").to(device) for t, split in ((train_table, "train"), (val_table, "val")))
     crystals, val_crystals = as_float(train_table.crystals, device), as_float(val_table.crystals, device)
 
     model = TGDMat(cfg).to(device)
@@ -362,7 +366,8 @@ def _train(cfg: Config, out: Path, resume: bool, device: str, command: str, rank
                     variant = torch.randint(0, text_train.shape[1], (len(idx),), generator=gen, device=device)
                     emb = text_train[idx, variant]
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=tc.bf16 and str(device).startswith("cuda")):
-                    losses = net(crystals.select(idx), emb, gen, rank.shard(len(idx), device), rank.world)
+                    facts = facts_train.select(idx) if facts_train is not None else None
+                    losses = net(crystals.select(idx), emb, gen, rank.shard(len(idx), device), rank.world, facts=facts)
                 if rank.world > 1:  # the whole batch's losses, for the log and the finite check
                     parts = rank.all_reduce(torch.stack([losses.total, losses.lattice, losses.coord, losses.type]).detach().float()) / rank.world
                     reported = dict(zip(("total", "lattice", "coord", "type"), parts.tolist()))
@@ -397,7 +402,7 @@ def _train(cfg: Config, out: Path, resume: bool, device: str, command: str, rank
                 stop = bool(rank.all_reduce(torch.tensor([int(stop)], dtype=torch.long), "max")[0])
             if stop and state["position"] < len(perm):
                 break
-            val = validation_loss(ema, val_crystals, text_val, tc.batch_size)
+            val = validation_loss(ema, val_crystals, text_val, tc.batch_size, facts_val)
             record = {"epoch": state["epoch"], "steps": state["steps"], "minutes": round(state["elapsed"] / 60, 2), "val": round(val, 5), "lr": opt.param_groups[0]["lr"]}
             record.update({k: round(state["sums"][k] / max(state["sums"]["n"], 1), 5) for k in ("total", "lattice", "coord", "type")})
             if rank.main:

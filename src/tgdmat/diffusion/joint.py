@@ -8,6 +8,7 @@ text dropout in training gives classifier-free guidance at sampling.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
@@ -24,6 +25,7 @@ from .types import MASK, AbsorbingTypes, to_atomic_numbers, to_classes
 
 if TYPE_CHECKING:
     from ..symmetry import SymmetryConstraint
+    from ..text.facts import Facts
 
 
 @dataclass
@@ -48,6 +50,19 @@ def respaced_steps(timesteps: int, steps: int) -> list[int]:
     return out
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def network_precision(precision: str, device: torch.device):
+    """The context the denoiser runs in: fp32, or bf16 autocast (matrix products in bfloat16 on
+    CPUs with AVX-512 BF16/AMX and on GPUs; the sampler's state stays float32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 class TGDMat(nn.Module):
     """Denoiser plus the three diffusion processes of one config."""
 
@@ -65,7 +80,7 @@ class TGDMat(nn.Module):
         """The training loss (so DistributedDataParallel's gradient hooks see the call)."""
         return self.loss(*args, **kwargs)
 
-    def loss(self, crystal: Crystal, text_emb: torch.Tensor | None, generator: torch.Generator | None = None, shard: torch.Tensor | None = None, world: int = 1) -> Losses:
+    def loss(self, crystal: Crystal, text_emb: torch.Tensor | None, generator: torch.Generator | None = None, shard: torch.Tensor | None = None, world: int = 1, facts: "Facts | None" = None) -> Losses:
         """The weighted sum of the three denoising losses on a batch of clean crystals.
 
         Every random draw is made for the whole batch, so with ``shard`` (a boolean mask of this
@@ -99,15 +114,22 @@ class TGDMat(nn.Module):
         a_t = torch.where(type_given[batch], classes, a_t)
         masked = masked & ~type_given[batch]
 
-        if text_emb is not None and self.cfg.model.use_text and d.text_dropout > 0:
-            drop = (rand(B) < d.text_dropout).unsqueeze(-1)
-            text_emb = torch.where(drop, torch.full_like(text_emb, float("nan")), text_emb)
+        use_text = text_emb is not None and self.cfg.model.use_text
+        use_facts = self.cfg.model.facts and facts is not None
+        no_text = torch.zeros(B, dtype=torch.bool, device=dev)  # the unconditional model of guidance: no text, no facts
+        if (use_text or use_facts) and d.text_dropout > 0:
+            no_text = rand(B) < d.text_dropout
+        if use_text and d.text_dropout > 0:
+            text_emb = torch.where(no_text.unsqueeze(-1), torch.full_like(text_emb, float("nan")), text_emb)
+        if use_facts:
+            facts = facts.to(dev).drop(no_text | (rand(B) < d.facts_dropout), no_text | (rand(B) < d.facts_dropout))
 
         keep = torch.ones(B, dtype=torch.bool, device=dev) if shard is None else shard.to(dev)
         atoms = keep[batch]
         graph = Graph(crystal.num_atoms[keep])
         text = text_emb[keep] if (text_emb is not None and self.cfg.model.use_text) else None
-        eps_hat, score_hat, logits = self.net(a_t[atoms], f_t[atoms], l_t[keep], t[keep], graph, text)
+        fact_shard = facts.select(torch.nonzero(keep).flatten()) if use_facts else None
+        eps_hat, score_hat, logits = self.net(a_t[atoms], f_t[atoms], l_t[keep], t[keep], graph, text, fact_shard)
         loss_l = ((eps_hat - eps_l[keep]) ** 2).sum() * (world / (B * 9))
         loss_f = ((score_hat - target_f[atoms]) ** 2).sum() * (world / (N * 3))
         loss_a = self.types.loss(logits, classes[atoms], masked[atoms], total=int(masked.sum())) * world
@@ -115,14 +137,19 @@ class TGDMat(nn.Module):
         return Losses(total, loss_l, loss_f, loss_a)
 
     # ------------------------------------------------------------------ sampling
-    def _denoise(self, a, f, l, t: int, graph: Graph, text_emb, guidance: float):
+    def _net(self, a, f, l, tt, graph: Graph, text_emb, facts, precision: str):
+        with network_precision(precision, l.device):
+            out = self.net(a, f, l, tt, graph, text_emb, facts)
+        return tuple(o.float() for o in out)
+
+    def _denoise(self, a, f, l, t: int, graph: Graph, text_emb, guidance: float, precision: str = "fp32", facts=None):
         tt = torch.full((len(l),), t, device=l.device, dtype=torch.long)
-        if text_emb is None or not self.cfg.model.use_text:
-            return self.net(a, f, l, tt, graph, None)
-        if guidance == 1.0:
-            return self.net(a, f, l, tt, graph, text_emb)
-        cond = self.net(a, f, l, tt, graph, text_emb)
-        uncond = self.net(a, f, l, tt, graph, None)
+        text_emb = text_emb if self.cfg.model.use_text else None
+        facts = facts if self.cfg.model.facts else None
+        if (text_emb is None and facts is None) or guidance == 1.0:
+            return self._net(a, f, l, tt, graph, text_emb, facts, precision)
+        cond = self._net(a, f, l, tt, graph, text_emb, facts, precision)
+        uncond = self._net(a, f, l, tt, graph, None, None, precision)
         eps = uncond[0] + guidance * (cond[0] - uncond[0])
         score = uncond[1] + guidance * (cond[1] - uncond[1])
         logits = torch.log_softmax(uncond[2], -1) + guidance * (torch.log_softmax(cond[2], -1) - torch.log_softmax(uncond[2], -1))
@@ -141,6 +168,9 @@ class TGDMat(nn.Module):
         progress: "bool | Callable[[int], object]" = False,
         allowed_types: torch.Tensor | None = None,
         symmetry: "SymmetryConstraint | None" = None,
+        precision: str = "fp32",
+        corrector_rescale: bool | None = None,
+        facts: "Facts | None" = None,
     ) -> Crystal:
         """Crystals with the given numbers of atoms; CSP when ``atom_types`` (atomic numbers) is given.
 
@@ -148,6 +178,10 @@ class TGDMat(nn.Module):
         ``symmetry`` (a ``SymmetryConstraint`` in the atom order of ``num_atoms``) keeps every step
         on its Wyckoff orbits and crystal systems: coordinates move through each orbit's general
         point, the predicted clean lattice is projected, and de novo types are tied per orbit.
+        ``precision``: the denoiser's arithmetic (``network_precision``). With ``corrector_rescale``
+        (default: ``diffusion.corrector_rescale``) the Langevin step grows with the respacing
+        stride (t - s), so fewer steps keep the corrector's total step of the full schedule.
+        ``facts``: what the prompt states, per crystal, for models built with ``model.facts``.
         """
         d = self.cfg.diffusion
         dev = next(self.parameters()).device
@@ -155,8 +189,13 @@ class TGDMat(nn.Module):
         graph = Graph(num_atoms)
         B, N = len(num_atoms), int(num_atoms.sum())
         step_lr = d.step_lr if step_lr is None else step_lr
+        corrector_rescale = d.corrector_rescale if corrector_rescale is None else corrector_rescale
         if text_emb is not None:
             text_emb = text_emb.to(dev)
+        if facts is not None:
+            if len(facts) != B:
+                raise ValueError("facts must have one row per crystal")
+            facts = facts.to(dev)
 
         def randn(*shape):
             return torch.randn(*shape, generator=generator, device=dev)
@@ -198,10 +237,11 @@ class TGDMat(nn.Module):
             return sym.positions(p)
 
         for t, s in pairs:
-            out = self._denoise(a, f, l, t, graph, text_emb, guidance)
+            out = self._denoise(a, f, l, t, graph, text_emb, guidance, precision, facts)
             if step_lr > 0:
-                f = move(f, self.coords.corrector_terms(self.coords.score(out[1], t), t, step_lr))
-                out = self._denoise(a, f, l, t, graph, text_emb, guidance)
+                lr = step_lr * (t - s) if corrector_rescale else step_lr
+                f = move(f, self.coords.corrector_terms(self.coords.score(out[1], t), t, lr))
+                out = self._denoise(a, f, l, t, graph, text_emb, guidance, precision, facts)
             eps_hat, score_hat, logits = out
             l = self.lattice.reverse_step(l, eps_hat, t, s, randn(B, 3, 3), project_l0=sym.lattice if sym is not None else None)
             if sym is not None:

@@ -11,6 +11,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..config import ModelConfig
 from ..crystal import MAX_Z
@@ -57,6 +58,32 @@ def text_projection(cfg: ModelConfig) -> nn.Module:
     )
 
 
+class FactEmbedding(nn.Module):
+    """Stated facts -> per-atom features: learned embeddings of the space group (230 + unknown),
+    the crystal system (7 + unknown) and each atom's coordination number, plus a radial-basis
+    expansion of its mean bond length; unknown facts give the "not stated" embedding (index 0,
+    zero basis)."""
+
+    CENTERS = 16  # bond-length basis from 1 to 4 Å
+
+    def __init__(self, dim: int):
+        super().__init__()
+        from ..text.facts import MAX_CN
+
+        self.spacegroup = nn.Embedding(231, dim)
+        self.system = nn.Embedding(8, dim)
+        self.coordination = nn.Embedding(MAX_CN + 1, dim)
+        self.bond = nn.Linear(self.CENTERS, dim, bias=False)
+        self.register_buffer("centers", torch.linspace(1.0, 4.0, self.CENTERS), persistent=False)
+
+    def forward(self, facts, atom_types: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        cn = facts.coordination[batch, atom_types].round().long()
+        length = facts.bond_length[batch, atom_types]
+        basis = torch.exp(-(((length.unsqueeze(-1) - self.centers) / 0.2) ** 2)) * (length > 0).unsqueeze(-1)
+        per_crystal = self.spacegroup(facts.spacegroup) + self.system(facts.crystal_system)
+        return per_crystal[batch] + self.coordination(cn) + self.bond(basis)
+
+
 class CSPLayer(nn.Module):
     """One message-passing layer: edge MLP, mean aggregation, node MLP, residual."""
 
@@ -68,9 +95,17 @@ class CSPLayer(nn.Module):
 
     def forward(self, h: torch.Tensor, edge_feats: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, inv_degree: torch.Tensor) -> torch.Tensor:
         hn = self.norm(h)
-        messages = self.edge_mlp(torch.cat([hn[src], hn[dst], edge_feats], dim=-1))
-        agg = torch.zeros_like(h).index_add_(0, dst, messages) * inv_degree
+        messages = self.edge_mlp[1:](self.edge_input(hn, edge_feats, src, dst))
+        agg = torch.zeros_like(h).index_add_(0, dst, messages.to(h.dtype)) * inv_degree  # sums in h's precision
         return h + self.node_mlp(torch.cat([hn, agg], dim=-1))
+
+    def edge_input(self, hn: torch.Tensor, edge_feats: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+        """The first edge linear map W [h_i, h_j, e_ij] + b, factored as (W_i h)_i + (W_j h)_j + W_e e_ij:
+        the node parts are computed once per atom instead of once per edge (n times fewer rows)."""
+        lin, H = self.edge_mlp[0], hn.shape[-1]
+        w = lin.weight
+        from_src, from_dst = F.linear(hn, torch.cat([w[:, :H], w[:, H : 2 * H]])).chunk(2, dim=-1)
+        return from_src[src] + from_dst[dst] + F.linear(edge_feats, lin.weight[:, 2 * H :], lin.bias)
 
 
 class Graph:
@@ -97,6 +132,9 @@ class CSPNet(nn.Module):
             self.text_proj = text_projection(cfg)
             self.null_text = nn.Parameter(torch.zeros(cfg.text_dim))  # "no text" for guidance
             in_dim += cfg.text_hidden
+        if cfg.facts:
+            self.facts = FactEmbedding(cfg.facts_hidden)
+            in_dim += cfg.facts_hidden
         self.input = nn.Linear(in_dim, h)
         edge_extra = 9 + 6 * cfg.num_freqs
         self.layers = nn.ModuleList([CSPLayer(h, edge_extra) for _ in range(cfg.layers)])
@@ -113,8 +151,10 @@ class CSPNet(nn.Module):
         t: torch.Tensor,
         graph: Graph,
         text_emb: torch.Tensor | None = None,
+        facts=None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """t is per crystal (B,); text_emb (B, text_dim), rows of NaN mean 'no text' (guidance)."""
+        """t is per crystal (B,); text_emb (B, text_dim), rows of NaN mean 'no text' (guidance);
+        ``facts`` (``text.facts.Facts``, None: nothing stated) for models built with facts."""
         parts = [self.type_embedding(type_classes), sinusoidal_embedding(t, self.cfg.time_dim)[graph.batch]]
         if self.cfg.use_text:
             if text_emb is None:
@@ -123,6 +163,13 @@ class CSPNet(nn.Module):
                 missing = torch.isnan(text_emb).any(-1, keepdim=True)
                 text_emb = torch.where(missing, self.null_text.expand_as(text_emb), text_emb)
             parts.append(self.text_proj(text_emb)[graph.batch])
+        if self.cfg.facts:
+            from ..text.facts import no_facts
+
+            facts = no_facts(len(t)).to(t.device) if facts is None else facts
+            # element classes are Z - 1; the mask class (de novo, not yet unmasked) reads as unknown (Z = 0)
+            z = torch.where(type_classes < MAX_Z, type_classes + 1, torch.zeros_like(type_classes))
+            parts.append(self.facts(facts, z, graph.batch))
         h = self.input(torch.cat(parts, dim=-1))
         ips = (lattices @ lattices.transpose(-1, -2)).flatten(1)  # (B, 9), rotation invariant
         edge_feats = torch.cat([ips[graph.edge_crystal], fourier_features(frac[graph.dst] - frac[graph.src], self.cfg.num_freqs)], dim=-1)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
 
 NUMBER_WORDS = {
     "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
@@ -14,8 +17,9 @@ NUMBER_WORDS = {
 _BONDED = re.compile(r"\b([A-Z][a-z]?)\((\d+)\)\S* is bonded(.*?)(?:\.\s|\.$)")
 _COUNT = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r"|\d+)\s+(?:equivalent\s+|inequivalent\s+)?[A-Z][a-z]?\(\d+\)")
 _COORDINATE = re.compile(r"(\d+)-coordinate")
-_BOND = re.compile(r"([A-Z][a-z]?)\((\d+)\)[-–]([A-Z][a-z]?)\((\d+)\) bond lengths? (?:are|is|range from)\s*(\d+\.\d+)")
-_SHORTER_LONGER = re.compile(r"\((\d+\.\d+) Å\)[^.]*?([A-Z][a-z]?)\((\d+)\)[-–]([A-Z][a-z]?)\((\d+)\) bond")
+_SENTENCE = re.compile(r"(?<=\.)\s+(?=[A-Z])")
+_PAIR = re.compile(r"([A-Z][a-z]?)\([\d,]+\)[-–]([A-Z][a-z]?)\([\d,]+\) bond")
+_LENGTH = re.compile(r"\d+\.\d+")  # in a bond-length sentence every decimal is a length (ranges give both ends)
 
 
 def site_coordination(text: str) -> dict[str, int]:
@@ -43,8 +47,116 @@ def element_coordination(text: str) -> dict[str, tuple[int, ...]]:
 
 
 def bond_lengths(text: str) -> dict[tuple[str, str], float]:
-    """Mean stated bond length (Å) per element pair, e.g. ('Ti', 'O'): 1.95."""
+    """Mean stated bond length (Å) per element pair, e.g. ('Ti', 'O'): 1.95, from every sentence
+    that states one ("All ... bond lengths are 1.95 Å", "one shorter (1.85 Å) and one longer
+    (2.21 Å) ... bond length": each stated length counts once)."""
     per = defaultdict(list)
-    for m in _BOND.finditer(text):
-        per[tuple(sorted((m.group(1), m.group(3))))].append(float(m.group(5)))
+    for sentence in _SENTENCE.split(text):
+        if "bond length" not in sentence:
+            continue
+        pair = _PAIR.search(sentence)
+        lengths = [float(x) for x in _LENGTH.findall(sentence)]
+        if pair and lengths:
+            per[tuple(sorted((pair.group(1), pair.group(2))))].extend(lengths)
     return {k: sum(v) / len(v) for k, v in per.items()}
+
+
+# ---------------------------------------------------------------- as network inputs
+MAX_CN = 16  # coordination numbers above are clipped
+
+
+@dataclass
+class Facts:
+    """The numbers a prompt states, per crystal, as the network's inputs beside the text embedding.
+
+    0 means "not stated" everywhere. Per-site facts are kept per element (what a description says
+    of its Ti sites), so an atom reads them by its type: ``coordination[crystal, Z]``."""
+
+    spacegroup: torch.Tensor  # (B,) long: 1..230, 0 unknown
+    crystal_system: torch.Tensor  # (B,) long: 1..7 (index into symmetry.SYSTEMS, plus 1), 0 unknown
+    coordination: torch.Tensor  # (B, MAX_Z + 1) float: mean stated coordination number of element Z
+    bond_length: torch.Tensor  # (B, MAX_Z + 1) float: mean stated bond length (Å) from element Z
+
+    def __len__(self) -> int:
+        return int(self.spacegroup.shape[0])
+
+    def select(self, index) -> "Facts":
+        index = torch.as_tensor(index, dtype=torch.long, device=self.spacegroup.device)
+        return Facts(self.spacegroup[index], self.crystal_system[index], self.coordination[index], self.bond_length[index])
+
+    def to(self, device) -> "Facts":
+        return Facts(*(t.to(device) for t in (self.spacegroup, self.crystal_system, self.coordination, self.bond_length)))
+
+    def drop(self, symmetry: torch.Tensor, sites: torch.Tensor) -> "Facts":
+        """The same facts with the symmetry (space group, system) and/or site facts of the crystals
+        where the boolean masks (B,) are true set to unknown (field dropout in training)."""
+        keep_sym, keep_sites = (~symmetry).long(), (~sites).unsqueeze(-1).float()
+        return Facts(self.spacegroup * keep_sym, self.crystal_system * keep_sym, self.coordination * keep_sites, self.bond_length * keep_sites)
+
+    def describe(self, row: int = 0) -> str:
+        """One line of what crystal ``row`` states, for the user ('space group 221; Ti: CN 6, 1.95 Å')."""
+        from pymatgen.core.periodic_table import Element
+
+        from ..symmetry import SYSTEMS
+
+        parts = []
+        if int(self.spacegroup[row]):
+            parts.append(f"space group {int(self.spacegroup[row])}")
+        elif int(self.crystal_system[row]):
+            parts.append(f"crystal system {SYSTEMS[int(self.crystal_system[row]) - 1]}")
+        stated = torch.nonzero((self.coordination[row] > 0) | (self.bond_length[row] > 0)).flatten().tolist()
+        for z in stated:
+            cn, length = float(self.coordination[row, z]), float(self.bond_length[row, z])
+            site = ", ".join(x for x in (f"CN {cn:g}" if cn else "", f"{length:.2f} Å" if length else "") if x)
+            parts.append(f"{Element.from_Z(z).symbol}: {site}")
+        return "; ".join(parts) if parts else "none stated"
+
+    @staticmethod
+    def cat(parts: list["Facts"]) -> "Facts":
+        return Facts(*(torch.cat([getattr(p, k) for p in parts]) for k in ("spacegroup", "crystal_system", "coordination", "bond_length")))
+
+
+def crystal_facts(spacegroup: int | None = None, crystal_system: str | None = None, text: str | None = None) -> Facts:
+    """Facts of one crystal: a space group (which implies its system) or a system, and for a long
+    description each element's stated coordination number and mean bond length."""
+    from ..crystal import MAX_Z
+    from ..symmetry import SYSTEMS, crystal_system_index
+
+    system = 0
+    if spacegroup:
+        system = crystal_system_index(int(spacegroup)) + 1
+    elif crystal_system:
+        system = SYSTEMS.index(crystal_system) + 1
+    cn = torch.zeros(1, MAX_Z + 1)
+    bond = torch.zeros(1, MAX_Z + 1)
+    if text:
+        from pymatgen.core.periodic_table import Element
+
+        for el, values in element_coordination(text).items():
+            if Element.is_valid_symbol(el) and Element(el).Z <= MAX_Z:
+                cn[0, Element(el).Z] = min(sum(values) / len(values), MAX_CN)
+        per = defaultdict(list)
+        for (x, y), length in bond_lengths(text).items():
+            per[x].append(length)
+            per[y].append(length)
+        for el, lengths in per.items():
+            if Element.is_valid_symbol(el) and Element(el).Z <= MAX_Z:
+                bond[0, Element(el).Z] = sum(lengths) / len(lengths)
+    return Facts(torch.tensor([int(spacegroup or 0)]), torch.tensor([system]), cn, bond)
+
+
+def no_facts(count: int) -> Facts:
+    """``count`` crystals of which nothing is stated."""
+    from ..crystal import MAX_Z
+
+    zeros = torch.zeros(count, dtype=torch.long)
+    return Facts(zeros, zeros.clone(), torch.zeros(count, MAX_Z + 1), torch.zeros(count, MAX_Z + 1))
+
+
+def table_facts(table, dataset: str, split: str, long: bool) -> Facts:
+    """Facts of every crystal of a ``CrystalTable``: its space group and crystal system, and with
+    ``long`` each element's coordination number and bond length from its cached description."""
+    from .describe import descriptions_for
+
+    texts = descriptions_for(dataset, split, table.ids) if long else [None] * len(table)
+    return Facts.cat([crystal_facts(f.spacegroup_number, f.crystal_system, text) for f, text in zip(table.fields, texts)])

@@ -1,0 +1,105 @@
+"""Stated facts as network inputs: parsed from the text, read by the denoiser, dropped in training."""
+import torch
+
+from tgdmat.config import Config, DataConfig, DiffusionConfig, ModelConfig
+from tgdmat.diffusion.joint import TGDMat
+from tgdmat.text.facts import Facts, bond_lengths, crystal_facts, no_facts
+
+KNBO3 = (
+    "KNbO3 is (Cubic) Perovskite structured and crystallizes in the cubic Pm-3m space group. "
+    "K(1) is bonded to twelve equivalent O(1) atoms to form KO12 cuboctahedra. All K(1)-O(1) bond lengths are 2.83 Å. "
+    "Nb(1) is bonded to six equivalent O(1) atoms to form NbO6 octahedra. All Nb(1)-O(1) bond lengths are 2.00 Å. "
+    "O(1) is bonded in a distorted linear geometry to four equivalent K(1) and two equivalent Nb(1) atoms."
+)
+
+
+def test_facts_of_a_description_per_element():
+    f = crystal_facts(221, None, KNBO3)
+    assert int(f.spacegroup[0]) == 221 and int(f.crystal_system[0]) == 7  # cubic
+    assert [float(f.coordination[0, z]) for z in (19, 41, 8)] == [12.0, 6.0, 6.0]
+    assert abs(float(f.bond_length[0, 19]) - 2.83) < 1e-6 and abs(float(f.bond_length[0, 41]) - 2.00) < 1e-6
+    assert abs(float(f.bond_length[0, 8]) - (2.83 + 2.00) / 2) < 1e-6  # O: mean over its stated pairs
+    assert "space group 221" in f.describe() and "Nb: CN 6, 2.00 Å" in f.describe()
+    sys_only = crystal_facts(None, "tetragonal")
+    assert int(sys_only.spacegroup[0]) == 0 and int(sys_only.crystal_system[0]) == 4
+    assert no_facts(1).describe() == "none stated"
+
+
+def test_bond_lengths_from_every_sentence_form():
+    text = ("There is one shorter (1.85 Å) and one longer (2.21 Å) Os(1)-O(1) bond length. "
+            "The Ti(1)-O(1,2) bond lengths range from 1.90–2.10 Å. Both Ba(1)-F(1) bond lengths are 2.70 Å.")
+    got = bond_lengths(text)
+    assert abs(got[("O", "Os")] - 2.03) < 1e-9 and abs(got[("O", "Ti")] - 2.0) < 1e-9 and got[("Ba", "F")] == 2.70
+
+
+def test_drop_and_select():
+    f = Facts.cat([crystal_facts(221, None, KNBO3), crystal_facts(99, None, None)])
+    d = f.drop(torch.tensor([True, False]), torch.tensor([True, True]))
+    assert d.spacegroup.tolist() == [0, 99] and d.crystal_system.tolist() == [0, 4]
+    assert float(d.coordination.abs().sum()) == 0.0 and float(d.bond_length.abs().sum()) == 0.0
+    assert f.select([1, 0, 0]).spacegroup.tolist() == [99, 221, 221]
+
+
+def _model():
+    torch.manual_seed(0)
+    cfg = Config(model=ModelConfig(hidden=32, layers=2, num_freqs=4, time_dim=16, use_text=False, facts=True, facts_hidden=16),
+                 diffusion=DiffusionConfig(timesteps=50, step_lr=0.0, task="csp"), data=DataConfig(dataset="perov_5"))
+    model = TGDMat(cfg).eval()
+    for p in model.net.facts.parameters():  # a freshly built embedding is random already; make sure no part is zero
+        torch.nn.init.normal_(p)
+    return model
+
+
+def test_stated_numbers_reach_the_network():
+    """A change of the stated space group, of one element's coordination number or of a bond
+    length changes the denoiser's output; facts=None is the same as nothing stated."""
+    from tgdmat.model.cspnet import Graph
+
+    model = _model()
+    types = torch.tensor([19, 41, 8, 8, 8]) - 1
+    frac, lat, t = torch.rand(5, 3), torch.eye(3).unsqueeze(0) * 4, torch.tensor([20])
+    g = Graph(torch.tensor([5]))
+
+    def run(facts):
+        with torch.no_grad():
+            return model.net(types, frac, lat, t, g, None, facts)
+
+    base = crystal_facts(221, None, KNBO3)
+    ref = run(base)
+    other_group = crystal_facts(99, None, KNBO3)
+    other_cn = crystal_facts(221, None, KNBO3.replace("Nb(1) is bonded to six", "Nb(1) is bonded to four"))
+    other_bond = crystal_facts(221, None, KNBO3.replace("2.00 Å", "2.40 Å"))
+    for changed in (other_group, other_cn, other_bond):
+        assert not torch.allclose(run(changed)[1], ref[1])
+    assert all(torch.equal(a, b) for a, b in zip(run(None), run(no_facts(1))))
+
+
+def test_sampled_lattice_moves_with_the_stated_bond_length():
+    """Trained briefly on cells whose size is exactly the stated bond length's (a = 2 x bond),
+    the sampler's lattice follows the number: a stated 2.4 Å gives larger cells than 1.8 Å."""
+    from tgdmat.crystal import Crystal
+
+    torch.manual_seed(0)
+    model = _model().train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    types = torch.tensor([19, 41, 8, 8, 8])
+    base_frac = torch.tensor([[0.0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    for step in range(300):
+        bonds = 1.8 + 0.6 * torch.rand(16, generator=gen)
+        crystals = Crystal(types.repeat(16), base_frac.repeat(16, 1), torch.eye(3) * (2 * bonds).view(-1, 1, 1), torch.full((16,), 5))
+        text = [KNBO3.replace("2.00 Å", f"{b:.2f} Å") for b in bonds.tolist()]
+        facts = Facts.cat([crystal_facts(221, None, x) for x in text])
+        loss = model.loss(crystals, None, gen, facts=facts).total
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+    def volume(bond):
+        facts = crystal_facts(221, None, KNBO3.replace("2.00 Å", f"{bond:.2f} Å")).select([0] * 8)
+        out = model.sample(torch.full((8,), 5), atom_types=types.repeat(8), steps=50, generator=torch.Generator().manual_seed(1), facts=facts)
+        return float(torch.linalg.det(out.lattices).abs().mean())
+
+    small, large = volume(1.8), volume(2.4)
+    assert large > 1.5 * small, (small, large)  # (2.4 / 1.8)^3 = 2.37 for a perfect model
