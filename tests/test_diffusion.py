@@ -136,3 +136,27 @@ def test_bf16_sampling_keeps_composition_and_stays_finite():
     assert bool(((out.frac_coords >= 0) & (out.frac_coords < 1)).all())
     with pytest.raises(ValueError, match="precision"):
         model.sample(torch.tensor([5]), atom_types=types, steps=2, precision="half")
+
+
+def test_ddim_step_with_the_true_noise_lands_on_the_marginal_and_on_the_data_at_zero():
+    """For one clean lattice, the exact noise prediction moves L_t to sqrt(abar_s) L_0 + sqrt(1 - abar_s) eps
+    (the same eps) and the last step returns L_0 exactly."""
+    ddpm = LatticeDDPM(1000)
+    gen = torch.Generator().manual_seed(0)
+    l0 = torch.randn(4, 3, 3, generator=gen, dtype=torch.float64)
+    eps = torch.randn(4, 3, 3, generator=gen, dtype=torch.float64)
+    l_t = ddpm.noise(l0, torch.full((4,), 700), eps)
+    ab = ddpm.alphas_cumprod.double()
+    step = ddpm.ddim_step(l_t, eps, 700, 300)
+    assert torch.allclose(step, ab[300].sqrt() * l0 + (1 - ab[300]).sqrt() * eps, atol=1e-5)
+    assert torch.allclose(ddpm.ddim_step(l_t, eps, 700, 0), l0, atol=1e-5)
+
+
+def test_ode_integrator_takes_its_own_path_and_unknown_names_are_refused():
+    model = _tiny_model()
+    types = torch.tensor([38, 22, 8, 8, 8])
+    a = model.sample(torch.tensor([5]), atom_types=types, steps=10, step_lr=0.0, generator=torch.Generator().manual_seed(2), integrator="ode")
+    b = model.sample(torch.tensor([5]), atom_types=types, steps=10, step_lr=0.0, generator=torch.Generator().manual_seed(2), integrator="ancestral")
+    assert torch.isfinite(a.lattices).all() and not torch.allclose(a.lattices, b.lattices)
+    with pytest.raises(ValueError, match="integrator"):
+        model.sample(torch.tensor([5]), atom_types=types, steps=2, integrator="euler")

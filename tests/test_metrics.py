@@ -271,3 +271,19 @@ def test_match_rate_follows_diffcsp_composition_gate():
     assert out["exact_match_rate"] == 0.5 and out["exact_match_rate_struct_only"] == 1.0
     k = match_rate_rmse_k([[bad_pred, bad_pred], [good_pred, bad_pred]], [bad, good], workers=1)
     assert k["match_rate"] == 0.5 and k["match_rate_struct_only"] == 1.0 and k["k"] == 2
+
+
+def test_energy_ranked_top1_keeps_the_lowest_energy_sample_among_the_first_m(monkeypatch):
+    """Sample 0 is wrong for both crystals; sample 1 is right for the first and has the lowest
+    energy, sample 2 is right for the second but a failed energy (ranked last): top-1 of 1 misses
+    both, top-1 of 2 gets the first, and a nan-energy sample is never preferred."""
+    import tgdmat.metrics.stability as stability
+    from tgdmat.evaluate import ranked_top1
+
+    targets = [rocksalt(), srtio3()]
+    samples = [[cscl_nacl(), cscl_nacl()], [rocksalt(), cscl_nacl()], [cscl_nacl(), srtio3()], [cscl_nacl(), cscl_nacl()]]
+    energy = {0: [-1.0, -1.0], 1: [-5.0, -0.5], 2: [0.0, float("nan")], 3: [1.0, 2.0]}
+    monkeypatch.setattr(stability, "chgnet_energies", lambda structures, **kw: [e for j in range(4) for e in energy[j]])
+    rows = ranked_top1(samples, targets, workers=1)
+    assert [r["samples"] for r in rows] == [1, 2, 4]
+    assert [r["match_rate"] for r in rows] == [0.0, 0.5, 0.5]

@@ -71,17 +71,18 @@ def speed_train(dataset: str = "perov_5", hiddens=(128, 256, 512), layers: int =
     return out
 
 
-def speed_sample(checkpoint: str | None = None, steps_list=(1000, 300, 100), n: int = 0, match_limit: int = 500, batch_size: int = 256, seed: int = 0, step_lrs=(None,), correctors=("fixed",), precisions=("fp32",)) -> list[dict]:
+def speed_sample(checkpoint: str | None = None, steps_list=(1000, 300, 100), n: int = 0, match_limit: int = 500, batch_size: int = 256, seed: int = 0, step_lrs=(None,), correctors=("fixed",), precisions=("fp32",), integrators=("ancestral",)) -> list[dict]:
     """CSP crystals/s and match rate of one checkpoint per sampler setting, side by side in one run.
 
     Every combination of steps, corrector step size (None: the model's; 0: predictor only, one
     network pass per step instead of two), corrector scaling ("fixed" per step, or "rescaled" by
-    the respacing stride) and precision (fp32, bf16) samples the same fixed subset of
+    the respacing stride), precision (fp32, bf16) and integrator (ancestral, ode) samples the same fixed subset of
     ``match_limit`` test crystals; its throughput is timed on that same run (sampling only, the
     prompt embeddings are computed before the clock starts). ``n`` > 0 also times de novo
     generation of ``n`` crystals (models that generate). Peak memory is the process's so far.
     """
     import dataclasses
+    import itertools
 
     from .data import load_split
     from .evaluate import _sample_batches, eval_prompt_kind, eval_subset, evaluate_csp, prompt_embeddings
@@ -91,25 +92,50 @@ def speed_sample(checkpoint: str | None = None, steps_list=(1000, 300, 100), n: 
     table = eval_subset(load_split(base.cfg.data.dataset, "test", progress=False), n) if n else None
     emb = prompt_embeddings(base, table, "test", eval_prompt_kind(base, None)) if table is not None else None
     rows = []
-    for steps in steps_list:
-        for step_lr in step_lrs:
-            for corrector in correctors:
-                for precision in precisions:
-                    cfg = dataclasses.replace(base.cfg, diffusion=dataclasses.replace(base.cfg.diffusion, corrector_rescale=corrector == "rescaled"))
-                    sampler = dataclasses.replace(base, cfg=cfg, precision=precision)
-                    lr = cfg.diffusion.step_lr if step_lr is None else step_lr
-                    passes = 2 if lr > 0 else 1
-                    row = {"steps": steps, "step_lr": lr, "corrector": corrector if lr > 0 else "none", "precision": precision, "network_passes": steps * passes, "torch_threads": torch.get_num_threads()}
-                    res = evaluate_csp(sampler, limit=match_limit, steps=steps, batch_size=batch_size, progress=False, step_lr=lr, seed=seed)
-                    row.update(n=res["n"], crystals_per_second=res["crystals_per_second"], match_rate=round(res["match_rate"], 4), rmse=round(res["rmse"], 4), exact=round(res["exact_match_rate"], 4))
-                    if table is not None and cfg.diffusion.task != "csp":
-                        start = time.time()
-                        _sample_batches(sampler, table, emb, False, steps, 1.0, seed, batch_size, False, lr)
-                        row["generate_crystals_per_second"] = round(len(table) / (time.time() - start), 2)
-                    row["peak_rss_mb"] = round(_peak_rss_mb(), 1)
-                    rows.append(row)
-                    print(markdown_rows([row]).splitlines()[-1], file=sys.stderr, flush=True)
+    for steps, step_lr, corrector, precision, integrator in itertools.product(steps_list, step_lrs, correctors, precisions, integrators):
+        cfg = dataclasses.replace(base.cfg, diffusion=dataclasses.replace(base.cfg.diffusion, corrector_rescale=corrector == "rescaled", integrator=integrator))
+        sampler = dataclasses.replace(base, cfg=cfg, precision=precision)
+        lr = cfg.diffusion.step_lr if step_lr is None else step_lr
+        row = {"steps": steps, "integrator": integrator, "step_lr": lr, "corrector": corrector if lr > 0 else "none", "precision": precision,
+               "network_passes": steps * (2 if lr > 0 else 1), "torch_threads": torch.get_num_threads()}
+        res = evaluate_csp(sampler, limit=match_limit, steps=steps, batch_size=batch_size, progress=False, step_lr=lr, seed=seed)
+        row.update(n=res["n"], crystals_per_second=res["crystals_per_second"], match_rate=round(res["match_rate"], 4), rmse=round(res["rmse"], 4), exact=round(res["exact_match_rate"], 4))
+        if table is not None and cfg.diffusion.task != "csp":
+            start = time.time()
+            _sample_batches(sampler, table, emb, False, steps, 1.0, seed, batch_size, False, lr)
+            row["generate_crystals_per_second"] = round(len(table) / (time.time() - start), 2)
+        row["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+        rows.append(row)
+        print(markdown_rows([row]).splitlines()[-1], file=sys.stderr, flush=True)
     return rows
+
+
+def speed_reference(checkpoint: str | None = None, n: int = 64, steps: int = 1000, hidden: int = 512, layers: int = 6, num_freqs: int = 128, batch_size: int = 256, seed: int = 0) -> dict:
+    """CSP crystals/s of a DiffCSP-sized configuration of the same network (DiffCSP's hidden 512,
+    6 layers, 128 frequencies, 1,000 predictor-corrector steps) on ``n`` test crystals of the
+    checkpoint's dataset. Its weights are random: throughput does not depend on them, and there
+    is no match rate to report (none was trained here; DiffCSP's published one is quoted)."""
+    import copy
+
+    from .config import ModelConfig
+    from .data import load_split
+    from .diffusion.joint import TGDMat
+    from .evaluate import _sample_batches, eval_prompt_kind, eval_subset, prompt_embeddings
+    from .sample import Sampler
+
+    base = Sampler.load(checkpoint)
+    cfg = copy.deepcopy(base.cfg)
+    cfg.model = ModelConfig(hidden=hidden, layers=layers, num_freqs=num_freqs, time_dim=cfg.model.time_dim, text_dim=cfg.model.text_dim, text_hidden=cfg.model.text_hidden, use_text=cfg.model.use_text)
+    torch.manual_seed(seed)
+    model = TGDMat(cfg).eval()
+    sampler = Sampler(model, cfg, base.info, "cpu", f"DiffCSP-sized (hidden {hidden}, {layers} layers, {num_freqs} frequencies), untrained")
+    table = eval_subset(load_split(cfg.data.dataset, "test", progress=False), n)
+    emb = prompt_embeddings(base, table, "test", eval_prompt_kind(base, None))
+    start = time.time()
+    _sample_batches(sampler, table, emb, True, steps, 1.0, seed, batch_size, False, cfg.diffusion.step_lr)
+    seconds = time.time() - start
+    return {"configuration": sampler.source, "parameters": sum(p.numel() for p in model.parameters()), "steps": steps, "step_lr": cfg.diffusion.step_lr,
+            "network_passes": 2 * steps, "n": len(table), "torch_threads": torch.get_num_threads(), "crystals_per_second": round(len(table) / seconds, 3), "peak_rss_mb": round(_peak_rss_mb(), 1)}
 
 
 def markdown_rows(rows: list[dict]) -> str:

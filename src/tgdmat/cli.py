@@ -66,6 +66,25 @@ def shipped_models() -> str:
 
 def _precision_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="the denoiser's arithmetic: bf16 is faster on CPUs with AVX-512 BF16/AMX and on GPUs (see the README's sampler speed table)")
+    p.add_argument("--corrector", choices=["fixed", "rescaled"], help="Langevin corrector step: per step, or times the respacing stride (default: the model's, see its card)")
+    p.add_argument("--integrator", choices=["ancestral", "ode"], help="predictor step: reverse SDE, or probability-flow ODE + DDIM (default: the model's)")
+
+
+def _sampler_meta(sampler) -> dict:
+    d = sampler.cfg.diffusion
+    return {"precision": sampler.precision, "corrector": "rescaled" if d.corrector_rescale else "fixed", "step_lr": d.step_lr, "integrator": d.integrator}
+
+
+def _load_sampler(args, device: str = "cpu"):
+    """The model with this run's sampler settings (precision, corrector scaling, integrator)."""
+    from .sample import Sampler
+
+    sampler = Sampler.load(args.checkpoint, device, args.precision)
+    if args.corrector:
+        sampler.cfg.diffusion.corrector_rescale = args.corrector == "rescaled"
+    if args.integrator:
+        sampler.cfg.diffusion.integrator = args.integrator
+    return sampler
 
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
@@ -206,13 +225,11 @@ def _sample_locked(args, meta: dict, run) -> int:
 
 
 def cmd_generate(args) -> int:
-    from .sample import Sampler
-
     _check_sampling(args)
-    sampler = Sampler.load(args.checkpoint, args.device, args.precision)
+    sampler = _load_sampler(args, args.device)
     n = 16 if args.num_samples is None else args.num_samples
     steps = args.steps or sampler.cfg.diffusion.sample_steps
-    meta = {"command": "generate", "prompt": args.prompt, "checkpoint": args.checkpoint or "perov_5", "n": n, "steps": steps, "guidance": args.guidance, "seed": args.seed, "free": args.free, "batch_size": args.batch_size}
+    meta = {"command": "generate", "prompt": args.prompt, "checkpoint": args.checkpoint or "perov_5", "n": n, "steps": steps, "guidance": args.guidance, "seed": args.seed, "free": args.free, "batch_size": args.batch_size, **_sampler_meta(sampler)}
     return _sample_to(args, meta, lambda on_batch: sampler.generate(
         args.prompt, n, steps=steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
         num_atoms=args.atoms, strict=not args.allow_out_of_scope, progress=not args.quiet, free=args.free, on_batch=on_batch,
@@ -220,13 +237,11 @@ def cmd_generate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .sample import Sampler
-
     _check_sampling(args)
-    sampler = Sampler.load(args.checkpoint, args.device, args.precision)
+    sampler = _load_sampler(args, args.device)
     n = 1 if args.num_samples is None else args.num_samples
     steps = args.steps or sampler.cfg.diffusion.sample_steps
-    meta = {"command": "predict", "formula": args.formula, "text": args.text, "checkpoint": args.checkpoint or "perov_5", "n": n, "steps": steps, "guidance": args.guidance, "seed": args.seed, "batch_size": args.batch_size}
+    meta = {"command": "predict", "formula": args.formula, "text": args.text, "checkpoint": args.checkpoint or "perov_5", "n": n, "steps": steps, "guidance": args.guidance, "seed": args.seed, "batch_size": args.batch_size, **_sampler_meta(sampler)}
     return _sample_to(args, meta, lambda on_batch: sampler.predict(
         args.formula, args.text, n, steps=steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
         strict=not args.allow_out_of_scope, progress=not args.quiet, on_batch=on_batch,
@@ -236,17 +251,17 @@ def cmd_predict(args) -> int:
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_csp, evaluate_gen, markdown_table, write_json
 
-    from .sample import Sampler
-
-    sampler = Sampler.load(args.checkpoint, precision=args.precision)
+    sampler = _load_sampler(args)
     if args.task == "csp":
-        result = evaluate_csp(sampler, args.split, args.limit, args.steps, args.k, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, args.step_lr, args.prompt, args.enforce, args.facts, not args.no_network_facts)
+        result = evaluate_csp(sampler, args.split, args.limit, args.steps, args.k, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, args.step_lr, args.prompt, args.enforce, args.facts, not args.no_network_facts, args.rank)
     else:
         result = evaluate_gen(sampler, args.split, args.limit or 1000, args.steps, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, not args.no_coverage, args.stability, args.prompt, args.enforce)
     result["command"] = args.command_line
     if args.json:
         write_json(result, args.json)
     print(markdown_table([result]))
+    for row in result.get("ranked", []):
+        print(f"top-1 of {row['samples']} ranked by CHGNet energy: match {100 * row['match_rate']:.2f}%, RMSE {row['rmse']:.4g}, exact {100 * row['exact_match_rate']:.2f}%")
     return 0
 
 
@@ -344,13 +359,15 @@ def _fetch_data(args) -> int:
 
 def cmd_speed(args) -> int:
 
-    from .benchmark import markdown_rows, speed_sample, speed_train
+    from .benchmark import markdown_rows, speed_reference, speed_sample, speed_train
     from .evaluate import write_json
 
     if args.what == "train":
         rows = speed_train(args.dataset, tuple(args.hidden), seconds=args.seconds, threads=args.threads)
+    elif args.what == "reference":
+        rows = [speed_reference(args.checkpoint, n=args.n or 64)]
     else:
-        rows = speed_sample(args.checkpoint, tuple(args.steps), n=args.n, match_limit=args.match_limit, step_lrs=tuple(args.step_lr or [None]), correctors=tuple(args.corrector), precisions=tuple(args.precision))
+        rows = speed_sample(args.checkpoint, tuple(args.steps), n=args.n, match_limit=args.match_limit, step_lrs=tuple(args.step_lr or [None]), correctors=tuple(args.corrector), precisions=tuple(args.precision), integrators=tuple(args.integrator))
     if args.json:
         write_json({"command": args.command_line, "rows": rows}, args.json)
     print(markdown_rows(rows))
@@ -395,9 +412,14 @@ def cmd_export(args) -> int:
         cfg.diffusion.sample_steps = args.sample_steps
     if args.step_lr is not None:
         cfg.diffusion.step_lr = args.step_lr
+    if args.corrector:
+        cfg.diffusion.corrector_rescale = args.corrector == "rescaled"
+    if args.integrator:
+        cfg.diffusion.integrator = args.integrator
     out = args.out or CHECKPOINT_DIR / f"{args.name}.safetensors"
     save_checkpoint(out, model, cfg, info)
-    print(f"wrote {out} (sample_steps={cfg.diffusion.sample_steps}, step_lr={cfg.diffusion.step_lr})")
+    d = cfg.diffusion
+    print(f"wrote {out} (sample_steps={d.sample_steps}, step_lr={d.step_lr}, corrector={'rescaled' if d.corrector_rescale else 'fixed'}, integrator={d.integrator})")
     return 0
 
 
@@ -416,7 +438,8 @@ EXAMPLES = {
     "show": ["tgdmat show results/srtio3"],
     "templates": ["tgdmat templates --dataset perov_5"],
     "data": ["tgdmat data --dataset perov_5 --split test --check-roundtrip", "tgdmat data fetch mp_20"],
-    "speed": ["tgdmat speed sample --checkpoint perov_5 --steps 300 100 -n 256"],
+    "speed": ["tgdmat speed sample --checkpoint perov_5_csp --steps 300 100 --corrector fixed rescaled --precision fp32 bf16 --match-limit 500",
+              "tgdmat speed reference --checkpoint perov_5_csp -n 64"],
     "benchmark": ["tgdmat benchmark --checkpoints perov_5 perov_5_notext --csp-limit 1000 --gen-samples 500"],
     "export": ["tgdmat export runs/perov_5/best.safetensors --name perov_5 --sample-steps 300"],
 }
@@ -485,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--stability", type=int, default=0, metavar="N", help="gen: relax the first N valid samples with CHGNet (optional extra) and report the stable share")
     e.add_argument("--enforce", action="store_true", help="enforce each test prompt as the product does (csp: its space group; gen: formula, space group, atoms per cell); default: the model's free sampling")
     e.add_argument("--facts", action="store_true", help="csp with --enforce: the coordination numbers stated in each crystal's long description choose which element sits on which Wyckoff site")
+    e.add_argument("--rank", choices=["energy"], help="csp with -k K: also the top-1 match rate after ranking the first 1, 2, 4, ... K samples by CHGNet energy (optional extra)")
     e.add_argument("--no-network-facts", action="store_true", help="csp, models built with facts: do not feed the test prompts' stated facts to the network (ablation)")
     e.add_argument("--json", help="write all metrics to this JSON file")
     e.add_argument("--quiet", action="store_true")
@@ -526,17 +550,18 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=cmd_data)
 
     v = _command(sub, "speed", help="throughput and peak memory of training or sampling")
-    v.add_argument("what", choices=["train", "sample"])
+    v.add_argument("what", choices=["train", "sample", "reference"], help="train: training throughput per hidden size; sample: sampler settings side by side; reference: a DiffCSP-sized configuration's sampling throughput")
     v.add_argument("--dataset", default="perov_5")
     v.add_argument("--hidden", type=int, nargs="+", default=[128, 256, 512])
     v.add_argument("--seconds", type=float, default=20.0, help="train: seconds timed per configuration")
     v.add_argument("--threads", type=int, default=2)
     v.add_argument("--checkpoint", help="sample: shipped model name or path")
     v.add_argument("--steps", type=int, nargs="+", default=[1000, 300, 100])
-    v.add_argument("-n", type=int, default=0, help="sample: also time de novo generation of this many crystals (models that generate)")
+    v.add_argument("-n", type=int, default=0, help="sample: also time de novo generation of this many crystals (models that generate); reference: crystals timed (default 64)")
     v.add_argument("--step-lr", type=float, nargs="+", help="sample: corrector step sizes to compare (0 = predictor only; default: the model's)")
     v.add_argument("--corrector", nargs="+", choices=["fixed", "rescaled"], default=["fixed"], help="sample: Langevin step per step (fixed) or times the respacing stride (rescaled)")
     v.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32"], help="sample: the denoiser's arithmetic")
+    v.add_argument("--integrator", nargs="+", choices=["ancestral", "ode"], default=["ancestral"], help="sample: predictor step (reverse SDE, or probability-flow ODE + DDIM)")
     v.add_argument("--match-limit", type=int, default=500, help="sample: test crystals sampled and matched per setting (throughput is timed on the same run)")
     v.add_argument("--json")
     v.set_defaults(func=cmd_speed)
@@ -558,6 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", help="explicit output path instead of the package's checkpoints folder")
     x.add_argument("--sample-steps", type=int)
     x.add_argument("--step-lr", type=float)
+    x.add_argument("--corrector", choices=["fixed", "rescaled"], help="new default Langevin step scaling (rescaled: times the respacing stride)")
+    x.add_argument("--integrator", choices=["ancestral", "ode"], help="new default predictor step")
     x.set_defaults(func=cmd_export)
     return p
 

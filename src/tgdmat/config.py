@@ -9,6 +9,7 @@ import yaml
 CONFIG_DIR = Path(__file__).parent / "configs"
 PROMPT_KINDS = ("short", "long")
 LR_SCHEDULES = ("constant", "cosine")
+INTEGRATORS = ("ancestral", "ode")
 
 
 @dataclass
@@ -44,6 +45,12 @@ class DiffusionConfig:
     step_lr: float = 1e-5  # Langevin corrector step size at sampling (DiffCSP: 5e-7 Perov-5, 1e-5 MP-20)
     sample_steps: int = 1000  # default number of reverse steps at sampling (fewer: respaced)
     corrector_rescale: bool = False  # Langevin step x respacing stride, so fewer steps keep the corrector's total step
+    integrator: str = "ancestral"  # sampler predictor: ancestral (reverse SDE) or ode (probability flow for F, DDIM for L)
+
+    def __post_init__(self) -> None:
+        if self.integrator not in INTEGRATORS:
+            raise ValueError(f"diffusion.integrator must be one of {', '.join(INTEGRATORS)}, not {self.integrator!r}")
+        _in_range("diffusion.facts_dropout", self.facts_dropout, 0.0, 1.0)
 
 
 @dataclass

@@ -217,7 +217,7 @@ class Sampler:
             crystals = self.model.sample(
                 counts, c.text, types, steps=steps or self.cfg.diffusion.sample_steps, guidance=guidance, generator=gen, progress=bar.tick if bar is not None else False,
                 allowed_types=self.allowed_types(), symmetry=sym, step_lr=step_lr, precision=self.precision,
-                corrector_rescale=self.cfg.diffusion.corrector_rescale, facts=c.facts,
+                corrector_rescale=self.cfg.diffusion.corrector_rescale, facts=c.facts, integrator=self.cfg.diffusion.integrator,
             )
             structures = crystals.to_structures()
             out.extend(structures)

@@ -93,6 +93,12 @@ class WrappedNormalCoords:
         step = st**2 - ss**2
         return step * score, math.sqrt(step * ss**2 / st**2)
 
+    def ode_terms(self, score: torch.Tensor, t: int, s: int) -> tuple[torch.Tensor, float]:
+        """(drift, 0) of the probability-flow ODE step from sigma_t to sigma_s (Euler): half the
+        ancestral drift and no noise."""
+        st, ss = float(self.sigmas[t]), float(self.sigmas[s])
+        return 0.5 * (st**2 - ss**2) * score, 0.0
+
     def corrector_terms(self, score: torch.Tensor, t: int, step_lr: float) -> tuple[torch.Tensor, float]:
         """(drift, noise std) of one Langevin step at sigma_t with step size step_lr * (sigma_t / sigma_1)^2."""
         step = step_lr * (float(self.sigmas[t]) / float(self.sigmas[1])) ** 2

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 import torch.nn as nn
 
-from ..config import Config
+from ..config import INTEGRATORS, Config
 from ..crystal import Crystal
 from ..model.cspnet import CSPNet, Graph
 from .coords import WrappedNormalCoords
@@ -171,6 +171,7 @@ class TGDMat(nn.Module):
         precision: str = "fp32",
         corrector_rescale: bool | None = None,
         facts: "Facts | None" = None,
+        integrator: str | None = None,
     ) -> Crystal:
         """Crystals with the given numbers of atoms; CSP when ``atom_types`` (atomic numbers) is given.
 
@@ -182,6 +183,8 @@ class TGDMat(nn.Module):
         (default: ``diffusion.corrector_rescale``) the Langevin step grows with the respacing
         stride (t - s), so fewer steps keep the corrector's total step of the full schedule.
         ``facts``: what the prompt states, per crystal, for models built with ``model.facts``.
+        ``integrator`` (default ``diffusion.integrator``): "ancestral" reverse-diffusion steps, or
+        "ode": the probability-flow ODE for F and DDIM for L (deterministic between corrector steps).
         """
         d = self.cfg.diffusion
         dev = next(self.parameters()).device
@@ -190,6 +193,10 @@ class TGDMat(nn.Module):
         B, N = len(num_atoms), int(num_atoms.sum())
         step_lr = d.step_lr if step_lr is None else step_lr
         corrector_rescale = d.corrector_rescale if corrector_rescale is None else corrector_rescale
+        integrator = d.integrator if integrator is None else integrator
+        if integrator not in INTEGRATORS:
+            raise ValueError(f"integrator must be one of {', '.join(INTEGRATORS)}, not {integrator!r}")
+        ode = integrator == "ode"
         if text_emb is not None:
             text_emb = text_emb.to(dev)
         if facts is not None:
@@ -243,10 +250,15 @@ class TGDMat(nn.Module):
                 f = move(f, self.coords.corrector_terms(self.coords.score(out[1], t), t, lr))
                 out = self._denoise(a, f, l, t, graph, text_emb, guidance, precision, facts)
             eps_hat, score_hat, logits = out
-            l = self.lattice.reverse_step(l, eps_hat, t, s, randn(B, 3, 3), project_l0=sym.lattice if sym is not None else None)
+            project = sym.lattice if sym is not None else None
+            if ode:
+                l = self.lattice.ddim_step(l, eps_hat, t, s, project_l0=project)
+            else:
+                l = self.lattice.reverse_step(l, eps_hat, t, s, randn(B, 3, 3), project_l0=project)
             if sym is not None:
                 l = sym.lattice(l, with_targets=False)
-            f = move(f, self.coords.predictor_terms(self.coords.score(score_hat, t), t, s))
+            score = self.coords.score(score_hat, t)
+            f = move(f, self.coords.ode_terms(score, t, s) if ode else self.coords.predictor_terms(score, t, s))
             if not csp:
                 if type_bias is not None:
                     logits = logits + type_bias

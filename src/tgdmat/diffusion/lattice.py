@@ -30,13 +30,23 @@ class LatticeDDPM:
         ab = self.alphas_cumprod.to(lattices.device)[t].view(-1, 1, 1)
         return ab.sqrt() * lattices + (1 - ab).sqrt() * eps
 
+    def _predicted_l0(self, l_t: torch.Tensor, eps_hat: torch.Tensor, t: int, project_l0=None) -> torch.Tensor:
+        ab_t = float(self.alphas_cumprod[t])
+        l0 = (l_t - math.sqrt(1 - ab_t) * eps_hat) / math.sqrt(ab_t)
+        return project_l0(l0) if project_l0 is not None else l0
+
+    def ddim_step(self, l_t: torch.Tensor, eps_hat: torch.Tensor, t: int, s: int, project_l0=None) -> torch.Tensor:
+        """The deterministic (DDIM, eta = 0) step to s: the predicted L_0 re-noised along the
+        predicted noise, sqrt(abar_s) L_0 + sqrt(1 - abar_s) eps_hat."""
+        ab_s = float(self.alphas_cumprod[s])
+        l0 = self._predicted_l0(l_t, eps_hat, t, project_l0)
+        return math.sqrt(ab_s) * l0 + math.sqrt(1 - ab_s) * eps_hat if s > 0 else l0
+
     def reverse_step(self, l_t: torch.Tensor, eps_hat: torch.Tensor, t: int, s: int, z: torch.Tensor, project_l0=None) -> torch.Tensor:
         """Sample L_s ~ q(L_s | L_t, L_0 = prediction) for s < t; ``project_l0`` maps the predicted
         clean lattice onto a constraint set (the last step returns it exactly)."""
         ab_t, ab_s = float(self.alphas_cumprod[t]), float(self.alphas_cumprod[s])
-        l0 = (l_t - math.sqrt(1 - ab_t) * eps_hat) / math.sqrt(ab_t)
-        if project_l0 is not None:
-            l0 = project_l0(l0)
+        l0 = self._predicted_l0(l_t, eps_hat, t, project_l0)
         beta = 1 - ab_t / ab_s
         mean = (math.sqrt(ab_s) * beta / (1 - ab_t)) * l0 + (math.sqrt(1 - beta) * (1 - ab_s) / (1 - ab_t)) * l_t
         var = beta * (1 - ab_s) / (1 - ab_t)
