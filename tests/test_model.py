@@ -123,3 +123,15 @@ def test_bf16_network_stays_close_to_fp32(setup):
         assert float((a - b.float()).norm() / a.norm()) < 0.05
     with pytest.raises(ValueError, match="precision"):
         network_precision("fp8", torch.device("cpu"))
+
+
+def test_auto_precision_is_bf16_only_where_it_is_native(monkeypatch):
+    import tgdmat.diffusion.joint as joint
+
+    monkeypatch.setattr(joint, "native_bf16", lambda device: False)
+    assert joint.resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(joint, "native_bf16", lambda device: True)
+    assert joint.resolve_precision("auto", "cpu") == "bf16"
+    assert joint.resolve_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        joint.resolve_precision("fp16", "cpu")

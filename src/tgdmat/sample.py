@@ -22,7 +22,7 @@ from .crystal import MAX_Z, structure_to_cif, write_extxyz
 from .pretrained import ModelInfo, encoder_spec, load_checkpoint
 from .text.encoder import TextEncoder
 from .conditioning import CrystalPlan, lattice_for_plans, plan_crystals, spacegroup_pool, stoichiometry_for
-from .diffusion.joint import PRECISIONS, respaced_steps
+from .diffusion.joint import resolve_precision, respaced_steps
 from .symmetry import LatticeTarget, SymmetryConstraint, Template
 from .text.facts import Facts, crystal_facts, element_coordination
 from .text.prompts import (
@@ -65,8 +65,8 @@ class Sampler:
 
     @staticmethod
     def load(checkpoint: str | None = None, device: str = "cpu", precision: str = "fp32") -> "Sampler":
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        """A shipped model by name or a checkpoint path; ``precision`` fp32, bf16 or auto (bf16 where native)."""
+        precision = resolve_precision(precision, device)
         model, cfg, info = load_checkpoint(checkpoint, device)
         return Sampler(model, cfg, info, device, checkpoint, precision)
 

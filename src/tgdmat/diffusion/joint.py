@@ -53,6 +53,27 @@ def respaced_steps(timesteps: int, steps: int) -> list[int]:
 PRECISIONS = ("fp32", "bf16")
 
 
+def native_bf16(device: "torch.device | str") -> bool:
+    """Whether bf16 matrix products are native here: CUDA with bf16, or a CPU with AVX-512 BF16 or AMX."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        return any(bool(check()) for check in checks if check is not None)
+    return False
+
+
+def resolve_precision(precision: str, device: "torch.device | str") -> str:
+    """'auto' -> bf16 where it is native (``native_bf16``), else fp32; other names are checked."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of auto, {', '.join(PRECISIONS)}, not {precision!r}")
+    return precision
+
+
 def network_precision(precision: str, device: torch.device):
     """The context the denoiser runs in: fp32, or bf16 autocast (matrix products in bfloat16 on
     CPUs with AVX-512 BF16/AMX and on GPUs; the sampler's state stays float32)."""
