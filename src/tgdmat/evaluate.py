@@ -50,6 +50,15 @@ def prompt_embeddings(sampler: Sampler, table: CrystalTable, split: str, kind: s
     return sampler.embed([short_prompt(f) for f in table.fields])
 
 
+def table_facts_for(sampler: Sampler, table: CrystalTable, split: str, kind: str):
+    """The stated facts of each crystal for a model built with facts (None for other models)."""
+    if not sampler.cfg.model.facts:
+        return None
+    from .text.facts import table_facts
+
+    return table_facts(table, sampler.cfg.data.dataset, split, kind == "long")
+
+
 def _sample_batches(sampler: Sampler, table: CrystalTable, emb: torch.Tensor | None, csp: bool, steps: int, guidance: float, seed: int, batch_size: int, progress: bool, step_lr: float | None = None, facts=None):
     """One free sample per crystal of ``table`` (same atoms per cell; same types for CSP), through
     the product's own batch loop."""
@@ -111,11 +120,7 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
     step_lr = cfg.diffusion.step_lr if step_lr is None else step_lr
     kind = eval_prompt_kind(sampler, prompt)
     emb = prompt_embeddings(sampler, table, split, kind)
-    stated = None
-    if cfg.model.facts and network_facts:
-        from .text.facts import table_facts
-
-        stated = table_facts(table, cfg.data.dataset, split, kind == "long")
+    stated = table_facts_for(sampler, table, split, kind) if network_facts else None
     t0 = time.time()  # sampling time only (the embeddings above may come from a cache or the encoder)
     failed = 0
     if enforce:
@@ -237,11 +242,7 @@ def evaluate_gen(checkpoint: "str | Sampler | None" = None, split: str = "test",
     conditions = eval_subset(full, num_samples, seed)
     kind = eval_prompt_kind(sampler, prompt)
     emb = prompt_embeddings(sampler, conditions, split, kind)
-    stated = None
-    if cfg.model.facts:
-        from .text.facts import table_facts
-
-        stated = table_facts(conditions, cfg.data.dataset, split, kind == "long")
+    stated = table_facts_for(sampler, conditions, split, kind)
     t0 = time.time()  # sampling time only
     failed = 0
     if enforce:

@@ -148,7 +148,7 @@ class TGDMat(nn.Module):
         keep = torch.ones(B, dtype=torch.bool, device=dev) if shard is None else shard.to(dev)
         atoms = keep[batch]
         graph = Graph(crystal.num_atoms[keep])
-        text = text_emb[keep] if (text_emb is not None and self.cfg.model.use_text) else None
+        text = text_emb[keep] if use_text else None
         fact_shard = facts.select(torch.nonzero(keep).flatten()) if use_facts else None
         eps_hat, score_hat, logits = self.net(a_t[atoms], f_t[atoms], l_t[keep], t[keep], graph, text, fact_shard)
         loss_l = ((eps_hat - eps_l[keep]) ** 2).sum() * (world / (B * 9))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -80,12 +80,15 @@ class Facts:
     def __len__(self) -> int:
         return int(self.spacegroup.shape[0])
 
+    def _map(self, fn) -> "Facts":
+        return Facts(*(fn(getattr(self, f.name)) for f in fields(self)))
+
     def select(self, index) -> "Facts":
         index = torch.as_tensor(index, dtype=torch.long, device=self.spacegroup.device)
-        return Facts(self.spacegroup[index], self.crystal_system[index], self.coordination[index], self.bond_length[index])
+        return self._map(lambda t: t[index])
 
     def to(self, device) -> "Facts":
-        return Facts(*(t.to(device) for t in (self.spacegroup, self.crystal_system, self.coordination, self.bond_length)))
+        return self._map(lambda t: t.to(device))
 
     def drop(self, symmetry: torch.Tensor, sites: torch.Tensor) -> "Facts":
         """The same facts with the symmetry (space group, system) and/or site facts of the crystals
@@ -113,7 +116,7 @@ class Facts:
 
     @staticmethod
     def cat(parts: list["Facts"]) -> "Facts":
-        return Facts(*(torch.cat([getattr(p, k) for p in parts]) for k in ("spacegroup", "crystal_system", "coordination", "bond_length")))
+        return Facts(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Facts)))
 
 
 def crystal_facts(spacegroup: int | None = None, crystal_system: str | None = None, text: str | None = None) -> Facts:
@@ -132,16 +135,19 @@ def crystal_facts(spacegroup: int | None = None, crystal_system: str | None = No
     if text:
         from pymatgen.core.periodic_table import Element
 
+        def column(el: str) -> int | None:  # Z of a symbol the model knows, else None (ignored)
+            return Element(el).Z if Element.is_valid_symbol(el) and Element(el).Z <= MAX_Z else None
+
         for el, values in element_coordination(text).items():
-            if Element.is_valid_symbol(el) and Element(el).Z <= MAX_Z:
-                cn[0, Element(el).Z] = min(sum(values) / len(values), MAX_CN)
+            if column(el) is not None:
+                cn[0, column(el)] = min(sum(values) / len(values), MAX_CN)
         per = defaultdict(list)
         for (x, y), length in bond_lengths(text).items():
             per[x].append(length)
             per[y].append(length)
         for el, lengths in per.items():
-            if Element.is_valid_symbol(el) and Element(el).Z <= MAX_Z:
-                bond[0, Element(el).Z] = sum(lengths) / len(lengths)
+            if column(el) is not None:
+                bond[0, column(el)] = sum(lengths) / len(lengths)
     return Facts(torch.tensor([int(spacegroup or 0)]), torch.tensor([system]), cn, bond)
 
 
