@@ -296,3 +296,50 @@ def test_a_facts_model_reads_the_stated_numbers_and_says_so(tmp_path, capsys):
     notes = json.loads((out / "summary.json").read_text())["notes"]
     assert any(n.startswith("facts read as numbers: space group 221") and "Nb: CN 6, 2.00 Å" in n for n in notes), notes
     assert "facts read as numbers" in capsys.readouterr().out
+
+
+def test_a_numbers_model_reads_lattice_volume_and_property_numbers(tmp_path, capsys):
+    """predict with stated numbers: the notes list a, the volume per atom and the formation energy
+    the network read, and the data-derived number scales survive the checkpoint round trip."""
+    from tgdmat.pretrained import load_checkpoint
+    from tgdmat.text.facts import NUMBERS
+
+    path, model = _numbers_checkpoint(tmp_path)
+    loaded, _, _ = load_checkpoint(str(path))
+    assert torch.equal(loaded.net.facts.number_scale, model.net.facts.number_scale)
+    assert abs(float(loaded.net.facts.number_scale[0, NUMBERS.index("a")]) - 4.0) < 1e-6
+    out = tmp_path / "knbo3"
+    text = "cubic KNbO3 in Pm-3m with a = 4.02 Å, formation energy -1.5 eV per atom, volume 65 Å^3"
+    assert main(["predict", "--formula", "KNbO3", "--text", text, "-n", "2", "--checkpoint", str(path), "--out", str(out), "--quiet"]) == 0
+    notes = [n for n in json.loads((out / "summary.json").read_text())["notes"] if n.startswith("facts read as numbers")]
+    assert notes and "space group 221" in notes[0] and "a 4.02 Å" in notes[0] and "volume per atom 13 Å^3" in notes[0], notes
+    assert "formation energy per atom -1.5 eV" in notes[0], notes
+
+
+def _numbers_checkpoint(tmp_path):
+    """An untrained CSP model built with facts and numbers (a's scale set from five values)."""
+    from tgdmat.text.facts import Facts, crystal_facts
+
+    torch.manual_seed(0)
+    cfg = Config(model=ModelConfig(hidden=32, layers=1, num_freqs=4, time_dim=16, text_hidden=8, facts=True, facts_hidden=8, facts_numbers=True),
+                 diffusion=DiffusionConfig(step_lr=0.0, sample_steps=4, task="csp"), data=DataConfig(dataset="perov_5"))
+    model = TGDMat(cfg)
+    model.net.facts.set_number_scale(Facts.cat([crystal_facts(None, None, None, {"a": 3.8 + 0.1 * k}) for k in range(5)]))
+    path = tmp_path / "numbers.safetensors"
+    save_checkpoint(path, model, cfg, ModelInfo("perov_5", {5: 100}, ["O", "K", "Nb", "Sr", "Ti", "Ba", "N", "F"], {}))
+    return path, model
+
+
+@needs_data
+def test_evaluate_with_stated_lattice_numbers(tiny_checkpoint, tmp_path, capsys):
+    """--stated-lattice feeds the test crystals' lattice numbers to a numbers model and reports the
+    share within 2%; a model without numbers refuses it in one line."""
+    path, _ = _numbers_checkpoint(tmp_path)
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--task", "csp", "--checkpoint", str(path), "--limit", "4", "--steps", "3", "--workers", "1", "--stated-lattice", "--json", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert result["stated_lattice"] is True and 0.0 <= result["lattice_within_2pct"] <= 1.0
+    capsys.readouterr()
+    assert main(["evaluate", "--task", "csp", "--checkpoint", tiny_checkpoint, "--limit", "4", "--steps", "3", "--stated-lattice", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.facts_numbers" in err[0]

@@ -103,3 +103,120 @@ def test_sampled_lattice_moves_with_the_stated_bond_length():
 
     small, large = volume(1.8), volume(2.4)
     assert large > 1.5 * small, (small, large)  # (2.4 / 1.8)^3 = 2.37 for a perfect model
+
+
+def test_numbers_are_stated_dropped_and_scaled():
+    """Stated numbers keep 0 eV apart from 'not stated'; dropout unstates single numbers."""
+    from tgdmat.text.facts import NUMBERS, canonical_properties
+
+    f = crystal_facts(221, None, None, {"a": 4.1, "formation_energy_per_atom": 0.0, "unknown": 3.0})
+    a, e = NUMBERS.index("a"), NUMBERS.index("formation_energy_per_atom")
+    assert f.numbers_stated[0].nonzero().flatten().tolist() == [a, e] and abs(float(f.numbers[0, a]) - 4.1) < 1e-6
+    feats = f.number_features()
+    assert feats.shape == (1, 2 * len(NUMBERS)) and float(feats[0, len(NUMBERS) + e]) == 1.0  # 0 eV is stated
+    assert "a 4.1 Å" in f.describe() and "formation energy per atom 0 eV" in f.describe()
+    mask = torch.zeros(1, len(NUMBERS), dtype=torch.bool)
+    mask[0, a] = True
+    d = f.drop(torch.tensor([False]), torch.tensor([False]), mask)
+    assert d.numbers_stated[0].nonzero().flatten().tolist() == [e] and float(d.numbers[0, a]) == 0.0
+    assert float(d.number_features()[0, a]) == 0.0
+    two = f.select([0, 0]).with_numbers({"volume_per_atom": 12.5})
+    assert two.numbers_stated[:, NUMBERS.index("volume_per_atom")].all()
+    assert canonical_properties({"heat_ref": -1.2, "dir_gap": 0.3}, "perov_5") == {"formation_energy_per_atom": -1.2}
+
+
+def test_structure_numbers_are_the_conventional_cell():
+    """A primitive fcc cell states the conventional a (what a user writes), not its own 2.5 Å."""
+    from pymatgen.core import Lattice, Structure
+
+    from tgdmat.text.facts import structure_numbers
+
+    fcc = Structure(Lattice.cubic(3.6), ["Cu"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]).get_primitive_structure()
+    got = structure_numbers(fcc)
+    assert abs(got["a"] - 3.6) < 1e-6 and abs(got["alpha"] - 90) < 1e-6 and abs(got["c_over_a"] - 1) < 1e-9
+    assert abs(got["volume_per_atom"] - 3.6 ** 3 / 4) < 1e-6
+
+
+def _numbers_model():
+    torch.manual_seed(0)
+    cfg = Config(model=ModelConfig(hidden=32, layers=2, num_freqs=4, time_dim=16, use_text=False, facts=True, facts_hidden=16, facts_numbers=True),
+                 diffusion=DiffusionConfig(timesteps=50, step_lr=0.0, task="csp"), data=DataConfig(dataset="perov_5"))
+    return TGDMat(cfg)
+
+
+def test_a_stated_lattice_parameter_reaches_the_network():
+    from tgdmat.model.cspnet import Graph
+
+    model = _numbers_model().eval()
+    types = torch.tensor([19, 41, 8, 8, 8]) - 1
+    frac, lat, t, g = torch.rand(5, 3), torch.eye(3).unsqueeze(0) * 4, torch.tensor([20]), Graph(torch.tensor([5]))
+    with torch.no_grad():
+        out = [model.net(types, frac, lat, t, g, None, crystal_facts(221, None, None, {"a": a}))[0] for a in (4.1, 3.7)]
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_sampled_lattice_moves_with_the_stated_lattice_parameter():
+    """Trained briefly on cubic cells with their a stated as a number (standardised by the
+    training data's spread; no projection onto it in sampling), the sampled cells follow it:
+    'a = 4.1' gives larger cells than 'a = 3.7'."""
+    from tgdmat.crystal import Crystal
+    from tgdmat.text.facts import NUMBERS
+
+    model = _numbers_model().train()
+    gen = torch.Generator().manual_seed(0)
+    model.net.facts.set_number_scale(Facts.cat([crystal_facts(221, None, None, {"a": 3.3 + 1.2 * k / 99}) for k in range(100)]))
+    centre, scale = model.net.facts.number_scale[:, NUMBERS.index("a")].tolist()
+    assert abs(centre - 3.9) < 1e-6 and abs(scale - 0.35) < 0.01  # from the data, not the generic 6 +- 4 Å
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    types = torch.tensor([19, 41, 8, 8, 8])
+    base_frac = torch.tensor([[0.0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    for step in range(600):
+        a = 3.3 + 1.2 * torch.rand(16, generator=gen)
+        crystals = Crystal(types.repeat(16), base_frac.repeat(16, 1), torch.eye(3) * a.view(-1, 1, 1), torch.full((16,), 5))
+        facts = Facts.cat([crystal_facts(221, None, None, {"a": x}) for x in a.tolist()])
+        loss = model.loss(crystals, None, gen, facts=facts).total
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+    def median_a(a):
+        out = model.sample(torch.full((32,), 5), atom_types=types.repeat(32), steps=50, generator=torch.Generator().manual_seed(1),
+                           facts=crystal_facts(221, None, None, {"a": a}).select([0] * 32))
+        return float((torch.linalg.det(out.lattices).abs() ** (1 / 3)).median())
+
+    small, large = median_a(3.7), median_a(4.1)
+    assert large - small > 0.2, (small, large)  # 0.4 Å apart for a perfect model
+
+
+def test_facts_dropout_marginals():
+    """Each field is dropped at its configured rate: symmetry 0.1 + 0.9 x 0.3, a number 1 - 0.9 x 0.7
+    (a lattice one also with the lattice group's 0.5), the whole lattice group at least 0.5."""
+    from tgdmat.diffusion.joint import facts_dropout
+    from tgdmat.text.facts import NUMBERS
+
+    n = 40000
+    every = {k: 1.0 for k in NUMBERS}
+    facts = crystal_facts(221, None, KNBO3, every).select([0] * n)
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=gen)
+
+    d = DiffusionConfig()
+    no_text = rand(n) < d.text_dropout
+    out = facts_dropout(facts, no_text, rand, d, numbers=True)
+
+    def dropped(mask):  # share of crystals
+        return float(mask.float().mean())
+
+    assert abs(dropped(out.spacegroup == 0) - (0.1 + 0.9 * 0.3)) < 0.01
+    assert abs(dropped(out.coordination[:, 41] == 0) - (0.1 + 0.9 * 0.3)) < 0.01
+    fe, a = NUMBERS.index("formation_energy_per_atom"), NUMBERS.index("a")
+    assert abs(dropped(~out.numbers_stated[:, fe]) - (1 - 0.9 * 0.7)) < 0.01
+    assert abs(dropped(~out.numbers_stated[:, a]) - (1 - 0.9 * 0.7 * 0.5)) < 0.01
+    no_lattice = ~out.numbers_stated[:, [NUMBERS.index(k) for k in ("a", "b", "c", "alpha", "beta", "gamma", "c_over_a", "volume_per_atom")]].any(-1)
+    assert abs(dropped(no_lattice) - (0.1 + 0.9 * 0.5)) < 0.01
+    assert bool((out.numbers[~out.numbers_stated] == 0).all())
+    old = facts_dropout(facts, no_text, rand, d, numbers=False)
+    assert bool(old.numbers_stated.all())  # models without numbers: numbers untouched (and not read)

@@ -153,6 +153,19 @@ def test_adherence_to_prompt_fields():
     assert mixed["formula"] == 0.5 and mixed["crystal_system"] == 0.0 and mixed["all"] == 0.0
 
 
+def test_lattice_within_reads_the_conventional_cell():
+    """The same cubic cell given as its primitive fcc cell meets a, b, c; 3% larger or missing does not."""
+    from pymatgen.core import Lattice, Structure
+
+    from tgdmat.metrics.adherence import lattice_within
+
+    fcc = Structure(Lattice.cubic(3.6), ["Cu"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    larger = fcc.copy()
+    larger.scale_lattice(fcc.volume * 1.03 ** 3)
+    assert lattice_within([fcc.get_primitive_structure(), larger, None], [fcc, fcc, fcc]) == pytest.approx(1 / 3)
+    assert lattice_within([larger], [fcc], rel_tol=0.05) == 1.0
+
+
 # ------------------------------------------------------------------ stability (optional)
 @pytest.mark.slow
 def test_chgnet_relaxation_keeps_srtio3():

@@ -253,7 +253,7 @@ def cmd_evaluate(args) -> int:
 
     sampler = _load_sampler(args)
     if args.task == "csp":
-        result = evaluate_csp(sampler, args.split, args.limit, args.steps, args.k, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, args.step_lr, args.prompt, args.enforce, args.facts, not args.no_network_facts, args.rank)
+        result = evaluate_csp(sampler, args.split, args.limit, args.steps, args.k, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, args.step_lr, args.prompt, args.enforce, args.facts, not args.no_network_facts, args.rank, args.stated_lattice)
     else:
         result = evaluate_gen(sampler, args.split, args.limit or 1000, args.steps, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, not args.no_coverage, args.stability, args.prompt, args.enforce)
     result["command"] = args.command_line
@@ -509,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--enforce", action="store_true", help="enforce each test prompt as the product does (csp: its space group; gen: formula, space group, atoms per cell); default: the model's free sampling")
     e.add_argument("--facts", action="store_true", help="csp with --enforce: the coordination numbers stated in each crystal's long description choose which element sits on which Wyckoff site")
     e.add_argument("--rank", choices=["energy"], help="csp with -k K: also the top-1 match rate after ranking the first 1, 2, 4, ... K samples by CHGNet energy (optional extra)")
+    e.add_argument("--stated-lattice", action="store_true", help="csp, models built with model.facts_numbers: the network also reads each test crystal's lattice parameters, c/a and volume per atom, as a prompt stating them would give them (reported: lattice_within_2pct)")
     e.add_argument("--no-network-facts", action="store_true", help="csp, models built with facts: do not feed the test prompts' stated facts to the network (ablation)")
     e.add_argument("--json", help="write all metrics to this JSON file")
     e.add_argument("--quiet", action="store_true")

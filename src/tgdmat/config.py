@@ -26,6 +26,7 @@ class ModelConfig:
     use_text: bool = True  # False: the same network with no text (the DiffCSP baseline)
     facts: bool = False  # stated facts (space group, system, per-element coordination and bond length) as input features
     facts_hidden: int = 64
+    facts_numbers: bool = False  # with facts: also the stated numbers (lattice parameters, c/a, volume per atom, properties)
 
 
 @dataclass
@@ -41,7 +42,8 @@ class DiffusionConfig:
     task: str = "both"  # csp (types given), gen (types diffused) or both (a share of each batch as CSP)
     csp_fraction: float = 0.5  # with task=both: share of crystals trained with types given
     text_dropout: float = 0.1  # classifier-free guidance: share of crystals trained without text (and facts)
-    facts_dropout: float = 0.3  # with model.facts: share of crystals trained without their symmetry facts, and (drawn apart) without their site facts
+    facts_dropout: float = 0.3  # with model.facts: share of crystals trained without their symmetry facts, and (drawn apart) without their site facts; with facts_numbers each number too
+    lattice_facts_dropout: float = 0.5  # with model.facts_numbers: share trained with none of their lattice numbers (most prompts state none)
     step_lr: float = 1e-5  # Langevin corrector step size at sampling (DiffCSP: 5e-7 Perov-5, 1e-5 MP-20)
     sample_steps: int = 1000  # default number of reverse steps at sampling (fewer: respaced)
     corrector_rescale: bool = False  # Langevin step x respacing stride, so fewer steps keep the corrector's total step
@@ -51,6 +53,7 @@ class DiffusionConfig:
         if self.integrator not in INTEGRATORS:
             raise ValueError(f"diffusion.integrator must be one of {', '.join(INTEGRATORS)}, not {self.integrator!r}")
         _in_range("diffusion.facts_dropout", self.facts_dropout, 0.0, 1.0)
+        _in_range("diffusion.lattice_facts_dropout", self.lattice_facts_dropout, 0.0, 1.0)
 
 
 @dataclass

@@ -50,13 +50,16 @@ def prompt_embeddings(sampler: Sampler, table: CrystalTable, split: str, kind: s
     return sampler.embed([short_prompt(f) for f in table.fields])
 
 
-def table_facts_for(sampler: Sampler, table: CrystalTable, split: str, kind: str):
-    """The stated facts of each crystal for a model built with facts (None for other models)."""
+def table_facts_for(sampler: Sampler, table: CrystalTable, split: str, kind: str, lattice: bool = False):
+    """The stated facts of each crystal for a model built with facts (None for other models): what
+    its test prompt states (a short prompt states the property values; the lattice numbers only
+    with ``lattice``, for models built with ``model.facts_numbers``)."""
     if not sampler.cfg.model.facts:
         return None
     from .text.facts import table_facts
 
-    return table_facts(table, sampler.cfg.data.dataset, split, kind == "long")
+    numbers = sampler.cfg.model.facts_numbers
+    return table_facts(table, sampler.cfg.data.dataset, split, kind == "long", lattice=lattice, properties=numbers and kind == "short")
 
 
 def _sample_batches(sampler: Sampler, table: CrystalTable, emb: torch.Tensor | None, csp: bool, steps: int, guidance: float, seed: int, batch_size: int, progress: bool, step_lr: float | None = None, facts=None):
@@ -97,7 +100,7 @@ def condition_plans(sampler: Sampler, table: CrystalTable, seed: int, typed: boo
     return plans, failed
 
 
-def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test", limit: int | None = None, steps: int | None = None, k: int = 1, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, step_lr: float | None = None, prompt: str | None = None, enforce: bool = False, facts: bool = False, network_facts: bool = True, rank: str | None = None) -> dict:
+def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test", limit: int | None = None, steps: int | None = None, k: int = 1, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, step_lr: float | None = None, prompt: str | None = None, enforce: bool = False, facts: bool = False, network_facts: bool = True, rank: str | None = None, stated_lattice: bool = False) -> dict:
     """Match rate and RMSE of CSP on a split (best of ``k`` samples when k > 1).
 
     ``checkpoint``: a shipped name, a ``.safetensors`` path, or an already loaded ``Sampler``.
@@ -107,20 +110,27 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
     ``network_facts`` (models built with facts): the network reads each test crystal's stated
     facts (space group; with long descriptions per-element coordination and bond lengths);
     ``rank="energy"``: also the top-1 match rate when the k samples of each crystal are ranked by
-    CHGNet energy per atom (``ranked_top1``, for every power of two up to k).
+    CHGNet energy per atom (``ranked_top1``, for every power of two up to k); ``stated_lattice``
+    (models built with ``model.facts_numbers``): the network also reads each test crystal's
+    conventional lattice parameters, volume per atom and c/a, as a prompt stating them gives them
+    (not enforced by the sampler). ``lattice_within_2pct``: share of first samples whose a, b, c
+    are within 2% of the test crystal's.
     """
     from .metrics import match_rate_rmse, match_rate_rmse_k
+    from .metrics.adherence import lattice_within
 
     sampler = checkpoint if isinstance(checkpoint, Sampler) else Sampler.load(checkpoint)
     checkpoint = sampler.source if isinstance(checkpoint, Sampler) else checkpoint
     cfg = sampler.cfg
+    if stated_lattice and not (cfg.model.facts and cfg.model.facts_numbers and network_facts):
+        raise ValueError("stated lattice numbers need a model built with model.facts_numbers (and network facts on)")
     steps = steps or cfg.diffusion.sample_steps
     table = eval_subset(load_split(cfg.data.dataset, split, data_root or cfg.data.data_root), limit)
     targets = table.structures()
     step_lr = cfg.diffusion.step_lr if step_lr is None else step_lr
     kind = eval_prompt_kind(sampler, prompt)
     emb = prompt_embeddings(sampler, table, split, kind)
-    stated = table_facts_for(sampler, table, split, kind) if network_facts else None
+    stated = table_facts_for(sampler, table, split, kind, stated_lattice) if network_facts else None
     t0 = time.time()  # sampling time only (the embeddings above may come from a cache or the encoder)
     failed = 0
     if enforce:
@@ -142,11 +152,12 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
         metrics = match_rate_rmse_k([list(x) for x in zip(*samples)], targets, workers=workers, progress=progress)
     if rank == "energy":
         metrics["ranked"] = ranked_top1(samples, targets, workers, progress)
+    metrics["lattice_within_2pct"] = lattice_within(samples[0], targets)
     return {
         "task": "csp", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset, data_root or cfg.data.data_root), "split": split,
         "checkpoint": str(checkpoint), "text": cfg.model.use_text, "prompt": kind if cfg.model.use_text else None, "n": len(table), "k": k, "steps": steps, "step_lr": step_lr,
         "corrector_rescale": cfg.diffusion.corrector_rescale, "precision": sampler.precision,
-        "guidance": guidance, "seed": seed, "enforce_spacegroup": enforce, "description_facts": facts, "network_facts": stated is not None, "no_template": failed, "sampling_seconds": round(seconds, 1),
+        "guidance": guidance, "seed": seed, "enforce_spacegroup": enforce, "description_facts": facts, "network_facts": stated is not None, "stated_lattice": stated_lattice and stated is not None, "no_template": failed, "sampling_seconds": round(seconds, 1),
         "crystals_per_second": round(k * len(table) / seconds, 3), **metrics,
     }
 
@@ -278,7 +289,7 @@ def markdown_table(results: list[dict]) -> str:
     """A Markdown table of evaluation results (CSP and generation columns as present)."""
     cols = [
         ("dataset", "dataset"), ("protocol", "protocol"), ("task", "task"), ("text", "text"), ("n", "n"), ("k", "k"), ("steps", "steps"),
-        ("match_rate", "match rate"), ("rmse", "RMSE"), ("exact_match_rate", "exact"), ("struct_valid", "struct. valid"), ("comp_valid", "comp. valid"), ("quality_ok", "quality ok"),
+        ("match_rate", "match rate"), ("rmse", "RMSE"), ("exact_match_rate", "exact"), ("lattice_within_2pct", "lattice ±2%"), ("struct_valid", "struct. valid"), ("comp_valid", "comp. valid"), ("quality_ok", "quality ok"),
         ("cov_recall", "COV-R"), ("cov_precision", "COV-P"), ("wdist_density", "W(density)"), ("wdist_num_elems", "W(#elem)"),
         ("adherence_all", "prompt adherence"), ("crystals_per_second", "crystals/s"),
     ]
@@ -289,7 +300,7 @@ def markdown_table(results: list[dict]) -> str:
         for k, _ in cols:
             v = r.get(k, "")
             if isinstance(v, float):
-                v = "nan" if math.isnan(v) else (f"{100 * v:.2f}%" if k in ("match_rate", "exact_match_rate", "struct_valid", "comp_valid", "quality_ok", "cov_recall", "cov_precision", "adherence_all") else f"{v:.4g}")
+                v = "nan" if math.isnan(v) else (f"{100 * v:.2f}%" if k in ("match_rate", "exact_match_rate", "lattice_within_2pct", "struct_valid", "comp_valid", "quality_ok", "cov_recall", "cov_precision", "adherence_all") else f"{v:.4g}")
             cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -24,7 +24,7 @@ from .text.encoder import TextEncoder
 from .conditioning import CrystalPlan, lattice_for_plans, plan_crystals, spacegroup_pool, stoichiometry_for
 from .diffusion.joint import resolve_precision, respaced_steps
 from .symmetry import LatticeTarget, SymmetryConstraint, Template
-from .text.facts import Facts, crystal_facts, element_coordination
+from .text.facts import Facts, canonical_properties, crystal_facts, element_coordination
 from .text.prompts import (
     SYMPREC, PromptError, PromptFields, honoured_properties, normalize_prompt, parse_lattice, parse_prompt, parse_properties,
     qualitative_terms, short_prompt, structure_fields,
@@ -227,13 +227,27 @@ class Sampler:
                 on_batch(structures)
         return out
 
-    def stated_facts(self, fields: PromptFields, text: str | None, notes: list[str] | None = None) -> Facts | None:
+    def stated_facts(self, fields: PromptFields, text: str | None, notes: list[str] | None = None, lattice: LatticeTarget | None = None, plans: list[CrystalPlan] | None = None) -> Facts | None:
         """The facts this model reads as numbers (models built with ``model.facts``): the prompt's
-        space group or crystal system, and for long descriptions each element's coordination
-        number and mean bond length. What is read is added to ``notes``."""
+        space group or crystal system, for long descriptions each element's coordination number
+        and mean bond length, and with ``model.facts_numbers`` the stated lattice numbers, volume
+        (per atom of each plan) and property values. What is read is added to ``notes``."""
         if not self.cfg.model.facts:
             return None
-        facts = crystal_facts(fields.spacegroup_number, fields.crystal_system, text if self.long_text else None)
+        numbers = {}
+        if self.cfg.model.facts_numbers:
+            numbers.update(canonical_properties(fields.properties, self.info.dataset))
+            if lattice is not None:
+                numbers.update({k: v for k, v in lattice.as_dict().items() if k != "volume"})
+        facts = crystal_facts(fields.spacegroup_number, fields.crystal_system, text if self.long_text else None, numbers)
+        volume = lattice.volume if (lattice is not None and self.cfg.model.facts_numbers) else None
+        if volume is not None and plans:
+            from .symmetry import CENTERING_MULTIPLICITY, centering
+
+            def per_atom(p: CrystalPlan) -> float:  # the stated volume is the conventional cell's
+                return volume / (CENTERING_MULTIPLICITY[centering(p.template.spacegroup) if p.template else "P"] * p.num_atoms)
+
+            facts = Facts.cat([facts.with_numbers({"volume_per_atom": per_atom(p)}) for p in plans])
         if notes is not None:
             notes.append("facts read as numbers: " + facts.describe())
         return facts
@@ -291,7 +305,7 @@ class Sampler:
         if self.cfg.diffusion.task == "csp" and (free or any(p.atom_types is None for p in plans)):
             raise ScopeError("this model was trained for structure prediction only (atom types given): name a formula or elements in the prompt, or use a model trained with task both (perov_5) for de novo generation")
         lattice = lattice_for_plans(req.lattice, req.density, plans, req.notes)
-        facts = self.stated_facts(fields, req.text, req.notes)
+        facts = self.stated_facts(fields, req.text, req.notes, lattice, plans)
         structures = self.sample_plans(plans, req.text, steps, guidance, seed, batch_size, progress, lattice, free_types=free, on_batch=on_batch, facts=facts)
         return Generation(structures, req.text, fields, lattice, req.notes)
 
@@ -324,7 +338,7 @@ class Sampler:
         coordination = element_coordination(text) if (text and self.long_text) else None
         plans = plan_crystals(fields, [size] * n, n, self.templates(), self.info.num_atoms_hist, gen, req.lattice, coordination)
         lattice = lattice_for_plans(req.lattice, req.density, plans, req.notes)
-        facts = self.stated_facts(fields, prompt_text, req.notes)
+        facts = self.stated_facts(fields, prompt_text, req.notes, lattice, plans)
         structures = self.sample_plans(plans, prompt_text, steps, guidance, seed, batch_size, progress, lattice, on_batch=on_batch, facts=facts)
         return Generation(structures, prompt_text, fields, lattice, req.notes)
 

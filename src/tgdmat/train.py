@@ -295,10 +295,12 @@ def _train(cfg: Config, out: Path, resume: bool, device: str, command: str, rank
         cfg.model.text_dim = int(text_train.shape[-1])
     facts_train = facts_val = None
     if cfg.model.facts:
-        facts_train, facts_val = (table_facts(t, cfg.data.dataset, split, cfg.data.prompt == "long").to(device) for t, split in ((train_table, "train"), (val_table, "val")))
+        facts_train, facts_val = (table_facts(t, cfg.data.dataset, split, cfg.data.prompt == "long", cfg.model.facts_numbers, cfg.model.facts_numbers).to(device) for t, split in ((train_table, "train"), (val_table, "val")))
     crystals, val_crystals = as_float(train_table.crystals, device), as_float(val_table.crystals, device)
 
     model = TGDMat(cfg).to(device)
+    if cfg.model.facts and cfg.model.facts_numbers:
+        model.net.facts.set_number_scale(facts_train)  # from the data, before the EMA copy (a resumed state restores it)
     ema = copy.deepcopy(model).eval()
     net = model
     if rank.world > 1:

@@ -84,6 +84,23 @@ def network_precision(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+def facts_dropout(facts: "Facts", no_text: torch.Tensor, rand: Callable, d, numbers: bool) -> "Facts":
+    """Field dropout of the stated facts in training: all of them where the text is dropped
+    (guidance), else the symmetry and the site facts each with ``d.facts_dropout``; with
+    ``numbers`` each number too, and all lattice numbers together with ``d.lattice_facts_dropout``
+    (most prompts state none). ``rand(*shape)`` draws the uniforms; the numbers are drawn last, so
+    models without them keep their random stream."""
+    B = len(facts)
+    symmetry, sites = no_text | (rand(B) < d.facts_dropout), no_text | (rand(B) < d.facts_dropout)
+    drop_numbers = None
+    if numbers:
+        from ..text.facts import LATTICE_NUMBERS
+
+        drop_numbers = no_text.unsqueeze(-1) | (rand(B, facts.numbers.shape[-1]) < d.facts_dropout)
+        drop_numbers = drop_numbers | ((rand(B) < d.lattice_facts_dropout).unsqueeze(-1) & LATTICE_NUMBERS.to(no_text.device))
+    return facts.drop(symmetry, sites, drop_numbers)
+
+
 class TGDMat(nn.Module):
     """Denoiser plus the three diffusion processes of one config."""
 
@@ -143,7 +160,7 @@ class TGDMat(nn.Module):
         if use_text and d.text_dropout > 0:
             text_emb = torch.where(no_text.unsqueeze(-1), torch.full_like(text_emb, float("nan")), text_emb)
         if use_facts:
-            facts = facts.to(dev).drop(no_text | (rand(B) < d.facts_dropout), no_text | (rand(B) < d.facts_dropout))
+            facts = facts_dropout(facts.to(dev), no_text, rand, d, self.cfg.model.facts_numbers)
 
         keep = torch.ones(B, dtype=torch.bool, device=dev) if shard is None else shard.to(dev)
         atoms = keep[batch]

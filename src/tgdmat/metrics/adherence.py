@@ -105,3 +105,15 @@ def adherence(structures: Sequence, fields: PromptFields, symprec: float = SYMPR
         out["all"] = float(np.mean([s is not None and structure_valid(s) for s in structures]))
     out["n"] = n
     return out
+
+
+def lattice_within(predictions: Sequence, targets: Sequence, rel_tol: float = 0.02, keys: tuple[str, ...] = ("a", "b", "c")) -> float:
+    """Share of predictions whose conventional a, b and c are each within ``rel_tol`` of their
+    target's (a missing prediction fails): how well stated lattice parameters are met."""
+    hits = 0
+    for pred, target in zip(predictions, targets):
+        if pred is None:
+            continue
+        got, want = conventional_parameters(pred), conventional_parameters(target)
+        hits += all(abs(got[k] - want[k]) <= rel_tol * abs(want[k]) for k in keys)
+    return hits / len(targets) if len(targets) else float("nan")

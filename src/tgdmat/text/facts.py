@@ -1,9 +1,12 @@
-"""Structured facts stated in a long (robocrys-style) description: per site its coordination number
-and mean bond lengths. They decide which cation sits on which Wyckoff site, exactly what a
-mean-pooled sentence vector blurs ("Ti(1) is bonded to six equivalent O(1) atoms").
+"""Structured facts a prompt states, as numbers for the network: the space group and crystal
+system; from a long (robocrys-style) description per site its coordination number and mean bond
+lengths, which decide which cation sits on which Wyckoff site, exactly what a mean-pooled sentence
+vector blurs ("Ti(1) is bonded to six equivalent O(1) atoms"); and the numbers of a prompt
+(lattice parameters, volume or density, property values: "a = 4.1 Å", "band gap 1.2").
 """
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, fields
@@ -63,6 +66,17 @@ def bond_lengths(text: str) -> dict[tuple[str, str], float]:
 
 # ---------------------------------------------------------------- as network inputs
 MAX_CN = 16  # coordination numbers above are clipped
+# the per-crystal numbers a prompt may state: conventional-cell lattice parameters (Å, degrees),
+# c/a, volume per atom (Å^3) and the benchmark properties (eV per atom, eV)
+NUMBERS = ("a", "b", "c", "alpha", "beta", "gamma", "c_over_a", "volume_per_atom",
+           "formation_energy_per_atom", "band_gap", "energy_per_atom", "e_above_hull")
+LATTICE_NUMBERS = torch.tensor([n not in ("formation_energy_per_atom", "band_gap", "energy_per_atom", "e_above_hull") for n in NUMBERS])
+# (centre, scale) of each number for the network's input, (x - centre) / scale
+NUMBER_SCALE = {"a": (6.0, 4.0), "b": (6.0, 4.0), "c": (6.0, 4.0), "alpha": (90.0, 30.0), "beta": (90.0, 30.0), "gamma": (90.0, 30.0),
+                "c_over_a": (1.0, 0.5), "volume_per_atom": (15.0, 10.0), "formation_energy_per_atom": (0.0, 2.0), "band_gap": (1.5, 2.0),
+                "energy_per_atom": (-7.0, 3.0), "e_above_hull": (0.1, 0.2)}
+NUMBER_UNITS = {"a": " Å", "b": " Å", "c": " Å", "alpha": "°", "beta": "°", "gamma": "°", "volume_per_atom": " Å^3", "formation_energy_per_atom": " eV",
+                "band_gap": " eV", "energy_per_atom": " eV", "e_above_hull": " eV"}
 
 
 @dataclass
@@ -76,6 +90,8 @@ class Facts:
     crystal_system: torch.Tensor  # (B,) long: 1..7 (index into symmetry.SYSTEMS, plus 1), 0 unknown
     coordination: torch.Tensor  # (B, MAX_Z + 1) float: mean stated coordination number of element Z
     bond_length: torch.Tensor  # (B, MAX_Z + 1) float: mean stated bond length (Å) from element Z
+    numbers: torch.Tensor  # (B, len(NUMBERS)) float: the stated value of each of NUMBERS (0 where not stated)
+    numbers_stated: torch.Tensor  # (B, len(NUMBERS)) bool: which of NUMBERS are stated (0 eV is a value)
 
     def __len__(self) -> int:
         return int(self.spacegroup.shape[0])
@@ -90,11 +106,32 @@ class Facts:
     def to(self, device) -> "Facts":
         return self._map(lambda t: t.to(device))
 
-    def drop(self, symmetry: torch.Tensor, sites: torch.Tensor) -> "Facts":
+    def drop(self, symmetry: torch.Tensor, sites: torch.Tensor, numbers: torch.Tensor | None = None) -> "Facts":
         """The same facts with the symmetry (space group, system) and/or site facts of the crystals
-        where the boolean masks (B,) are true set to unknown (field dropout in training)."""
+        where the boolean masks (B,) are true set to unknown, and each number where ``numbers``
+        (B, len(NUMBERS)) is true (field dropout in training)."""
         keep_sym, keep_sites = (~symmetry).long(), (~sites).unsqueeze(-1).float()
-        return Facts(self.spacegroup * keep_sym, self.crystal_system * keep_sym, self.coordination * keep_sites, self.bond_length * keep_sites)
+        stated = self.numbers_stated if numbers is None else self.numbers_stated & ~numbers
+        return Facts(self.spacegroup * keep_sym, self.crystal_system * keep_sym, self.coordination * keep_sites, self.bond_length * keep_sites,
+                     self.numbers * stated, stated)
+
+    def with_numbers(self, values: dict[str, float]) -> "Facts":
+        """The same facts with these NUMBERS stated on every row (e.g. the volume per atom of a plan)."""
+        numbers, stated = self.numbers.clone(), self.numbers_stated.clone()
+        for name, value in values.items():
+            numbers[:, NUMBERS.index(name)] = float(value)
+            stated[:, NUMBERS.index(name)] = True
+        return Facts(self.spacegroup, self.crystal_system, self.coordination, self.bond_length, numbers, stated)
+
+    def number_features(self, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 2 len(NUMBERS)): each number standardised by ``scale`` (2, len(NUMBERS)): centres,
+        scales; default NUMBER_SCALE), 0 where not stated, clipped to +-8; then which are stated:
+        the network's input for them."""
+        if scale is None:
+            scale = torch.tensor([NUMBER_SCALE[n] for n in NUMBERS]).T
+        centre, width = scale.to(self.numbers)
+        stated = self.numbers_stated.to(self.numbers.dtype)
+        return torch.cat([((self.numbers - centre) / width).clamp(-8, 8) * stated, stated], dim=-1)
 
     def describe(self, row: int = 0) -> str:
         """One line of what crystal ``row`` states, for the user ('space group 221; Ti: CN 6, 1.95 Å')."""
@@ -112,6 +149,9 @@ class Facts:
             cn, length = float(self.coordination[row, z]), float(self.bond_length[row, z])
             site = ", ".join(x for x in (f"CN {cn:g}" if cn else "", f"{length:.2f} Å" if length else "") if x)
             parts.append(f"{Element.from_Z(z).symbol}: {site}")
+        for k in torch.nonzero(self.numbers_stated[row]).flatten().tolist():
+            name = NUMBERS[k]
+            parts.append(f"{name.replace('_', ' ')} {float(self.numbers[row, k]):.4g}{NUMBER_UNITS.get(name, '')}")
         return "; ".join(parts) if parts else "none stated"
 
     @staticmethod
@@ -119,9 +159,10 @@ class Facts:
         return Facts(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Facts)))
 
 
-def crystal_facts(spacegroup: int | None = None, crystal_system: str | None = None, text: str | None = None) -> Facts:
-    """Facts of one crystal: a space group (which implies its system) or a system, and for a long
-    description each element's stated coordination number and mean bond length."""
+def crystal_facts(spacegroup: int | None = None, crystal_system: str | None = None, text: str | None = None, numbers: dict[str, float] | None = None) -> Facts:
+    """Facts of one crystal: a space group (which implies its system) or a system, for a long
+    description each element's stated coordination number and mean bond length, and ``numbers``
+    (names of NUMBERS -> value; others are ignored)."""
     from ..crystal import MAX_Z
     from ..symmetry import SYSTEMS, crystal_system_index
 
@@ -148,7 +189,11 @@ def crystal_facts(spacegroup: int | None = None, crystal_system: str | None = No
         for el, lengths in per.items():
             if column(el) is not None:
                 bond[0, column(el)] = sum(lengths) / len(lengths)
-    return Facts(torch.tensor([int(spacegroup or 0)]), torch.tensor([system]), cn, bond)
+    values, stated = torch.zeros(1, len(NUMBERS)), torch.zeros(1, len(NUMBERS), dtype=torch.bool)
+    for name, value in (numbers or {}).items():
+        if name in NUMBERS and value is not None and math.isfinite(float(value)):
+            values[0, NUMBERS.index(name)], stated[0, NUMBERS.index(name)] = float(value), True
+    return Facts(torch.tensor([int(spacegroup or 0)]), torch.tensor([system]), cn, bond, values, stated)
 
 
 def no_facts(count: int) -> Facts:
@@ -156,13 +201,46 @@ def no_facts(count: int) -> Facts:
     from ..crystal import MAX_Z
 
     zeros = torch.zeros(count, dtype=torch.long)
-    return Facts(zeros, zeros.clone(), torch.zeros(count, MAX_Z + 1), torch.zeros(count, MAX_Z + 1))
+    return Facts(zeros, zeros.clone(), torch.zeros(count, MAX_Z + 1), torch.zeros(count, MAX_Z + 1),
+                 torch.zeros(count, len(NUMBERS)), torch.zeros(count, len(NUMBERS), dtype=torch.bool))
 
 
-def table_facts(table, dataset: str, split: str, long: bool) -> Facts:
-    """Facts of every crystal of a ``CrystalTable``: its space group and crystal system, and with
-    ``long`` each element's coordination number and bond length from its cached description."""
+def structure_numbers(structure) -> dict[str, float]:
+    """The lattice numbers a user would state for a structure: its conventional standard cell's
+    a, b, c, angles and c/a (as the adherence check reads them), and the volume per atom."""
+    from ..metrics.adherence import conventional_parameters
+
+    params = conventional_parameters(structure)
+    params.pop("volume")
+    return {**params, "volume_per_atom": structure.volume / len(structure)}
+
+
+def canonical_properties(properties: dict[str, float], dataset: str) -> dict[str, float]:
+    """A dataset's property columns (Perov-5's heat_ref) under the names of NUMBERS."""
+    from .prompts import DATASET_PROPERTIES
+
+    column_to_name = {column: name for name, column in DATASET_PROPERTIES.get(dataset, {}).items()}
+    out = {}
+    for key, value in properties.items():
+        name = column_to_name.get(key, key)
+        if name in NUMBERS:
+            out[name] = float(value)
+    return out
+
+
+def table_facts(table, dataset: str, split: str, long: bool, lattice: bool = False, properties: bool = False) -> Facts:
+    """Facts of every crystal of a ``CrystalTable``: its space group and crystal system, with
+    ``long`` each element's coordination number and bond length from its cached description, with
+    ``lattice`` its lattice numbers and with ``properties`` its property values (what a prompt may
+    state of it)."""
     from .describe import descriptions_for
 
     texts = descriptions_for(dataset, split, table.ids) if long else [None] * len(table)
-    return Facts.cat([crystal_facts(f.spacegroup_number, f.crystal_system, text) for f, text in zip(table.fields, texts)])
+    stated = [{} for _ in range(len(table))]
+    if lattice:
+        for row, structure in zip(stated, table.structures()):
+            row.update(structure_numbers(structure))
+    if properties:
+        for row, f in zip(stated, table.fields):
+            row.update(canonical_properties(f.properties, dataset))
+    return Facts.cat([crystal_facts(f.spacegroup_number, f.crystal_system, text, n) for f, text, n in zip(table.fields, texts, stated)])
