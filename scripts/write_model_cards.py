@@ -1,5 +1,5 @@
 """Write the shipped models' cards from their metadata and results/benchmark.json (run from the repo root)."""
-import json, sys
+import json
 from pathlib import Path
 from tgdmat.pretrained import load_checkpoint
 

@@ -135,12 +135,12 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
     failed = 0
     if enforce:
         samples = []
-        for j in range(k):
-            texts = None
-            if facts:
-                from .text.describe import descriptions_for
+        texts = None
+        if facts:
+            from .text.describe import descriptions_for
 
-                texts = descriptions_for(cfg.data.dataset, split, table.ids)
+            texts = descriptions_for(cfg.data.dataset, split, table.ids)
+        for j in range(k):
             plans, failed = condition_plans(sampler, table, seed + j, typed=True, texts=texts)
             samples.append(sampler.sample_plans(plans, emb, steps, guidance, seed + j, batch_size, progress, step_lr=step_lr, facts=stated))
     else:

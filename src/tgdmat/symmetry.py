@@ -293,7 +293,7 @@ class SymmetryConstraint:
         """General points from uniform noise (K,3): the orbits' free coordinates uniform on the torus."""
         return rand * self.free
 
-    def move(self, p: torch.Tensor, drift: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def move(self, p: torch.Tensor, drift: torch.Tensor, noise: "torch.Tensor | float") -> torch.Tensor:
         """p after a step whose per-atom displacement is ``drift`` (N,3), plus per-orbit ``noise`` (K,3)
         on the free coordinates: the least-squares pull-back of the drift through f_i = A_i p + b_i."""
         pulled = torch.zeros_like(p).index_add_(0, self.orbit, torch.einsum("nji,nj->ni", self.A, drift))

@@ -273,12 +273,12 @@ class TGDMat(nn.Module):
             from tqdm import tqdm
 
             pairs = tqdm(pairs, desc="sampling", file=sys.stderr, mininterval=0.5)
-        def move(f, terms):
+        def move(f, terms):  # a step of drift and noise (std 0: the ODE, no draw)
             nonlocal p
             drift, std = terms
             if sym is None:
-                return (f + drift + std * randn(N, 3)) % 1.0
-            p = sym.move(p, drift, std * randn(sym.num_orbits, 3))
+                return (f + drift + (std * randn(N, 3) if std else 0.0)) % 1.0
+            p = sym.move(p, drift, std * randn(sym.num_orbits, 3) if std else 0.0)
             return sym.positions(p)
 
         for t, s in pairs:
