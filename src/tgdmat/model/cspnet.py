@@ -69,17 +69,17 @@ class FactEmbedding(nn.Module):
 
     def __init__(self, dim: int, numbers: bool = False):
         super().__init__()
-        from ..text.facts import MAX_CN, NUMBERS
+        from ..text.facts import MAX_CN, NUMBER_SCALE, NUMBERS
 
         self.spacegroup = nn.Embedding(231, dim)
         self.system = nn.Embedding(8, dim)
         self.coordination = nn.Embedding(MAX_CN + 1, dim)
         self.bond = nn.Linear(self.CENTERS, dim, bias=False)
         self.register_buffer("centers", torch.linspace(1.0, 4.0, self.CENTERS), persistent=False)
-        self.numbers = nn.Sequential(nn.Linear(2 * len(NUMBERS), dim), nn.SiLU(), nn.Linear(dim, dim)) if numbers else None
-        if numbers:  # (centre, scale) of each number: set from the training data (set_number_scale), saved with the weights
-            from ..text.facts import NUMBER_SCALE
-
+        self.numbers = None
+        if numbers:
+            self.numbers = nn.Sequential(nn.Linear(2 * len(NUMBERS), dim), nn.SiLU(), nn.Linear(dim, dim))
+            # (centre, scale) of each number: set from the training data (set_number_scale), saved with the weights
             self.register_buffer("number_scale", torch.tensor([NUMBER_SCALE[n] for n in NUMBERS], dtype=torch.float32).T.contiguous())
 
     @torch.no_grad()
