@@ -105,3 +105,27 @@ def test_a_folder_named_like_a_shipped_model_does_not_shadow_it(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     (tmp_path / "perov_5").mkdir()  # e.g. a run folder of the same name
     assert resolve_checkpoint("perov_5") == CHECKPOINT_DIR / "perov_5.safetensors"
+
+
+def test_cpu_bf16_training_is_opt_in_and_trains(tmp_path):
+    """train.cpu_bf16 turns on autocast only where bf16 is native; a bf16 run trains to a loss
+    close to the float32 run's, records its precision, and leaves float32 weights."""
+    from tgdmat.diffusion.joint import native_bf16
+    from tgdmat.train import training_bf16
+
+    assert not training_bf16(TrainConfig(), "cpu")
+    assert training_bf16(TrainConfig(cpu_bf16=True), "cpu") == native_bf16("cpu")
+    if not native_bf16("cpu"):
+        pytest.skip("this CPU has no native bf16")
+    from tgdmat.train import train
+
+    train(small_config(), tmp_path / "fp32")
+    cfg = small_config()
+    cfg.train.cpu_bf16 = True
+    train(cfg, tmp_path / "bf16")
+    logs = {k: [json.loads(line) for line in (tmp_path / k / "log.jsonl").read_text().splitlines()] for k in ("fp32", "bf16")}
+    assert abs(logs["bf16"][-1]["total"] - logs["fp32"][-1]["total"]) < 0.1 * logs["fp32"][-1]["total"]
+    state = torch.load(tmp_path / "bf16" / "state.pt", weights_only=True)
+    assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point())
+    _, _, info = load_checkpoint(str(tmp_path / "bf16" / "best.safetensors"))
+    assert info.train.get("precision") == "bf16 autocast"

@@ -93,7 +93,8 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     seed: int = 0
     threads: int = 0  # torch threads; 0 keeps torch's default
-    bf16: bool = True  # bfloat16 autocast for the forward pass on CUDA (CPUs train in float32)
+    bf16: bool = True  # bfloat16 autocast for the forward pass on CUDA
+    cpu_bf16: bool = False  # the same on CPUs with native bf16 (AVX-512 BF16 / AMX); elsewhere CPUs train in float32
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:

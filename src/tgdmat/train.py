@@ -30,7 +30,7 @@ from .config import Config
 from .crystal import Crystal
 from .data import cache_root, load_split, protocol_name
 from .data.csv import CrystalTable
-from .diffusion.joint import TGDMat
+from .diffusion.joint import TGDMat, native_bf16
 from .pretrained import ModelInfo, encoder_spec, save_checkpoint
 from .text.encoder import TextEncoder
 from .text.describe import descriptions_for
@@ -90,6 +90,15 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 @torch.no_grad()
+def training_bf16(tc, device: str) -> bool:
+    """Whether the forward pass runs under bf16 autocast: on CUDA with ``train.bf16``, on a CPU
+    with ``train.cpu_bf16`` where bf16 is native (weights, optimiser and EMA stay float32)."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return tc.bf16
+    return kind == "cpu" and tc.cpu_bf16 and native_bf16(device)
+
+
 def validation_loss(model: TGDMat, crystals: Crystal, text: torch.Tensor | None, batch_size: int, facts: Facts | None = None) -> float:
     """Mean loss over the validation set with fixed noise (seeded), so epochs compare fairly."""
     gen = torch.Generator(device=crystals.device).manual_seed(1234)
@@ -299,6 +308,7 @@ def _train(cfg: Config, out: Path, resume: bool, device: str, command: str, rank
     crystals, val_crystals = as_float(train_table.crystals, device), as_float(val_table.crystals, device)
 
     model = TGDMat(cfg).to(device)
+    autocast = training_bf16(tc, device)
     if cfg.model.facts and cfg.model.facts_numbers:
         model.net.facts.set_number_scale(facts_train)  # from the data, before the EMA copy (a resumed state restores it)
     ema = copy.deepcopy(model).eval()
@@ -325,6 +335,7 @@ def _train(cfg: Config, out: Path, resume: bool, device: str, command: str, rank
         "protocol": protocol_name(cfg.data.dataset, cfg.data.data_root),
         "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, device {device}",
         "torch": torch.__version__,
+        "precision": "bf16 autocast" if autocast else "fp32",
     }
 
     base_info = model_info(train_table, cfg, info_train)  # histogram and elements: computed once
@@ -367,7 +378,7 @@ def _train(cfg: Config, out: Path, resume: bool, device: str, command: str, rank
                 if text_train is not None:
                     variant = torch.randint(0, text_train.shape[1], (len(idx),), generator=gen, device=device)
                     emb = text_train[idx, variant]
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=tc.bf16 and str(device).startswith("cuda")):
+                with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=autocast):
                     facts = facts_train.select(idx) if facts_train is not None else None
                     losses = net(crystals.select(idx), emb, gen, rank.shard(len(idx), device), rank.world, facts=facts)
                 if rank.world > 1:  # the whole batch's losses, for the log and the finite check
