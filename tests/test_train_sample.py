@@ -129,3 +129,29 @@ def test_cpu_bf16_training_is_opt_in_and_trains(tmp_path):
     assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point())
     _, _, info = load_checkpoint(str(tmp_path / "bf16" / "best.safetensors"))
     assert info.train.get("precision") == "bf16 autocast"
+
+
+def test_export_of_a_training_state_ships_its_ema_weights(tmp_path, capsys):
+    """`tgdmat export runs/X/state.pt` writes the EMA weights of the stopped point with that
+    point's counts; a state without a sibling checkpoint or a corrupt one is one clear error."""
+    from tgdmat.cli import main
+    from tgdmat.train import train
+
+    cfg = small_config()
+    train(cfg, tmp_path / "run")
+    out = tmp_path / "exported.safetensors"
+    assert main(["export", str(tmp_path / "run" / "state.pt"), "--name", "x", "--out", str(out)]) == 0
+    model, _, info = load_checkpoint(str(out))
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+    assert all(torch.equal(v, state["ema"][k]) for k, v in model.state_dict().items())
+    assert info.train["epochs"] == 2 and info.train["steps"] == state["loop"]["steps"] and info.train["weights"] == "EMA of state.pt"
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "state.pt").write_bytes((tmp_path / "run" / "state.pt").read_bytes())
+    capsys.readouterr()
+    assert main(["export", str(lone / "state.pt"), "--name", "x", "--out", str(tmp_path / "y.safetensors")]) == 2
+    assert "no last.safetensors" in capsys.readouterr().err
+    (tmp_path / "run" / "state.pt").write_bytes(b"garbage")
+    assert main(["export", str(tmp_path / "run" / "state.pt"), "--name", "x", "--out", str(tmp_path / "z.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a readable training state" in err[0]

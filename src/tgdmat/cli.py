@@ -407,7 +407,12 @@ def cmd_benchmark(args) -> int:
 def cmd_export(args) -> int:
     from .pretrained import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
 
-    model, cfg, info = load_checkpoint(args.checkpoint)
+    if str(args.checkpoint).endswith(".pt"):  # a training state: its EMA weights
+        from .train import state_checkpoint
+
+        model, cfg, info = state_checkpoint(args.checkpoint)
+    else:
+        model, cfg, info = load_checkpoint(args.checkpoint)
     if args.sample_steps:
         cfg.diffusion.sample_steps = args.sample_steps
     if args.step_lr is not None:
@@ -441,7 +446,8 @@ EXAMPLES = {
     "speed": ["tgdmat speed sample --checkpoint perov_5_csp --steps 300 100 --corrector fixed rescaled --precision fp32 bf16 --match-limit 500",
               "tgdmat speed reference --checkpoint perov_5_csp -n 64"],
     "benchmark": ["tgdmat benchmark --checkpoints perov_5 perov_5_notext --csp-limit 1000 --gen-samples 500"],
-    "export": ["tgdmat export runs/perov_5/best.safetensors --name perov_5 --sample-steps 300"],
+    "export": ["tgdmat export runs/perov_5/best.safetensors --name perov_5 --sample-steps 300",
+               "tgdmat export runs/perov_5/state.pt --name perov_5 --sample-steps 300   # the EMA weights where the run stopped"],
 }
 
 
@@ -579,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_benchmark)
 
     x = _command(sub, "export", help="copy a trained checkpoint into the package (optionally with new sampling defaults)")
-    x.add_argument("checkpoint")
+    x.add_argument("checkpoint", help="a .safetensors checkpoint, or a run's state.pt (its EMA weights, config from the run's last/best.safetensors)")
     x.add_argument("--name", required=True, help="shipped model name, e.g. perov_5")
     x.add_argument("--out", help="explicit output path instead of the package's checkpoints folder")
     x.add_argument("--sample-steps", type=int)

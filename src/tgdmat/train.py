@@ -169,6 +169,31 @@ def load_state(path: Path, device: str) -> dict:
     return saved
 
 
+def state_checkpoint(path: str | Path):
+    """(model, cfg, info) holding the EMA weights of a saved training state: the weights of the
+    point where a run was stopped, for export when they beat ``best.safetensors`` on a measured
+    figure. The config comes from the run's ``last.safetensors`` (or ``best``), the epoch, step and
+    minute counts from the state."""
+    from .pretrained import load_checkpoint
+
+    path = Path(path)
+    sibling = next((path.parent / n for n in ("last.safetensors", "best.safetensors") if (path.parent / n).exists()), None)
+    if sibling is None:
+        raise TrainError(f"{path}: no last.safetensors or best.safetensors beside it to read the run's config from")
+    saved = load_state(path, "cpu")
+    model, cfg, info = load_checkpoint(str(sibling))
+    try:
+        model.load_state_dict(saved["ema"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise TrainError(f"{path}: does not fit {sibling.name} ({str(exc).strip().splitlines()[0][:160]})") from None
+    if not all(torch.isfinite(v).all() for v in saved["ema"].values() if v.is_floating_point()):
+        raise TrainError(f"{path}: the ema weights hold non-finite values")
+    loop = saved["loop"]
+    train_info = {**info.train, "epochs": int(loop["epoch"]), "steps": int(loop["steps"]), "minutes": round(float(loop["elapsed"]) / 60, 2), "weights": "EMA of state.pt"}
+    train_info.pop("val_loss", None)
+    return model, cfg, dataclasses.replace(info, train=train_info)
+
+
 def restore_state(saved: dict, path: Path, model, ema, opt, gen: torch.Generator) -> dict:
     """Load a saved state into the model, EMA, optimiser and generator; returns the loop counters."""
     try:
