@@ -41,7 +41,7 @@ def main() -> None:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            return float(loss)
+            return float(loss.detach())
 
         first = step()
         start = time.time()
