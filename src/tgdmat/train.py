@@ -89,7 +89,6 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         pe.lerp_(pm, 1 - decay)
 
 
-@torch.no_grad()
 def training_bf16(tc, device: str) -> bool:
     """Whether the forward pass runs under bf16 autocast: on CUDA with ``train.bf16``, on a CPU
     with ``train.cpu_bf16`` where bf16 is native (weights, optimiser and EMA stay float32)."""
@@ -99,6 +98,7 @@ def training_bf16(tc, device: str) -> bool:
     return kind == "cpu" and tc.cpu_bf16 and native_bf16(device)
 
 
+@torch.no_grad()
 def validation_loss(model: TGDMat, crystals: Crystal, text: torch.Tensor | None, batch_size: int, facts: Facts | None = None) -> float:
     """Mean loss over the validation set with fixed noise (seeded), so epochs compare fairly."""
     gen = torch.Generator(device=crystals.device).manual_seed(1234)
@@ -169,6 +169,12 @@ def load_state(path: Path, device: str) -> dict:
     return saved
 
 
+def check_finite(path: Path, name: str, tensors: dict) -> None:
+    """A saved state whose ``name`` weights hold NaN or inf is one clear error, never loaded."""
+    if not all(torch.isfinite(v).all() for v in tensors.values() if v.is_floating_point()):
+        raise TrainError(f"{path}: the {name} weights hold non-finite values")
+
+
 def state_checkpoint(path: str | Path):
     """(model, cfg, info) holding the EMA weights of a saved training state: the weights of the
     point where a run was stopped, for export when they beat ``best.safetensors`` on a measured
@@ -186,8 +192,7 @@ def state_checkpoint(path: str | Path):
         model.load_state_dict(saved["ema"])
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         raise TrainError(f"{path}: does not fit {sibling.name} ({str(exc).strip().splitlines()[0][:160]})") from None
-    if not all(torch.isfinite(v).all() for v in saved["ema"].values() if v.is_floating_point()):
-        raise TrainError(f"{path}: the ema weights hold non-finite values")
+    check_finite(path, "ema", saved["ema"])
     loop = saved["loop"]
     train_info = {**info.train, "epochs": int(loop["epoch"]), "steps": int(loop["steps"]), "minutes": round(float(loop["elapsed"]) / 60, 2), "weights": "EMA of state.pt"}
     train_info.pop("val_loss", None)
@@ -204,9 +209,8 @@ def restore_state(saved: dict, path: Path, model, ema, opt, gen: torch.Generator
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0][:160]
         raise TrainError(f"{path}: does not fit this config ({first}); resume with the config it was trained with") from None
-    for name, tensors in (("model", saved["model"]), ("ema", saved["ema"])):
-        if not all(torch.isfinite(v).all() for v in tensors.values() if v.is_floating_point()):
-            raise TrainError(f"{path}: the {name} weights hold non-finite values")
+    for name in ("model", "ema"):
+        check_finite(path, name, saved[name])
     return saved["loop"]
 
 

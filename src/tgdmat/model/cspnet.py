@@ -69,7 +69,7 @@ class FactEmbedding(nn.Module):
 
     def __init__(self, dim: int, numbers: bool = False):
         super().__init__()
-        from ..text.facts import MAX_CN, NUMBER_SCALE, NUMBERS
+        from ..text.facts import MAX_CN, NUMBERS, default_number_scale
 
         self.spacegroup = nn.Embedding(231, dim)
         self.system = nn.Embedding(8, dim)
@@ -80,7 +80,7 @@ class FactEmbedding(nn.Module):
         if numbers:
             self.numbers = nn.Sequential(nn.Linear(2 * len(NUMBERS), dim), nn.SiLU(), nn.Linear(dim, dim))
             # (centre, scale) of each number: set from the training data (set_number_scale), saved with the weights
-            self.register_buffer("number_scale", torch.tensor([NUMBER_SCALE[n] for n in NUMBERS], dtype=torch.float32).T.contiguous())
+            self.register_buffer("number_scale", default_number_scale())
 
     @torch.no_grad()
     def set_number_scale(self, facts) -> None:

@@ -68,13 +68,20 @@ def bond_lengths(text: str) -> dict[tuple[str, str], float]:
 MAX_CN = 16  # coordination numbers above are clipped
 # the per-crystal numbers a prompt may state: conventional-cell lattice parameters (Å, degrees),
 # c/a, volume per atom (Å^3) and the benchmark properties (eV per atom, eV)
-NUMBERS = ("a", "b", "c", "alpha", "beta", "gamma", "c_over_a", "volume_per_atom",
-           "formation_energy_per_atom", "band_gap", "energy_per_atom", "e_above_hull")
-LATTICE_NUMBERS = torch.tensor([n not in ("formation_energy_per_atom", "band_gap", "energy_per_atom", "e_above_hull") for n in NUMBERS])
+_LATTICE = ("a", "b", "c", "alpha", "beta", "gamma", "c_over_a", "volume_per_atom")
+NUMBERS = _LATTICE + ("formation_energy_per_atom", "band_gap", "energy_per_atom", "e_above_hull")
+LATTICE_NUMBERS = torch.tensor([n in _LATTICE for n in NUMBERS])  # which of NUMBERS describe the lattice
 # (centre, scale) of each number for the network's input, (x - centre) / scale
 NUMBER_SCALE = {"a": (6.0, 4.0), "b": (6.0, 4.0), "c": (6.0, 4.0), "alpha": (90.0, 30.0), "beta": (90.0, 30.0), "gamma": (90.0, 30.0),
                 "c_over_a": (1.0, 0.5), "volume_per_atom": (15.0, 10.0), "formation_energy_per_atom": (0.0, 2.0), "band_gap": (1.5, 2.0),
                 "energy_per_atom": (-7.0, 3.0), "e_above_hull": (0.1, 0.2)}
+
+
+def default_number_scale() -> torch.Tensor:
+    """(2, len(NUMBERS)) float32: the generic centres and scales of NUMBER_SCALE."""
+    return torch.tensor([NUMBER_SCALE[n] for n in NUMBERS], dtype=torch.float32).T.contiguous()
+
+
 NUMBER_UNITS = {"a": " Å", "b": " Å", "c": " Å", "alpha": "°", "beta": "°", "gamma": "°", "volume_per_atom": " Å^3", "formation_energy_per_atom": " eV",
                 "band_gap": " eV", "energy_per_atom": " eV", "e_above_hull": " eV"}
 
@@ -128,7 +135,7 @@ class Facts:
         scales; default NUMBER_SCALE), 0 where not stated, clipped to +-8; then which are stated:
         the network's input for them."""
         if scale is None:
-            scale = torch.tensor([NUMBER_SCALE[n] for n in NUMBERS]).T
+            scale = default_number_scale()
         centre, width = scale.to(self.numbers)
         stated = self.numbers_stated.to(self.numbers.dtype)
         return torch.cat([((self.numbers - centre) / width).clamp(-8, 8) * stated, stated], dim=-1)
