@@ -6,10 +6,10 @@ form before the factoring) against the factored form, each in fp32 and bf16 auto
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
+from timing_common import ms_per_call, random_batch, timing_parser
 
 from tgdmat.diffusion.joint import network_precision
 from tgdmat.model.cspnet import CSPLayer, Graph
@@ -22,22 +22,15 @@ def concatenated(self, hn, edge_feats, src, dst):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default="perov_5_csp")
-    ap.add_argument("--crystals", type=int, default=256)
-    ap.add_argument("--atoms", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=6)
+    ap = timing_parser(__doc__, "--crystals", repeats=6)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of the factored network")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     net = Sampler.load(args.checkpoint).model.net.eval()
-    B, n = args.crystals, args.atoms
+    B, n = args.batch, args.atoms
     g = Graph(torch.full((B,), n))
-    gen = torch.Generator().manual_seed(0)
-    a = torch.randint(0, 80, (B * n,), generator=gen)
-    f, lat, t = torch.rand(B * n, 3, generator=gen), torch.randn(B, 3, 3, generator=gen), torch.full((B,), 500)
-    text = torch.randn(B, net.cfg.text_dim, generator=gen) if net.cfg.use_text else None
+    batch, text = random_batch(B, n, net.cfg.text_dim if net.cfg.use_text else None)
+    a, f, lat, t = batch.atom_types, batch.frac_coords, batch.lattices, torch.full((B,), 500)
     factored = CSPLayer.edge_input
     forms = [("concatenated", concatenated, net), ("factored", factored, net)]
     if args.compile:
@@ -53,10 +46,7 @@ def main() -> None:
                 call()
                 if name == "compiled":
                     print(f"compiled     {precision}: first call (compilation) {time.time() - start:.1f} s")
-                start = time.time()
-                for _ in range(args.repeats):
-                    call()
-                ms = (time.time() - start) / args.repeats * 1e3
+                ms = ms_per_call(call, args.repeats)
                 print(f"{name:12s} {precision}: {ms:6.1f} ms per pass of {B} crystals x {n} atoms ({args.threads} threads)")
     CSPLayer.edge_input = factored
 

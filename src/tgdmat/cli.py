@@ -1,4 +1,4 @@
-"""The ``tgdmat`` command: train, generate, predict, evaluate, benchmark, describe, show."""
+"""The ``tgdmat`` command line: the parser and the one error boundary; the commands are in ``commands.py``."""
 from __future__ import annotations
 
 import argparse
@@ -6,44 +6,8 @@ import os
 import shlex
 import sys
 
+from . import commands
 from .config import PROMPT_KINDS
-
-
-def _set_option(cfg, dotted: str) -> None:
-    """Apply ``section.key=value`` (value parsed as YAML) to a Config."""
-    import yaml
-
-    key, _, raw = dotted.partition("=")
-    section, _, name = key.partition(".")
-    if not raw or not hasattr(cfg, section) or not hasattr(getattr(cfg, section), name):
-        raise ValueError(f"bad --set {dotted!r}: use section.key=value, e.g. train.max_minutes=30")
-    setattr(getattr(cfg, section), name, yaml.safe_load(raw))
-
-
-def cmd_train(args) -> int:
-    from .config import Config, load_config
-    from .train import TrainingInterrupted, train
-
-    cfg = load_config(args.config)
-    for item in args.set or []:
-        _set_option(cfg, item)
-    cfg = Config.from_dict(cfg.to_dict())  # validate the overridden values
-    if args.no_text:
-        cfg.model.use_text = False
-    if args.max_minutes is not None:
-        cfg.train.max_minutes = args.max_minutes
-    if args.seed is not None:
-        cfg.train.seed = args.seed
-    if args.data_root:
-        cfg.data.data_root = args.data_root
-    _check_device(args.device)
-    try:
-        best = train(cfg, args.out, resume=args.resume, device=args.device, command=args.command_line, overwrite=args.overwrite)
-    except TrainingInterrupted as stop:
-        print(f"tgdmat: {stop}", file=sys.stderr)
-        return 128 + stop.signum
-    print(best)
-    return 0
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -70,23 +34,6 @@ def _precision_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--integrator", choices=["ancestral", "ode"], help="predictor step: reverse SDE, or probability-flow ODE + DDIM (default: the model's)")
 
 
-def _sampler_meta(sampler) -> dict:
-    d = sampler.cfg.diffusion
-    return {"precision": sampler.precision, "corrector": "rescaled" if d.corrector_rescale else "fixed", "step_lr": d.step_lr, "integrator": d.integrator}
-
-
-def _load_sampler(args, device: str = "cpu"):
-    """The model with this run's sampler settings (precision, corrector scaling, integrator)."""
-    from .sample import Sampler
-
-    sampler = Sampler.load(args.checkpoint, device, args.precision)
-    if args.corrector:
-        sampler.cfg.diffusion.corrector_rescale = args.corrector == "rescaled"
-    if args.integrator:
-        sampler.cfg.diffusion.integrator = args.integrator
-    return sampler
-
-
 def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", "--num-samples", type=int, default=None, help="number of structures (default: 16 for generate, 1 for predict)")
     p.add_argument("--steps", type=int, help="reverse diffusion steps (default: the model's, see its card)")
@@ -105,327 +52,6 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rank", choices=["energy"], help="sort the crystals by CHGNet energy per atom (optional extra: pip install chgnet), lowest first")
     p.add_argument("--relax-steps", type=int, default=0, help="with --rank: CHGNet relaxation steps before scoring (0: static energy)")
     p.add_argument("--top", type=int, help="with --rank: keep the best K crystals")
-
-
-def _report(rows: list[dict], out: str, result) -> None:
-    print(f"prompt seen by the model: {result.text}")
-    for note in result.notes:
-        print(f"note: {note}")
-    for r in rows:
-        bench = "passes" if r["struct_valid"] and r["comp_valid"] else "fails"
-        quality = f"quality ok (shortest {r['min_distance']:.2f} Å)" if r["quality"] == "ok" else f"SUSPECT: {r['quality_reasons']}"
-        asked = f", misses {r['fails']}" if r.get("fails") else (", as asked" if r.get("satisfies") else "")
-        print(f"  {r['file']}: {r['formula']} {r['spacegroup']} ({r['spacegroup_number']}), a,b,c = {r['a']:.3f} {r['b']:.3f} {r['c']:.3f}, {r['density']:.2f} g/cm3{asked}; {quality}; benchmark 0.5 Å/SMACT check {bench}")
-    suspect = sum(r["quality"] != "ok" for r in rows)
-    if suspect:
-        print(f"{suspect} of {len(rows)} crystals are flagged SUSPECT (too-short bonds, bond-valence sums, charge balance; see quality_reasons in summary.csv)")
-    kept = sum(1 for r in rows if not r.get("fails"))
-    if any(r.get("satisfies") or r.get("fails") for r in rows):
-        print(f"{kept} of {len(rows)} crystals satisfy every field of the prompt")
-    print(f"wrote {len(rows)} CIF{'s' if len(rows) != 1 else ''}, structures.extxyz, summary.json and summary.csv to {out}")
-
-
-def _check_rank(args) -> None:
-    """Ranking options, checked before any sampling."""
-    if args.top is not None and (args.rank is None or args.top < 1):
-        raise ValueError("--top K needs --rank energy and K >= 1")
-    if args.relax_steps < 0 or args.relax_steps > 10_000:
-        raise ValueError("--relax-steps must be in 0..10000")
-    if args.rank:
-        from .metrics.stability import _load_chgnet
-
-        _load_chgnet()
-
-
-def _ranked(structures: list, meta: dict, args) -> tuple[list, str, dict]:
-    """Structures sorted by CHGNet energy per atom (--rank energy), the best --top kept; energies and ranks in meta."""
-    if args.rank is None:
-        return structures, args.out, meta
-    from .metrics.stability import rank_by_energy
-
-    order, energies = rank_by_energy(structures, args.relax_steps)
-    keep = order[: args.top] if args.top else order
-    meta = {**meta, "rank": args.rank, "relax_steps": args.relax_steps, "top": args.top, "ranked": [{"sample": i, "rank": r + 1, "chgnet_energy_per_atom": None if energies[i] != energies[i] else round(energies[i], 5)} for r, i in enumerate(keep)]}
-    print(f"ranked {len(structures)} crystals by CHGNet energy per atom ({'static' if not args.relax_steps else f'after {args.relax_steps} relaxation steps'}); kept {len(keep)}")
-    return [structures[i] for i in keep], args.out, meta
-
-
-def _check_sampling(args) -> None:
-    """Every sampling option, checked before any work starts (one clear line each)."""
-    import math
-
-    if args.num_samples is not None and not 1 <= args.num_samples <= 100_000:
-        raise ValueError(f"number of samples (-n) must be in 1..100000, not {args.num_samples}")
-    if args.steps is not None and not 1 <= args.steps <= 10_000:
-        raise ValueError(f"--steps must be in 1..10000, not {args.steps}")
-    if not math.isfinite(args.guidance) or not 0.0 <= args.guidance <= 20.0:
-        raise ValueError(f"--guidance must be a finite number in 0..20, not {args.guidance}")
-    if not 1 <= args.batch_size <= 4096:
-        raise ValueError(f"--batch-size must be in 1..4096, not {args.batch_size}")
-    if not 0 <= args.seed < 2**63:
-        raise ValueError(f"--seed must be in 0..2^63-1, not {args.seed}")
-    if getattr(args, "atoms", None) is not None and not 1 <= args.atoms <= 200:
-        raise ValueError(f"--atoms must be in 1..200, not {args.atoms}")
-    if args.threads is not None and not 1 <= args.threads <= 256:
-        raise ValueError(f"--threads must be in 1..256, not {args.threads}")
-    _check_device(args.device)
-    _check_rank(args)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-
-
-def _check_device(name: str) -> None:
-    """A torch device that exists here, else one clear line."""
-    import torch
-
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device is available here")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {name}: only cpu and cuda are supported")
-
-
-def _sample_to(args, meta: dict, run) -> int:
-    """Run ``run(on_batch)``, writing each finished batch to --out (unless ranking needs them all);
-    an interruption keeps what was written and says so."""
-    from .sample import output_lock
-
-    with output_lock(args.out):  # a concurrent run into the same folder is refused
-        return _sample_locked(args, meta, run)
-
-
-def _sample_locked(args, meta: dict, run) -> int:
-    from .sample import ResultWriter, prepare_output
-    from .text.prompts import written_formula
-
-    out, old = prepare_output(args.out, args.overwrite)  # checked under the lock
-    written = getattr(args, "formula", None) or written_formula(getattr(args, "prompt", "") or "")
-    writer = ResultWriter(out, meta, replace=old, written=written, symmetrize=args.symmetrize)
-    incremental = args.rank is None
-    try:
-        result = run(writer.add if incremental else None)
-    except KeyboardInterrupt:
-        writer.close(interrupted=True)
-        print(f"tgdmat: interrupted; {len(writer.rows)} finished crystals are in {out}", file=sys.stderr)
-        return 130
-    writer.meta.update({"model_text": result.text, "notes": result.notes, "lattice_targets": result.lattice.as_dict() if result.lattice else {}})
-    writer.set_request(result.fields, result.lattice)
-    if not incremental:
-        structures, _, writer.meta = _ranked(result.structures, writer.meta, args)
-        writer.add(structures)
-    _report(writer.close(), str(out), result)
-    return 0
-
-
-def cmd_generate(args) -> int:
-    _check_sampling(args)
-    sampler = _load_sampler(args, args.device)
-    n = 16 if args.num_samples is None else args.num_samples
-    steps = args.steps or sampler.cfg.diffusion.sample_steps
-    meta = {"command": "generate", "prompt": args.prompt, "checkpoint": args.checkpoint or "perov_5", "n": n, "steps": steps, "guidance": args.guidance, "seed": args.seed, "free": args.free, "batch_size": args.batch_size, **_sampler_meta(sampler)}
-    return _sample_to(args, meta, lambda on_batch: sampler.generate(
-        args.prompt, n, steps=steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
-        num_atoms=args.atoms, strict=not args.allow_out_of_scope, progress=not args.quiet, free=args.free, on_batch=on_batch,
-    ))
-
-
-def cmd_predict(args) -> int:
-    _check_sampling(args)
-    sampler = _load_sampler(args, args.device)
-    n = 1 if args.num_samples is None else args.num_samples
-    steps = args.steps or sampler.cfg.diffusion.sample_steps
-    meta = {"command": "predict", "formula": args.formula, "text": args.text, "checkpoint": args.checkpoint or "perov_5", "n": n, "steps": steps, "guidance": args.guidance, "seed": args.seed, "batch_size": args.batch_size, **_sampler_meta(sampler)}
-    return _sample_to(args, meta, lambda on_batch: sampler.predict(
-        args.formula, args.text, n, steps=steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
-        strict=not args.allow_out_of_scope, progress=not args.quiet, on_batch=on_batch,
-    ))
-
-
-def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate_csp, evaluate_gen, markdown_table, write_json
-
-    sampler = _load_sampler(args)
-    if args.task == "csp":
-        result = evaluate_csp(sampler, args.split, args.limit, args.steps, args.k, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, args.step_lr, args.prompt, args.enforce, args.facts, not args.no_network_facts, args.rank, args.stated_lattice)
-    else:
-        result = evaluate_gen(sampler, args.split, args.limit or 1000, args.steps, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, not args.no_coverage, args.stability, args.prompt, args.enforce)
-    result["command"] = args.command_line
-    if args.json:
-        write_json(result, args.json)
-    print(markdown_table([result]))
-    for row in result.get("ranked", []):
-        print(f"top-1 of {row['samples']} ranked by CHGNet energy: match {100 * row['match_rate']:.2f}%, RMSE {row['rmse']:.4g}, exact {100 * row['exact_match_rate']:.2f}%")
-    return 0
-
-
-def cmd_describe(args) -> int:
-    from .data import load_split
-    from .text.describe import describe_table, shipped_description_path
-
-    if args.cif:  # one user structure: print its description (the text a long-description model expects)
-        from .crystal import read_structure
-        from .text.describe import describe_structure
-
-        print(describe_structure(read_structure(args.cif), fast=not args.slow))
-        return 0
-    if not args.dataset:
-        raise ValueError("describe needs --dataset (a benchmark split) or --cif FILE (one structure)")
-    table = load_split(args.dataset, args.split, args.data_root)
-    out = args.out or shipped_description_path(args.dataset, args.split)
-    done = describe_table(table.ids, table.structures(), out, workers=args.workers, fast=not args.slow, limit=args.limit)
-    print(f"{len(done)} of {len(table)} {args.dataset}/{args.split} crystals described in {out}")
-    return 0
-
-
-def cmd_templates(args) -> int:
-    from .data import load_split, protocol_name
-    from .data.templates import TEMPLATE_DIR, count_templates, element_coordination_counts, save_templates
-
-    table = load_split(args.dataset, "train", args.data_root)
-    try:  # coordination numbers per role from the shipped long descriptions, where there are any
-        from .text.describe import descriptions_for
-
-        texts = descriptions_for(args.dataset, "train", table.ids)
-    except (LookupError, FileNotFoundError):
-        texts = None
-    counts, skipped = count_templates(table.structures(), progress=True, descriptions=texts)
-    out = args.out or TEMPLATE_DIR / f"{args.dataset}.json.gz"
-    meta = {"dataset": args.dataset, "split": "train", "protocol": protocol_name(args.dataset, args.data_root), "symprec": 0.1, "crystals": len(table), "skipped": skipped}
-    save_templates(out, counts, meta, element_coordination_counts(texts) if texts else None)
-    print(f"{len(counts)} Wyckoff templates from {len(table) - skipped} of {len(table)} training crystals ({skipped} not primitive at symprec 0.1) -> {out}")
-    return 0
-
-
-def cmd_show(args) -> int:
-    from .show import show_folder
-
-    reference = None
-    if args.reference:
-        from .data import load_split
-
-        dataset, _, split = args.reference.partition(":")
-        table = load_split(dataset, split or "train")
-        if args.reference_limit and len(table) > args.reference_limit:
-            table = table.subset(range(args.reference_limit))
-        reference = table.structures()
-    written = show_folder(args.folder, args.out, reference)
-    pages = [p for p in written if p.name.startswith("crystals")]
-    more = f" (+ {len(pages) - 1} more page{'s' if len(pages) > 2 else ''}: {', '.join(p.name for p in pages[1:])})" if len(pages) > 1 else ""
-    print(f"wrote {len(written)} pictures; overview: {written[0]}{more}")
-    return 0
-
-
-def cmd_data(args) -> int:
-    if args.action == "fetch":
-        return _fetch_data(args)
-    from .crystal import cif_roundtrip_errors
-    from .data import load_split
-
-    dataset = args.dataset or args.name
-    if not dataset:
-        raise ValueError("data needs a dataset: tgdmat data --dataset perov_5 (or: tgdmat data fetch perov_5)")
-    table = load_split(dataset, args.split, args.data_root)
-    print(f"{dataset}/{args.split}: {len(table)} crystals, {int(table.crystals.num_atoms.sum())} atoms")
-    if args.check_roundtrip:
-        same_types, frac_err, lat_err = cif_roundtrip_errors(table.crystals, progress=True)
-        ok = same_types and frac_err < 1e-6 and lat_err < 1e-6
-        print(f"round trip CSV -> crystal -> CIF -> crystal: types equal {same_types}, max |dF| (mod 1) {frac_err:.2e}, max |dL| {lat_err:.2e} A: {'OK' if ok else 'FAILED'}")
-        return 0 if ok else 1
-    return 0
-
-
-def _fetch_data(args) -> int:
-    from pathlib import Path
-
-    from .data import default_data_root
-    from .data.fetch import GITHUB_RAW, fetch
-
-    dataset = args.name or args.dataset
-    if not dataset:
-        raise ValueError("data fetch needs a dataset: perov_5, carbon_24, mp_20 or mpts_52")
-    root = Path(args.data_root) if args.data_root else default_data_root()
-    splits = tuple(args.splits or ("train", "val", "test"))
-    for path, downloaded in fetch(dataset, root, splits, args.base_url or os.environ.get("TGDMAT_DATA_URL", GITHUB_RAW), progress=not args.quiet):
-        print(f"{path}: {'downloaded and verified' if downloaded else 'already present, verified'} (git blob matches)")
-    return 0
-
-
-def cmd_speed(args) -> int:
-
-    from .benchmark import markdown_rows, speed_reference, speed_sample, speed_train
-    from .evaluate import write_json
-
-    if args.what == "train":
-        rows = speed_train(args.dataset, tuple(args.hidden), seconds=args.seconds, threads=args.threads)
-    elif args.what == "reference":
-        rows = [speed_reference(args.checkpoint, n=args.n or 64)]
-    else:
-        rows = speed_sample(args.checkpoint, tuple(args.steps), n=args.n, match_limit=args.match_limit, step_lrs=tuple(args.step_lr or [None]), correctors=tuple(args.corrector), precisions=tuple(args.precision), integrators=tuple(args.integrator))
-    if args.json:
-        write_json({"command": args.command_line, "rows": rows}, args.json)
-    print(markdown_rows(rows))
-    return 0
-
-
-def cmd_benchmark(args) -> int:
-    import json
-    from pathlib import Path
-
-    from .benchmark import results_block, replace_readme_block
-    from .evaluate import evaluate_csp, evaluate_gen, write_json
-
-    results = []
-    if args.append and Path(args.json).exists():  # keep other models' rows; re-measured models are replaced
-        results = [r for r in json.loads(Path(args.json).read_text())["results"] if r["checkpoint"] not in args.checkpoints]
-    for ckpt in args.checkpoints:
-        from .evaluate import CspOnlyModel
-
-        results.append(evaluate_csp(ckpt, limit=args.csp_limit, steps=args.steps, progress=not args.quiet))
-        results[-1]["command"] = args.command_line
-        try:
-            results.append(evaluate_gen(ckpt, num_samples=args.gen_samples, steps=args.steps, progress=not args.quiet))
-            results[-1]["command"] = args.command_line
-        except CspOnlyModel:  # CSP-only models have no de novo generation
-            pass
-    commands = list(dict.fromkeys(r["command"] for r in results))  # every command behind a row, in order
-    write_json({"commands": commands, "results": results}, args.json)
-    block = results_block(results, commands)
-    print(block)
-    if args.readme:
-        replace_readme_block(Path(args.readme), block)
-        print(f"updated {args.readme}")
-    return 0
-
-
-def cmd_export(args) -> int:
-    from .pretrained import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
-
-    if str(args.checkpoint).endswith(".pt"):  # a training state: its EMA weights
-        from .train import state_checkpoint
-
-        model, cfg, info = state_checkpoint(args.checkpoint)
-    else:
-        model, cfg, info = load_checkpoint(args.checkpoint)
-    if args.sample_steps:
-        cfg.diffusion.sample_steps = args.sample_steps
-    if args.step_lr is not None:
-        cfg.diffusion.step_lr = args.step_lr
-    if args.corrector:
-        cfg.diffusion.corrector_rescale = args.corrector == "rescaled"
-    if args.integrator:
-        cfg.diffusion.integrator = args.integrator
-    out = args.out or CHECKPOINT_DIR / f"{args.name}.safetensors"
-    save_checkpoint(out, model, cfg, info)
-    d = cfg.diffusion
-    print(f"wrote {out} (sample_steps={d.sample_steps}, step_lr={d.step_lr}, corrector={'rescaled' if d.corrector_rescale else 'fixed'}, integrator={d.integrator})")
-    return 0
 
 
 EXAMPLES = {
@@ -480,20 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="cpu")
     t.add_argument("--data-root", help="folder with the benchmark CSVs (default: $TGDMAT_DATA or ../shared/data)")
     t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config field")
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(func=commands.cmd_train)
 
     g = _command(sub, "generate", help="de novo crystals from a text prompt")
     g.add_argument("prompt", help="e.g. 'a cubic perovskite SrTiO3 in space group Pm-3m'")
     g.add_argument("--atoms", type=int, help="atoms per cell (default: from the formula or the training data)")
     g.add_argument("--free", action="store_true", help="the model's own de novo sampling: the text conditions it but nothing is enforced (default: formula, elements, space group, crystal system and lattice numbers in the prompt are binding)")
     _sampling_args(g)
-    g.set_defaults(func=cmd_generate)
+    g.set_defaults(func=commands.cmd_generate)
 
     r = _command(sub, "predict", help="crystal structure prediction for a composition")
     r.add_argument("--formula", required=True, help="composition of the cell as written, e.g. SrTiO3 (5 atoms); a multiple such as Sr2Ti2O6 asks for that many atoms per cell, which the model must have seen in training")
     r.add_argument("--text", help="optional description to guide the prediction")
     _sampling_args(r)
-    r.set_defaults(func=cmd_predict)
+    r.set_defaults(func=commands.cmd_predict)
 
     e = _command(sub, "evaluate", help="benchmark metrics of a checkpoint on a split")
     e.add_argument("--task", choices=["csp", "gen"], required=True)
@@ -519,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-network-facts", action="store_true", help="csp, models built with facts: do not feed the test prompts' stated facts to the network (ablation)")
     e.add_argument("--json", help="write all metrics to this JSON file")
     e.add_argument("--quiet", action="store_true")
-    e.set_defaults(func=cmd_evaluate)
+    e.set_defaults(func=commands.cmd_evaluate)
 
     d = _command(sub, "describe", help="Robocrystallographer long descriptions, cached and resumable")
     d.add_argument("--dataset", help="describe a benchmark split into the cache")
@@ -530,20 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--limit", type=int, help="describe at most this many new crystals in this run")
     d.add_argument("--slow", action="store_true", help="robocrys' stock mineral matcher (same text, ~6x slower)")
     d.add_argument("--data-root")
-    d.set_defaults(func=cmd_describe)
+    d.set_defaults(func=commands.cmd_describe)
 
     s = _command(sub, "show", help="render the CIFs of a results folder to PNG")
     s.add_argument("folder")
     s.add_argument("--out", help="where to write the pictures (default: the folder)")
     s.add_argument("--reference", help="DATASET[:SPLIT] to compare distributions with, e.g. perov_5:train")
     s.add_argument("--reference-limit", type=int, default=2000)
-    s.set_defaults(func=cmd_show)
+    s.set_defaults(func=commands.cmd_show)
 
     w = _command(sub, "templates", help="count the Wyckoff templates of a training split (used to enforce space groups)")
     w.add_argument("--dataset", required=True)
     w.add_argument("--out", help="output .json.gz (default: the package's shipped file)")
     w.add_argument("--data-root")
-    w.set_defaults(func=cmd_templates)
+    w.set_defaults(func=commands.cmd_templates)
     a = _command(sub, "data", help="load (and cache) a split; --check-roundtrip verifies CIF round trips")
     a.add_argument("action", nargs="?", choices=["load", "fetch"], default="load", help="load: read (and cache) a split; fetch: download the standard CSV splits and verify their git blob ids")
     a.add_argument("name", nargs="?", help="dataset for fetch: perov_5, carbon_24, mp_20 or mpts_52")
@@ -554,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--quiet", action="store_true")
     a.add_argument("--data-root")
     a.add_argument("--check-roundtrip", action="store_true")
-    a.set_defaults(func=cmd_data)
+    a.set_defaults(func=commands.cmd_data)
 
     v = _command(sub, "speed", help="throughput and peak memory of training or sampling")
     v.add_argument("what", choices=["train", "sample", "reference"], help="train: training throughput per hidden size; sample: sampler settings side by side; reference: a DiffCSP-sized configuration's sampling throughput")
@@ -571,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--integrator", nargs="+", choices=["ancestral", "ode"], default=["ancestral"], help="sample: predictor step (reverse SDE, or probability-flow ODE + DDIM)")
     v.add_argument("--match-limit", type=int, default=500, help="sample: test crystals sampled and matched per setting (throughput is timed on the same run)")
     v.add_argument("--json")
-    v.set_defaults(func=cmd_speed)
+    v.set_defaults(func=commands.cmd_speed)
 
     b = _command(sub, "benchmark", help="evaluate checkpoints on CSP and generation; rewrite the README results table")
     b.add_argument("--checkpoints", nargs="+", default=["perov_5", "carbon_24"])
@@ -582,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--readme", help="README to update between the results markers")
     b.add_argument("--append", action="store_true", help="keep the results already in --json (e.g. another dataset run with other limits)")
     b.add_argument("--quiet", action="store_true")
-    b.set_defaults(func=cmd_benchmark)
+    b.set_defaults(func=commands.cmd_benchmark)
 
     x = _command(sub, "export", help="copy a trained checkpoint into the package (optionally with new sampling defaults)")
     x.add_argument("checkpoint", help="a .safetensors checkpoint, or a run's state.pt (its EMA weights, config from the run's last/best.safetensors)")
@@ -592,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--step-lr", type=float)
     x.add_argument("--corrector", choices=["fixed", "rescaled"], help="new default Langevin step scaling (rescaled: times the respacing stride)")
     x.add_argument("--integrator", choices=["ancestral", "ode"], help="new default predictor step")
-    x.set_defaults(func=cmd_export)
+    x.set_defaults(func=commands.cmd_export)
     return p
 
 
