@@ -220,3 +220,21 @@ def test_facts_dropout_marginals():
     assert bool((out.numbers[~out.numbers_stated] == 0).all())
     old = facts_dropout(facts, no_text, rand, d, numbers=False)
     assert bool(old.numbers_stated.all())  # models without numbers: numbers untouched (and not read)
+
+
+def test_the_formula_prompt_of_evaluate_is_what_predict_gives_the_model(srtio3):
+    """``evaluate --prompt formula`` measures what a user's ``predict --formula X`` gets: the same
+    text, and no stated facts (so its figure is the product's for a bare formula)."""
+    from tgdmat.data.csv import CrystalTable
+    from tgdmat.evaluate import formula_fields, table_facts_for
+    from tgdmat.sample import Sampler
+    from tgdmat.text.prompts import short_prompt, structure_fields
+
+    fields = structure_fields(srtio3, {})
+    sampler = Sampler.load("perov_5_csp_facts")
+    told = sampler.predict("SrTiO3", None, 1, steps=2).text
+    assert short_prompt(formula_fields(fields, 5)) == told
+    assert "Pm-3m" in short_prompt(fields) and "Pm-3m" not in told
+    table = CrystalTable(["x"], None, [fields])
+    facts = table_facts_for(sampler, table, "test", "formula")
+    assert not facts.spacegroup.any() and not facts.numbers_stated.any()

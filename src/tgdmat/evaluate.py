@@ -31,12 +31,20 @@ def eval_subset(table: CrystalTable, limit: int | None, seed: int = 0) -> Crysta
     return table.subset(sorted(perm.tolist()))
 
 
+EVAL_PROMPT_KINDS = (*PROMPT_KINDS, "formula")  # formula: only what `predict --formula X` states
+
+
 def eval_prompt_kind(sampler: Sampler, prompt: str | None) -> str:
     """The text kind to condition on: as asked, else the one the model was trained on."""
     kind = prompt or sampler.cfg.data.prompt
-    if kind not in PROMPT_KINDS:
-        raise ValueError(f"prompt must be one of {', '.join(PROMPT_KINDS)}, not {kind!r}")
+    if kind not in EVAL_PROMPT_KINDS:
+        raise ValueError(f"prompt must be one of {', '.join(EVAL_PROMPT_KINDS)}, not {kind!r}")
     return kind
+
+
+def formula_fields(fields: PromptFields, num_atoms: int) -> PromptFields:
+    """What a user's ``predict --formula X`` (no --text) states of a crystal: its formula, elements and atoms per cell."""
+    return PromptFields(formula=fields.formula, elements=fields.elements, num_atoms=num_atoms)
 
 
 def prompt_embeddings(sampler: Sampler, table: CrystalTable, split: str, kind: str) -> torch.Tensor | None:
@@ -47,6 +55,8 @@ def prompt_embeddings(sampler: Sampler, table: CrystalTable, split: str, kind: s
         from .text.describe import descriptions_for
 
         return sampler.embed(descriptions_for(sampler.cfg.data.dataset, split, table.ids))
+    if kind == "formula":
+        return sampler.embed([short_prompt(formula_fields(f, n)) for f, n in zip(table.fields, table.crystals.num_atoms.tolist())])
     return sampler.embed([short_prompt(f) for f in table.fields])
 
 
@@ -56,8 +66,10 @@ def table_facts_for(sampler: Sampler, table: CrystalTable, split: str, kind: str
     with ``lattice``, for models built with ``model.facts_numbers``)."""
     if not sampler.cfg.model.facts:
         return None
-    from .text.facts import table_facts
+    from .text.facts import no_facts, table_facts
 
+    if kind == "formula":  # a formula states none of the facts
+        return no_facts(len(table))
     numbers = sampler.cfg.model.facts_numbers
     return table_facts(table, sampler.cfg.data.dataset, split, kind == "long", lattice=lattice, properties=numbers and kind == "short")
 
