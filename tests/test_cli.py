@@ -266,7 +266,7 @@ def test_non_finite_weights_are_refused(tmp_path, capsys):
 def test_file_names_are_shell_safe():
     from pymatgen.core import Lattice, Structure
 
-    from tgdmat.sample import safe_formula
+    from tgdmat.output import safe_formula
 
     s = Structure(Lattice.cubic(4), ["O", "N", "Ca", "O", "N"], [[0, 0, 0], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5], [0.5, 0.5, 0.5]])
     assert safe_formula(s) == "CaN2O2"
@@ -343,3 +343,48 @@ def test_evaluate_with_stated_lattice_numbers(tiny_checkpoint, tmp_path, capsys)
     assert main(["evaluate", "--task", "csp", "--checkpoint", tiny_checkpoint, "--limit", "4", "--steps", "3", "--stated-lattice", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model.facts_numbers" in err[0]
+
+
+@pytest.mark.parametrize("formula, model", [("SrTiO3", "perov_5_csp_facts"), ("C8", "carbon_24_csp_facts")])
+def test_predict_without_a_checkpoint_uses_the_csp_model_of_the_formulas_data(tmp_path, formula, model):
+    """``predict --formula X`` picks the shipped CSP-only model (Carbon-24's for carbon), records it,
+    and returns exactly that composition; a formula it cannot parse still gets predict's own error."""
+    from pymatgen.core import Composition
+
+    from tgdmat.pretrained import default_predict_model
+
+    out = tmp_path / "p"
+    assert main(["predict", "--formula", formula, "--steps", "3", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["checkpoint"] == model
+    assert Composition(summary["structures"][0]["formula"]).reduced_formula == Composition(formula).reduced_formula
+    assert default_predict_model("cubic") == "perov_5_csp_facts"
+
+
+def test_a_csp_only_model_is_evaluated_in_generation_only_with_the_prompt_enforced(tmp_path):
+    """``evaluate --task gen --enforce`` measures what ``generate`` does with a CSP-only model (each
+    prompt's formula fixes the types): every sample has its prompt's formula; free de novo is refused."""
+    from pathlib import Path
+
+    from tgdmat.evaluate import CspOnlyModel, evaluate_gen
+
+    tiny = str(Path(__file__).parent / "data" / "tiny_perov")
+    cfg = Config(model=ModelConfig(hidden=32, layers=1, num_freqs=4, time_dim=16, text_hidden=8), diffusion=DiffusionConfig(step_lr=0.0, sample_steps=3, task="csp"), data=DataConfig(dataset=tiny))
+    path = tmp_path / "csp.safetensors"
+    save_checkpoint(path, TGDMat(cfg), cfg, ModelInfo(tiny, {5: 100}, [], {}))
+    with pytest.raises(CspOnlyModel, match="--enforce"):
+        evaluate_gen(str(path), num_samples=4, coverage_metrics=False, progress=False)
+    result = evaluate_gen(str(path), num_samples=4, coverage_metrics=False, progress=False, enforce=True)
+    assert result["n"] == 4 and result["has_formula"] == 1.0 and result["has_num_atoms"] == 1.0
+
+
+def test_generate_without_a_checkpoint_uses_the_csp_model_when_the_prompt_names_a_formula():
+    """A formula makes ``generate`` structure prediction: predict's CSP model (Carbon-24's for
+    carbon); a free composition, ``--free`` or a bad prompt keep the de novo model."""
+    from tgdmat.pretrained import default_generate_model
+
+    assert default_generate_model("cubic perovskite SrTiO3 in space group Pm-3m") == "perov_5_csp_facts"
+    assert default_generate_model("C12 in space group P6/mmm") == "carbon_24_csp_facts"
+    assert default_generate_model("a cubic perovskite in space group Pm-3m") == "perov_5"
+    assert default_generate_model("SrTiO3", free=True) == "perov_5"
+    assert default_generate_model("") == "perov_5"

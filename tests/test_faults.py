@@ -298,7 +298,7 @@ def test_a_killed_describe_leaves_no_orphaned_workers(tmp_path):
 
 
 def test_a_second_run_into_a_busy_output_folder_is_refused(tmp_path):
-    from tgdmat.sample import output_lock
+    from tgdmat.output import output_lock
 
     out = tmp_path / "out"
     with output_lock(out):

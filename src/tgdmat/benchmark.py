@@ -194,7 +194,7 @@ def results_block(results: list[dict], commands: list[str]) -> str:
         return f"tgdmat {text} `{Path(r['checkpoint']).name}`"
 
     lines = [
-        "## Results",
+        "### Benchmark runs (`tgdmat benchmark`, which rewrites this part of the README)",
         "",
         "Measured on this 2-core CPU machine (no GPU) with the commands below; ours use the shared-data",
         "protocol (about a third of the standard training data, see above), a fixed seeded subset of the",

@@ -21,10 +21,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def shipped_models() -> str:
     """The names of the models shipped in the package, for help texts."""
-    from .pretrained import CHECKPOINT_DIR, DEFAULT_MODEL
+    from .pretrained import CHECKPOINT_DIR
 
-    names = sorted(p.stem for p in CHECKPOINT_DIR.glob("*.safetensors"))
-    return ", ".join(f"{n} (default)" if n == DEFAULT_MODEL else n for n in names)
+    return ", ".join(sorted(p.stem for p in CHECKPOINT_DIR.glob("*.safetensors")))
 
 
 def _precision_arg(p: argparse.ArgumentParser) -> None:
@@ -33,12 +32,12 @@ def _precision_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--integrator", choices=["ancestral", "ode"], help="predictor step: reverse SDE, or probability-flow ODE + DDIM (default: the model's)")
 
 
-def _sampling_args(p: argparse.ArgumentParser) -> None:
+def _sampling_args(p: argparse.ArgumentParser, default_model: str) -> None:
     p.add_argument("-n", "--num-samples", type=int, default=None, help="number of structures (default: 16 for generate, 1 for predict)")
     p.add_argument("--steps", type=int, help="reverse diffusion steps (default: the model's, see its card)")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same crystals")
-    p.add_argument("--checkpoint", help=f"shipped model name ({shipped_models()}) or a .safetensors path")
+    p.add_argument("--checkpoint", help=f"shipped model name ({shipped_models()}) or a .safetensors path (default: {default_model})")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; on a busy machine 1 can be faster)")
     _precision_arg(p)
@@ -111,13 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("prompt", help="e.g. 'a cubic perovskite SrTiO3 in space group Pm-3m'")
     g.add_argument("--atoms", type=int, help="atoms per cell (default: from the formula or the training data)")
     g.add_argument("--free", action="store_true", help="the model's own de novo sampling: the text conditions it but nothing is enforced (default: formula, elements, space group, crystal system and lattice numbers in the prompt are binding)")
-    _sampling_args(g)
+    from . import pretrained
+
+    _sampling_args(g, f"{pretrained.DEFAULT_MODEL}; a prompt naming a formula uses predict's model ({pretrained.DEFAULT_PREDICT_MODEL}, {pretrained.CARBON_PREDICT_MODEL} for carbon) unless --free")
     g.set_defaults(func=commands.cmd_generate)
 
     r = _command(sub, "predict", help="crystal structure prediction for a composition")
     r.add_argument("--formula", required=True, help="composition of the cell as written, e.g. SrTiO3 (5 atoms); a multiple such as Sr2Ti2O6 asks for that many atoms per cell, which the model must have seen in training")
     r.add_argument("--text", help="optional description to guide the prediction")
-    _sampling_args(r)
+    _sampling_args(r, f"{pretrained.DEFAULT_PREDICT_MODEL}; {pretrained.CARBON_PREDICT_MODEL} for a carbon-only formula")
     r.set_defaults(func=commands.cmd_predict)
 
     e = _command(sub, "evaluate", help="benchmark metrics of a checkpoint on a split")

@@ -147,14 +147,14 @@ def _check_device(name: str) -> None:
 def _sample_to(args, meta: dict, run) -> int:
     """Run ``run(on_batch)``, writing each finished batch to --out (unless ranking needs them all);
     an interruption keeps what was written and says so."""
-    from .sample import output_lock
+    from .output import output_lock
 
     with output_lock(args.out):  # a concurrent run into the same folder is refused
         return _sample_locked(args, meta, run)
 
 
 def _sample_locked(args, meta: dict, run) -> int:
-    from .sample import ResultWriter, prepare_output
+    from .output import ResultWriter, prepare_output
     from .text.prompts import written_formula
 
     out, old = prepare_output(args.out, args.overwrite)  # checked under the lock
@@ -177,11 +177,14 @@ def _sample_locked(args, meta: dict, run) -> int:
 
 
 def cmd_generate(args) -> int:
+    from .pretrained import default_generate_model
+
     _check_sampling(args)
+    args.checkpoint = args.checkpoint or default_generate_model(args.prompt, args.free)
     sampler = _load_sampler(args, args.device)
     n = 16 if args.num_samples is None else args.num_samples
     steps = args.steps or sampler.cfg.diffusion.sample_steps
-    meta = {"command": "generate", "prompt": args.prompt, "checkpoint": args.checkpoint or "perov_5", "n": n, "steps": steps, "guidance": args.guidance, "seed": args.seed, "free": args.free, "batch_size": args.batch_size, **_sampler_meta(sampler)}
+    meta = {"command": "generate", "prompt": args.prompt, "checkpoint": args.checkpoint, "n": n, "steps": steps, "guidance": args.guidance, "seed": args.seed, "free": args.free, "batch_size": args.batch_size, **_sampler_meta(sampler)}
     return _sample_to(args, meta, lambda on_batch: sampler.generate(
         args.prompt, n, steps=steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
         num_atoms=args.atoms, strict=not args.allow_out_of_scope, progress=not args.quiet, free=args.free, on_batch=on_batch,
@@ -189,11 +192,14 @@ def cmd_generate(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from .pretrained import default_predict_model
+
     _check_sampling(args)
+    args.checkpoint = args.checkpoint or default_predict_model(args.formula)
     sampler = _load_sampler(args, args.device)
     n = 1 if args.num_samples is None else args.num_samples
     steps = args.steps or sampler.cfg.diffusion.sample_steps
-    meta = {"command": "predict", "formula": args.formula, "text": args.text, "checkpoint": args.checkpoint or "perov_5", "n": n, "steps": steps, "guidance": args.guidance, "seed": args.seed, "batch_size": args.batch_size, **_sampler_meta(sampler)}
+    meta = {"command": "predict", "formula": args.formula, "text": args.text, "checkpoint": args.checkpoint, "n": n, "steps": steps, "guidance": args.guidance, "seed": args.seed, "batch_size": args.batch_size, **_sampler_meta(sampler)}
     return _sample_to(args, meta, lambda on_batch: sampler.predict(
         args.formula, args.text, n, steps=steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
         strict=not args.allow_out_of_scope, progress=not args.quiet, on_batch=on_batch,

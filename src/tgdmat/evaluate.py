@@ -252,14 +252,14 @@ def evaluate_gen(checkpoint: "str | Sampler | None" = None, split: str = "test",
 
     ``enforce``: the product's binding mode (formula, space group and atoms per cell of each test
     prompt enforced by construction, as ``tgdmat generate`` does); otherwise the model's free de novo
-    sampling, conditioned on the text only."""
+    sampling, conditioned on the text only. A CSP-only model is evaluated with ``enforce`` only."""
     from .metrics import coverage, property_distances, validity
 
     sampler = checkpoint if isinstance(checkpoint, Sampler) else Sampler.load(checkpoint)
     checkpoint = sampler.source if isinstance(checkpoint, Sampler) else checkpoint
     cfg = sampler.cfg
-    if cfg.diffusion.task == "csp":
-        raise CspOnlyModel(f"{checkpoint}: trained for CSP only (task csp); it has no de novo generation to evaluate")
+    if cfg.diffusion.task == "csp" and not enforce:  # with --enforce each prompt's formula fixes the types, as `generate` does
+        raise CspOnlyModel(f"{checkpoint}: trained for CSP only (task csp); it has no free de novo generation to evaluate (use --enforce)")
     steps = steps or cfg.diffusion.sample_steps
     full = load_split(cfg.data.dataset, split, data_root or cfg.data.data_root)
     conditions = eval_subset(full, num_samples, seed)
