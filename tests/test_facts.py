@@ -238,3 +238,12 @@ def test_the_formula_prompt_of_evaluate_is_what_predict_gives_the_model(srtio3):
     table = CrystalTable(["x"], None, [fields])
     facts = table_facts_for(sampler, table, "test", "formula")
     assert not facts.spacegroup.any() and not facts.numbers_stated.any()
+
+
+def test_coordination_counts_neighbours_with_comma_labels():
+    """robocrys labels some Carbon-24 neighbours "C(1,1,1)": they count like "C(1)" (7% of its site sentences)."""
+    from tgdmat.text.facts import element_coordination
+
+    text = ("In the first C site, C(1) is bonded to four C(1,1,1) atoms to form corner-sharing CC4 tetrahedra. "
+            "In the second C site, C(2) is bonded to one C(1) and two equivalent C(1,1) atoms to form a mixture of CC3 trigonal planar.")
+    assert element_coordination(text) == {"C": (3, 4)}

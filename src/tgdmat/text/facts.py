@@ -18,7 +18,7 @@ NUMBER_WORDS = {
     "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
 }
 _BONDED = re.compile(r"\b([A-Z][a-z]?)\((\d+)\)\S* is bonded(.*?)(?:\.\s|\.$)")
-_COUNT = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r"|\d+)\s+(?:equivalent\s+|inequivalent\s+)?[A-Z][a-z]?\(\d+\)")
+_COUNT = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r"|\d+)\s+(?:equivalent\s+|inequivalent\s+)?[A-Z][a-z]?\([\d,]+\)")  # labels as C(1) or C(1,1,1)
 _COORDINATE = re.compile(r"(\d+)-coordinate")
 _SENTENCE = re.compile(r"(?<=\.)\s+(?=[A-Z])")
 _PAIR = re.compile(r"([A-Z][a-z]?)\([\d,]+\)[-–]([A-Z][a-z]?)\([\d,]+\) bond")
