@@ -7,6 +7,7 @@ import shlex
 import sys
 
 from . import commands
+from .config import EVAL_PROMPT_KINDS
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -130,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-k", type=int, default=1, help="csp: samples per crystal (best of k)")
     e.add_argument("--guidance", type=float, default=1.0)
     e.add_argument("--step-lr", type=float, help="csp: Langevin corrector step size (0: predictor only; default: the model's)")
-    e.add_argument("--prompt", choices=["short", "long", "formula"], help="text to condition on: canonical short prompts, cached long descriptions, or only the formula (what `predict --formula X` gives the model) (default: what the model was trained on)")
+    e.add_argument("--prompt", choices=EVAL_PROMPT_KINDS, help="text to condition on: canonical short prompts, cached long descriptions, or only the formula (what `predict --formula X` gives the model) (default: what the model was trained on)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--batch-size", type=int, default=256)
     _precision_arg(e)

@@ -8,6 +8,7 @@ import yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 PROMPT_KINDS = ("short", "long")
+EVAL_PROMPT_KINDS = (*PROMPT_KINDS, "formula")  # evaluate also offers formula: only what `predict --formula X` states
 LR_SCHEDULES = ("constant", "cosine")
 INTEGRATORS = ("ancestral", "ode")
 

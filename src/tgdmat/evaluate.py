@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path, atomic_write_text
-from .config import PROMPT_KINDS
+from .config import EVAL_PROMPT_KINDS
 from .data import cache_root, load_split, protocol_name
 from .data.csv import CrystalTable
 from .sample import Sampler
@@ -29,9 +29,6 @@ def eval_subset(table: CrystalTable, limit: int | None, seed: int = 0) -> Crysta
         return table
     perm = torch.randperm(len(table), generator=torch.Generator().manual_seed(seed))[:limit]
     return table.subset(sorted(perm.tolist()))
-
-
-EVAL_PROMPT_KINDS = (*PROMPT_KINDS, "formula")  # formula: only what `predict --formula X` states
 
 
 def eval_prompt_kind(sampler: Sampler, prompt: str | None) -> str:
