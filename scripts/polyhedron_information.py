@@ -9,26 +9,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 from collections import Counter, defaultdict
 
 from tgdmat.text.describe import load_descriptions, shipped_description_path
-from tgdmat.text.facts import _BONDED, site_coordination
-
-_POLYHEDRON = re.compile(r"to form (?:a mixture of )?.*?\b(?:[A-Z][a-z]?\d*){2,} ([a-z][a-z -]*?)(?: that|,|$)")
-_GEOMETRY = re.compile(r"in an? ([a-z -]+?) geometry")
-
-
-def site_shapes(text: str) -> dict[str, str]:
-    """Polyhedron or geometry word of each site label the description states ('Ti(1)': 'octahedra')."""
-    out: dict[str, str] = {}
-    for m in _BONDED.finditer(text):
-        label, rest = f"{m.group(1)}({m.group(2)})", m.group(3)
-        found = _POLYHEDRON.search(rest) or _GEOMETRY.search(rest)
-        if found and not found.group(1).endswith("coordinate"):
-            out.setdefault(label, found.group(1).replace("distorted ", "").strip())
-    return out
-
+from tgdmat.text.facts import site_coordination, site_shapes
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -247,3 +247,12 @@ def test_coordination_counts_neighbours_with_comma_labels():
     text = ("In the first C site, C(1) is bonded to four C(1,1,1) atoms to form corner-sharing CC4 tetrahedra. "
             "In the second C site, C(2) is bonded to one C(1) and two equivalent C(1,1) atoms to form a mixture of CC3 trigonal planar.")
     assert element_coordination(text) == {"C": (3, 4)}
+
+
+def test_site_shapes_read_polyhedra_and_geometries():
+    """Each site's polyhedron ("to form NbO6 octahedra") or geometry ("in a distorted linear
+    geometry", the word "distorted" dropped); a bare "N-coordinate geometry" is no shape."""
+    from tgdmat.text.facts import site_shapes
+
+    assert site_shapes(KNBO3) == {"K(1)": "cuboctahedra", "Nb(1)": "octahedra", "O(1)": "linear"}
+    assert site_shapes("C(1) is bonded in a 3-coordinate geometry to three C(1) atoms.") == {}

@@ -8,8 +8,8 @@ import torch
 from tgdmat.conditioning import plan_crystals
 from tgdmat.data.templates import load_templates, template_of
 from tgdmat.symmetry import (
-    CENTERING_TO_PRIMITIVE, SymmetryConstraint, SymmetryError, Template, _group, centering, orbit_ops, project_lattice,
-    wyckoff_combinations,
+    CENTERING_TO_PRIMITIVE, SymmetryConstraint, SymmetryError, Template, _group, centering, crystal_orbits, keep_spacegroup,
+    orbit_ops, project_lattice, wyckoff_combinations,
 )
 from tgdmat.text.prompts import PromptError, PromptFields, parse_lattice, parse_prompt, qualitative_terms
 
@@ -79,6 +79,48 @@ def test_special_positions_stay_on_their_orbits(sg, counts):
         s = _structure(con, tpl, p, L)
         assert _invariant_under_group(s, sg), (sg, tpl)
         assert {el.symbol: int(n) for el, n in s.composition.items()} == counts
+
+
+def _near_supergroup(tpl: Template, seed: int):
+    """A crystal exactly in ``tpl``'s group but close to a larger one: free coordinates near
+    multiples of 1/4, a near-cubic cell; (constraint, p, L, structure)."""
+    con = SymmetryConstraint.build([tpl], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    p = torch.round(4 * torch.rand(con.num_orbits, 3, generator=gen, dtype=torch.float64)) / 4
+    p = (p + 0.002 * torch.randn(p.shape, generator=gen, dtype=torch.float64)) * con.free
+    L = con.lattice(5 * torch.eye(3, dtype=torch.float64).unsqueeze(0) + 0.01 * torch.randn(1, 3, 3, generator=gen, dtype=torch.float64))
+    return con, p, L, _structure(con, tpl, p, L)
+
+
+SUPERGROUP_CASES = [(12, {"C": 6}), (63, {"C": 6}), (99, {"Pb": 1, "Ti": 1, "O": 3}), (166, {"Bi": 2, "Se": 3}), (194, {"C": 4}), (65, {"C": 4}), (2, {"C": 6}), (10, {"C": 8}), (123, {"Cs": 1, "Cl": 1}), (25, {"C": 2}), (74, {"C": 8})]
+
+
+def test_accidental_supergroups_are_left_in_the_requested_group():
+    """Crystals built in G but within 0.1 Å of a larger group (free coordinates snapped near
+    multiples of 1/4, a near-cubic cell) are moved so that spglib at 0.1 finds G itself, keep every
+    operation of G exactly and their composition, and move little; only a template whose every
+    configuration has a larger group (spglib at 1e-3 finds it) may stay unresolved."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    warnings.simplefilter("ignore")
+    needed = 0
+    for sg, counts in SUPERGROUP_CASES:
+        for i, tpl in enumerate(wyckoff_combinations(sg, counts, limit=6)):
+            con, p, L, s = _near_supergroup(tpl, i)
+            if s.distance_matrix[np.triu_indices(len(s), 1)].min() < 0.5:
+                continue
+            out, move = keep_spacegroup(s, crystal_orbits(con, 0, 0, len(s)), np.random.default_rng(0))
+            if SpacegroupAnalyzer(s, symprec=0.1).get_space_group_number() == sg:
+                assert move == 0.0 and out is s
+                continue
+            needed += 1
+            if move is None:
+                assert SpacegroupAnalyzer(s, symprec=1e-3).get_space_group_number() != sg, (sg, tpl)
+                continue
+            assert SpacegroupAnalyzer(out, symprec=0.1).get_space_group_number() == sg, (sg, tpl)
+            assert _invariant_under_group(out, sg, tol=1e-6) and out.composition == s.composition
+            assert move <= 0.6 and out.distance_matrix[np.triu_indices(len(out), 1)].min() >= 0.5
+    assert needed >= 10
 
 
 def test_lattice_projection_per_crystal_system():
@@ -216,3 +258,33 @@ def test_wyckoff_search_is_bounded():
     combos = wyckoff_combinations(139, {"C": 24}, limit=500)
     assert 0 < len(combos) <= 500 and time.perf_counter() - t0 < 5.0
     assert all(tpl.num_atoms() == 24 for tpl in combos[:50])
+
+
+def test_sampler_moves_each_crystal_of_a_batch_with_its_own_orbits():
+    """The batch path (Sampler._keep_groups) slices each crystal's orbits out of the batch
+    constraint, records the move on the structure and in the summary row, and says so in a note."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    from tgdmat.conditioning import CrystalPlan
+    from tgdmat.output import describe_result
+    from tgdmat.sample import _keep_groups, supergroup_note
+
+    warnings.simplefilter("ignore")
+    tpls = [Template(1, (("C", "a"),)), wyckoff_combinations(63, {"C": 6}, limit=1)[0], wyckoff_combinations(12, {"C": 6}, limit=1)[0]]
+    con = SymmetryConstraint.build(tpls, dtype=torch.float64)
+    structures = [_structure(SymmetryConstraint.build(tpls[:1], dtype=torch.float64), tpls[0], torch.zeros(1, 3, dtype=torch.float64), 5 * torch.eye(3, dtype=torch.float64).unsqueeze(0))]
+    for tpl in tpls[1:]:
+        for seed in range(50):  # the first draw with no overlapping atoms that sits near a larger group
+            s = _near_supergroup(tpl, seed)[3]
+            if s.distance_matrix[np.triu_indices(len(s), 1)].min() > 0.5 and SpacegroupAnalyzer(s, symprec=0.1).get_space_group_number() != tpl.spacegroup:
+                break
+        structures.append(s)
+    assert [SpacegroupAnalyzer(s, symprec=0.1).get_space_group_number() == t.spacegroup for s, t in zip(structures[1:], tpls[1:])] == [False, False]
+    plans = [CrystalPlan(1), CrystalPlan(tpls[1].num_atoms(), tpls[1]), CrystalPlan(tpls[2].num_atoms(), tpls[2])]
+    out = _keep_groups(structures, plans, con, seed=0)
+    assert "supergroup_move" not in out[0].properties
+    for s, tpl in zip(out[1:], tpls[1:]):
+        assert SpacegroupAnalyzer(s, symprec=0.1).get_space_group_number() == tpl.spacegroup
+        assert 0 < s.properties["supergroup_move"] <= 0.6
+        assert describe_result(s)["moved_off_larger_group_A"] == round(s.properties["supergroup_move"], 3)
+    assert supergroup_note(out).startswith("2 of 3 crystals sat within spglib's 0.1 Å of a larger group; 2 were moved")

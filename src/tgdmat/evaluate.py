@@ -41,7 +41,7 @@ def eval_prompt_kind(sampler: Sampler, prompt: str | None) -> str:
 
 def formula_fields(fields: PromptFields, num_atoms: int) -> PromptFields:
     """What a user's ``predict --formula X`` (no --text) states of a crystal: its formula, elements and atoms per cell."""
-    return PromptFields(formula=fields.formula, elements=fields.elements, num_atoms=num_atoms)
+    return PromptFields().with_composition(fields, num_atoms)
 
 
 def prompt_embeddings(sampler: Sampler, table: CrystalTable, split: str, kind: str) -> torch.Tensor | None:
@@ -162,6 +162,8 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
     if rank == "energy":
         metrics["ranked"] = ranked_top1(samples, targets, workers, progress)
     metrics["lattice_within_2pct"] = lattice_within(samples[0], targets)
+    if enforce:
+        metrics.update(supergroup_moves(samples[0]))
     return {
         "task": "csp", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset, data_root or cfg.data.data_root), "split": split,
         "checkpoint": str(checkpoint), "text": cfg.model.use_text, "prompt": kind if cfg.model.use_text else None, "n": len(table), "k": k, "steps": steps, "step_lr": step_lr,
@@ -229,6 +231,18 @@ def per_sample_adherence(structures: list, table: CrystalTable) -> dict:
     return out
 
 
+def supergroup_moves(structures: list) -> dict:
+    """Share of samples the sampler moved off an accidental larger group (symmetry.keep_spacegroup),
+    share it could not, and the median and largest move (Angstrom) of those moved."""
+    moves = [s.properties["supergroup_move"] for s in structures if "supergroup_move" in s.properties]
+    done = [m for m in moves if m is not None]
+    n = max(len(structures), 1)
+    return {
+        "moved_off_larger_group": round(len(done) / n, 4), "larger_group_unresolved": round((len(moves) - len(done)) / n, 4),
+        "move_median_A": round(float(np.median(done)), 3) if done else None, "move_max_A": round(float(max(done)), 3) if done else None,
+    }
+
+
 class CspOnlyModel(ValueError):
     """Generation was asked of a model trained for CSP only."""
 
@@ -284,6 +298,8 @@ def evaluate_gen(checkpoint: "str | Sampler | None" = None, split: str = "test",
         cov = coverage(generated, None, dataset=cfg.data.dataset, workers=workers, progress=progress, valid_only=False, test_fps=test_fingerprints(full, workers, progress))
         result.update({k: cov[k] for k in ("cov_recall", "cov_precision", "n_gen_fp_failed")})
     result.update(per_sample_adherence(generated, conditions))
+    if enforce:
+        result.update(supergroup_moves(generated))
     result.update(quality_rates(generated, conditions.structures()))
     if stability:  # CHGNet relaxation of the first `stability` structurally valid samples (optional extra)
         from .metrics import relax_stability, structure_valid

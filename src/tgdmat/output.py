@@ -18,7 +18,8 @@ from .text.prompts import SYMPREC, PromptFields
 
 def describe_result(s) -> dict:
     """One summary row: formula, spglib space group, lattice, density, the benchmark's validity
-    (0.5 Å, SMACT) and the chemist's quality checks (metrics.quality)."""
+    (0.5 Å, SMACT), the chemist's quality checks (metrics.quality) and, where the sampler had to
+    move the crystal off a larger group to give it the requested one, by how much."""
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     from .metrics.quality import assess
@@ -31,6 +32,10 @@ def describe_result(s) -> dict:
         sg_symbol, sg_number = "P1", 1
     a, b, c = s.lattice.abc
     alpha, beta, gamma = s.lattice.angles
+    moved = {}
+    if "supergroup_move" in s.properties:  # the sampler moved it off an accidental larger group (symmetry.keep_spacegroup)
+        move = s.properties["supergroup_move"]
+        moved = {"moved_off_larger_group_A": round(move, 3) if move is not None else "unresolved"}
     return {
         "formula": s.composition.reduced_formula,
         "num_atoms": len(s),
@@ -42,6 +47,7 @@ def describe_result(s) -> dict:
         "struct_valid": bool(structure_valid(s)),
         "comp_valid": bool(composition_valid(s)),
         **assess(s).row(),
+        **moved,
     }
 
 

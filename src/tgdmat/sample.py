@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .crystal import MAX_Z
@@ -19,7 +20,7 @@ from .diffusion.joint import resolve_precision, respaced_steps
 from .symmetry import LatticeTarget, SymmetryConstraint, Template
 from .text.facts import Facts, canonical_properties, crystal_facts, element_coordination
 from .text.prompts import (
-    PromptError, PromptFields, honoured_properties, normalize_prompt, parse_lattice, parse_prompt, parse_properties,
+    SYMPREC, PromptError, PromptFields, honoured_properties, normalize_prompt, parse_lattice, parse_prompt, parse_properties,
     qualitative_terms, short_prompt, structure_fields,
 )
 
@@ -213,6 +214,8 @@ class Sampler:
                 corrector_rescale=self.cfg.diffusion.corrector_rescale, facts=c.facts, integrator=self.cfg.diffusion.integrator,
             )
             structures = crystals.to_structures()
+            if sym is not None:
+                structures = _keep_groups(structures, batch, sym, seed + start)
             out.extend(structures)
             if bar is not None:
                 bar.done(len(structures))
@@ -300,7 +303,7 @@ class Sampler:
         lattice = lattice_for_plans(req.lattice, req.density, plans, req.notes)
         facts = self.stated_facts(fields, req.text, req.notes, lattice, plans)
         structures = self.sample_plans(plans, req.text, steps, guidance, seed, batch_size, progress, lattice, free_types=free, on_batch=on_batch, facts=facts)
-        return Generation(structures, req.text, fields, lattice, req.notes)
+        return Generation(structures, req.text, fields, lattice, _with_note(req.notes, supergroup_note(structures)))
 
     def predict(self, formula: str, text: str | None = None, n: int = 1, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 64, strict: bool = True, progress: bool = False, on_batch=None) -> "Generation":
         """Structures for a composition as written (e.g. 'SrTiO3' = 5 atoms, 'Sr2Ti2O6' = 10); a
@@ -319,8 +322,7 @@ class Sampler:
         if any(el.Z > MAX_Z for el in comp.elements):
             raise PromptError(f"elements beyond Z={MAX_Z} are not supported")
         req = self.request(text, None) if text else Request(PromptFields(), LatticeTarget(), None, None, [])
-        fields = req.fields
-        fields.formula, fields.elements, fields.num_atoms = comp_fields.formula, comp_fields.elements, size
+        fields = req.fields.with_composition(comp_fields, size)
         if self.long_text and text:
             prompt_text = req.text
         else:
@@ -333,7 +335,7 @@ class Sampler:
         lattice = lattice_for_plans(req.lattice, req.density, plans, req.notes)
         facts = self.stated_facts(fields, prompt_text, req.notes, lattice, plans)
         structures = self.sample_plans(plans, prompt_text, steps, guidance, seed, batch_size, progress, lattice, on_batch=on_batch, facts=facts)
-        return Generation(structures, prompt_text, fields, lattice, req.notes)
+        return Generation(structures, prompt_text, fields, lattice, _with_note(req.notes, supergroup_note(structures)))
 
 
 @dataclass
@@ -359,6 +361,43 @@ class Generation:
 
     def __iter__(self):  # structures, text, fields = sampler.generate(...) keeps working
         return iter((self.structures, self.text, self.fields))
+
+
+def _keep_groups(structures: list, plans: list[CrystalPlan], sym: SymmetryConstraint, seed: int) -> list:
+    """Each templated crystal moved off a larger group it sits within spglib's tolerance of
+    (symmetry.keep_spacegroup); the move (Angstrom, or None when none worked) is recorded in
+    ``structure.properties['supergroup_move']`` where one was needed."""
+    from .symmetry import crystal_orbits, keep_spacegroup
+
+    rng = np.random.default_rng(seed)
+    out, start = [], 0
+    for i, (s, plan) in enumerate(zip(structures, plans)):
+        if plan.template is not None:
+            stated = sym.targets is not None and sym.targets[i] is not None and not sym.targets[i].is_empty()
+            s, move = keep_spacegroup(s, crystal_orbits(sym, i, start, len(s)), rng, symprec=SYMPREC, strain=not stated)
+            if move != 0.0:
+                s.properties["supergroup_move"] = move
+        out.append(s)
+        start += len(s)
+    return out
+
+
+def supergroup_note(structures: list) -> str | None:
+    """One line on the crystals moved off an accidental larger group (None when there were none)."""
+    moves = [s.properties["supergroup_move"] for s in structures if "supergroup_move" in s.properties]
+    if not moves:
+        return None
+    done = [m for m in moves if m is not None]
+    line = f"{len(moves)} of {len(structures)} crystals sat within spglib's {SYMPREC} Å of a larger group"
+    if done:
+        line += f"; {len(done)} were moved along the requested group's free coordinates (at most {max(done):.2f} Å) so that they have the requested group"
+    if len(done) < len(moves):
+        line += f"; {len(moves) - len(done)} could not be, and keep the larger group"
+    return line
+
+
+def _with_note(notes: list[str], note: str | None) -> list[str]:
+    return notes + [note] if note else notes
 
 
 def _spacegroup_number(structure) -> int:

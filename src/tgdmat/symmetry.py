@@ -309,3 +309,134 @@ class SymmetryConstraint:
         summed = torch.zeros(self.num_orbits, logp.shape[-1], dtype=logp.dtype, device=logp.device).index_add_(0, self.orbit, logp)
         counts = torch.bincount(self.orbit, minlength=self.num_orbits).clamp_min(1).unsqueeze(-1)
         return (summed / counts)[self.orbit]
+
+
+# ------------------------------------------------------------------ accidental supergroups
+SUPERGROUP_SHIFTS = (0.05, 0.1, 0.15, 0.2, 0.3)  # largest atomic move tried (Angstrom), in order
+SUPERGROUP_STRAINS = (0.005, 0.01, 0.02, 0.03, 0.05)  # relative metric change tried beside it
+
+
+@dataclass
+class CrystalOrbits:
+    """One crystal's Wyckoff maps (a slice of SymmetryConstraint): f_i = A_i p_orbit(i) + b_i."""
+
+    spacegroup: int
+    A: np.ndarray  # (n,3,3)
+    orbit: np.ndarray  # (n,) local orbit index
+    pinv: np.ndarray  # (k,3,3)
+    free: np.ndarray  # (k,3) bool
+
+    def pull_back(self, field: np.ndarray) -> np.ndarray:
+        """The displacement closest to ``field`` (n,3) that moves only the orbits' free coordinates."""
+        pulled = np.zeros((len(self.pinv), 3))
+        np.add.at(pulled, self.orbit, np.einsum("nji,nj->ni", self.A, field))
+        dp = np.einsum("kij,kj->ki", self.pinv, pulled) * self.free
+        return np.einsum("nij,nj->ni", self.A, dp[self.orbit])
+
+
+def crystal_orbits(sym: "SymmetryConstraint", index: int, atom_start: int, num_atoms: int) -> CrystalOrbits:
+    """Crystal ``index``'s slice of a batch constraint (its atoms from ``atom_start``)."""
+    sl = slice(atom_start, atom_start + num_atoms)
+    orbit = sym.orbit[sl].cpu().numpy()
+    first = int(orbit.min())
+    k = slice(first, int(orbit.max()) + 1)
+    return CrystalOrbits(int(sym.spacegroups[index]), sym.A[sl].double().cpu().numpy(), orbit - first, sym.pinv[k].double().cpu().numpy(), sym.free[k].cpu().numpy())
+
+
+def _dataset(structure, symprec: float):
+    import warnings
+
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return SpacegroupAnalyzer(structure, symprec=symprec).get_symmetry_dataset()
+        except Exception:
+            return None
+
+
+def _op_images(F: np.ndarray, Z: np.ndarray, L: np.ndarray, R: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per operation k and atom i: the atom pi_k(i) of the same element that R_k f_i + t_k lands
+    nearest to, and the fractional residual R_k f_i + t_k - f_pi_k(i) (minimum image)."""
+    diff = (np.einsum("kij,nj->kni", R, F) + t[:, None, :])[:, :, None, :] - F[None, None, :, :]
+    diff -= np.round(diff)
+    dist = np.linalg.norm(diff @ L, axis=-1)
+    dist[:, Z[:, None] != Z[None, :]] = np.inf
+    perm = dist.argmin(-1)
+    return perm, np.take_along_axis(diff, perm[..., None, None], axis=2)[:, :, 0, :]
+
+
+def _op_average(field: np.ndarray, R: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """Average of a per-atom fractional displacement field over the operations (R_k, pi_k)."""
+    out = np.zeros_like(field)
+    np.add.at(out, perm.reshape(-1), np.einsum("kij,nj->kni", R, field).reshape(-1, 3))
+    return out / len(R)
+
+
+def _metric_average(M: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """Average of a metric tensor (fractional, column convention) over rotations: mean R^T M R."""
+    return np.einsum("kji,jl,klm->im", R, M, R) / len(R)
+
+
+def _unit(x: np.ndarray, scale: np.ndarray | float = 1.0) -> np.ndarray | None:
+    size = float(np.abs(x * scale).max()) if np.ndim(scale) == 0 else float(np.linalg.norm(x @ scale, axis=-1).max())
+    return x / size if size > 1e-9 else None
+
+
+def keep_spacegroup(structure, orbits: CrystalOrbits, rng: np.random.Generator, symprec: float = 0.1, strain: bool = True):
+    """``structure`` (exactly in group G = orbits.spacegroup by construction) moved, where spglib at
+    ``symprec`` finds a larger group H it is accidentally close to, as little as the ladders allow
+    and only along G's free Wyckoff coordinates and lattice subspace, so that spglib finds G itself.
+    Directions tried: the crystal's own deviation from H amplified, then random G-moves with their
+    H-symmetric part removed; ``strain=False`` keeps the lattice (stated parameters). Returns (structure, largest atomic move in Angstrom: 0.0 when
+    nothing was needed, None when no tried move gave G)."""
+    from pymatgen.core import Lattice, Structure
+
+    ds = _dataset(structure, symprec)
+    if ds is not None and int(ds.number) == orbits.spacegroup:
+        return structure, 0.0
+    if ds is None or len(ds.rotations) <= 1:
+        return structure, None
+    L = structure.lattice.matrix
+    F = structure.frac_coords % 1.0
+    Z = np.array(structure.atomic_numbers)
+    R = np.asarray(ds.rotations, dtype=np.float64)
+    perm, res = _op_images(F, Z, L, R, np.asarray(ds.translations, dtype=np.float64))
+    own_atoms = np.zeros_like(F)
+    np.add.at(own_atoms, perm.reshape(-1), res.reshape(-1, 3))
+    own_atoms = orbits.pull_back(-own_atoms / len(R))  # f - (H-average of f)
+    M = L @ L.T
+    own_metric = M - _metric_average(M, R) if strain else np.zeros_like(M)
+    T = np.array(CENTERING_TO_PRIMITIVE[centering(orbits.spacegroup)], dtype=np.float64)
+    general = orbit_ops(orbits.spacegroup, _group(orbits.spacegroup).Wyckoff_positions[0].letter)[0] @ T.T  # G's rotations, sampled basis
+    directions = [(own_atoms, own_metric)]
+    for _ in range(3):
+        atoms = orbits.pull_back(np.einsum("nij,nj->ni", orbits.A, rng.uniform(-1, 1, (len(orbits.pinv), 3))[orbits.orbit]))
+        atoms = orbits.pull_back(atoms - _op_average(atoms, R, perm))
+        sym_g = _metric_average(rng.normal(size=(3, 3)) + rng.normal(size=(3, 3)).T, general)
+        directions.append((atoms, sym_g - _metric_average(sym_g, R) if strain else np.zeros_like(M)))
+    root = _sqrt_psd(torch.from_numpy(M)).numpy()
+    orientation = np.linalg.solve(root, L)  # L = sqrt(M) U
+    min_dist = min(0.5, _min_distance(structure))
+    directions = [(_unit(atoms, L), _unit(metric, 3.0 / np.trace(M))) for atoms, metric in directions]
+    ladder = [(s, 0.0) for s in SUPERGROUP_SHIFTS] + list(zip(SUPERGROUP_SHIFTS, SUPERGROUP_STRAINS))  # atoms alone first
+    for shift, strain in ladder:
+        for atoms, metric in directions:
+            if atoms is None and (metric is None or strain == 0.0):
+                continue
+            new_F = F + shift * atoms if atoms is not None else F
+            new_M = M + strain * np.trace(M) / 3.0 * metric if (metric is not None and strain) else M
+            if np.linalg.eigvalsh(new_M).min() <= 0:
+                continue
+            new_L = _sqrt_psd(torch.from_numpy(new_M)).numpy() @ orientation
+            moved = Structure(Lattice(new_L), structure.species, new_F % 1.0)
+            got = _dataset(moved, symprec)
+            if got is not None and int(got.number) == orbits.spacegroup and _min_distance(moved) >= min_dist:
+                return moved, float(np.linalg.norm(new_F @ new_L - F @ L, axis=-1).max())
+    return structure, None
+
+
+def _min_distance(structure) -> float:
+    d = structure.distance_matrix
+    return float(d[~np.eye(len(structure), dtype=bool)].min()) if len(structure) > 1 else float(min(structure.lattice.abc))

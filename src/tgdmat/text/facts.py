@@ -41,6 +41,21 @@ def site_coordination(text: str) -> dict[str, int]:
     return out
 
 
+_POLYHEDRON = re.compile(r"to form (?:a mixture of )?.*?\b(?:[A-Z][a-z]?\d*){2,} ([a-z][a-z -]*?)(?: that|,|$)")
+_GEOMETRY = re.compile(r"in an? ([a-z -]+?) geometry")
+
+
+def site_shapes(text: str) -> dict[str, str]:
+    """Polyhedron or geometry word of each site label the description states ('Ti(1)': 'octahedra')."""
+    out: dict[str, str] = {}
+    for m in _BONDED.finditer(text):
+        label, rest = f"{m.group(1)}({m.group(2)})", m.group(3)
+        found = _POLYHEDRON.search(rest) or _GEOMETRY.search(rest)
+        if found and not found.group(1).endswith("coordinate"):
+            out.setdefault(label, found.group(1).replace("distorted ", "").strip())
+    return out
+
+
 def element_coordination(text: str) -> dict[str, tuple[int, ...]]:
     """Per element, the sorted coordination numbers of its sites ('O': (2, 2), 'Ti': (6,))."""
     per = defaultdict(list)

@@ -46,6 +46,11 @@ class PromptFields:
     def is_empty(self) -> bool:
         return not any([self.formula, self.elements, self.spacegroup_number, self.crystal_system, self.num_atoms, self.properties])
 
+    def with_composition(self, composition: "PromptFields", num_atoms: int) -> "PromptFields":
+        """These fields with the formula and elements of ``composition`` and ``num_atoms`` atoms per
+        cell: what ``predict --formula X [--text T]`` states (T's fields, X's composition)."""
+        return PromptFields(**{**vars(self), "properties": dict(self.properties), "formula": composition.formula, "elements": composition.elements, "num_atoms": num_atoms})
+
     def sentences(self) -> list[str]:
         """One sentence per present field, in the canonical order."""
         out = []
