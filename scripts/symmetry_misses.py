@@ -1,6 +1,10 @@
 """Why enforced space groups miss: for test prompts sampled with --enforce, the requested group
 against spglib's group at several tolerances (a miss that has the requested group at a tight
-tolerance but a larger group at 0.1 is an accidental supergroup, not a broken projection)."""
+tolerance but a larger group at 0.1 is an accidental supergroup, not a broken projection), and
+how far the sampler moved the crystals it took off such a supergroup (symmetry.keep_spacegroup).
+
+    python scripts/symmetry_misses.py --checkpoint carbon_24_csp_facts --limit 40
+"""
 from __future__ import annotations
 
 import argparse
@@ -57,11 +61,12 @@ def main() -> None:
         else:
             kind = "requested group lost"
         kinds[kind] += 1
-        rows.append({"want": want, "got": got, "kind": kind, "template": str(getattr(plan, "template", None))})
+        rows.append({"want": want, "got": got, "kind": kind, "moved_A": s.properties.get("supergroup_move", 0.0), "template": str(getattr(plan, "template", None))})
     for r in rows:
         if r["kind"] != "hit":
             print(r["want"], r["got"], r["kind"], r["template"][:120])
-    print(dict(kinds), "no template:", failed)
+    moved = [r["moved_A"] for r in rows if r["moved_A"]]
+    print(dict(kinds), "no template:", failed, f"moved off a larger group: {len(moved)} of {len(rows)}", f"(largest move {max(moved):.2f} Å)" if moved else "")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"kinds": dict(kinds), "rows": rows}, fh, indent=1)

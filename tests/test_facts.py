@@ -3,7 +3,7 @@ import torch
 
 from tgdmat.config import Config, DataConfig, DiffusionConfig, ModelConfig
 from tgdmat.diffusion.joint import TGDMat
-from tgdmat.text.facts import Facts, bond_lengths, crystal_facts, no_facts
+from tgdmat.text.facts import OTHER_SHAPE, SHAPES, Facts, bond_lengths, crystal_facts, no_facts, shape_index
 
 KNBO3 = (
     "KNbO3 is (Cubic) Perovskite structured and crystallizes in the cubic Pm-3m space group. "
@@ -19,7 +19,8 @@ def test_facts_of_a_description_per_element():
     assert [float(f.coordination[0, z]) for z in (19, 41, 8)] == [12.0, 6.0, 6.0]
     assert abs(float(f.bond_length[0, 19]) - 2.83) < 1e-6 and abs(float(f.bond_length[0, 41]) - 2.00) < 1e-6
     assert abs(float(f.bond_length[0, 8]) - (2.83 + 2.00) / 2) < 1e-6  # O: mean over its stated pairs
-    assert "space group 221" in f.describe() and "Nb: CN 6, 2.00 Å" in f.describe()
+    assert "space group 221" in f.describe() and "Nb: CN 6, octahedra, 2.00 Å" in f.describe()
+    assert [int(f.shape[0, z]) for z in (19, 41, 8)] == [shape_index(w) for w in ("cuboctahedra", "octahedra", "linear")]
     sys_only = crystal_facts(None, "tetragonal")
     assert int(sys_only.spacegroup[0]) == 0 and int(sys_only.crystal_system[0]) == 4
     assert no_facts(1).describe() == "none stated"
@@ -36,13 +37,13 @@ def test_drop_and_select():
     f = Facts.cat([crystal_facts(221, None, KNBO3), crystal_facts(99, None, None)])
     d = f.drop(torch.tensor([True, False]), torch.tensor([True, True]))
     assert d.spacegroup.tolist() == [0, 99] and d.crystal_system.tolist() == [0, 4]
-    assert float(d.coordination.abs().sum()) == 0.0 and float(d.bond_length.abs().sum()) == 0.0
+    assert float(d.coordination.abs().sum()) == 0.0 and float(d.bond_length.abs().sum()) == 0.0 and int(d.shape.sum()) == 0
     assert f.select([1, 0, 0]).spacegroup.tolist() == [99, 221, 221]
 
 
-def _model():
+def _model(shapes: bool = False):
     torch.manual_seed(0)
-    cfg = Config(model=ModelConfig(hidden=32, layers=2, num_freqs=4, time_dim=16, use_text=False, facts=True, facts_hidden=16),
+    cfg = Config(model=ModelConfig(hidden=32, layers=2, num_freqs=4, time_dim=16, use_text=False, facts=True, facts_hidden=16, facts_shapes=shapes),
                  diffusion=DiffusionConfig(timesteps=50, step_lr=0.0, task="csp"), data=DataConfig(dataset="perov_5"))
     model = TGDMat(cfg).eval()
     for p in model.net.facts.parameters():  # a freshly built embedding is random already; make sure no part is zero
@@ -71,6 +72,12 @@ def test_stated_numbers_reach_the_network():
     other_bond = crystal_facts(221, None, KNBO3.replace("2.00 Å", "2.40 Å"))
     for changed in (other_group, other_cn, other_bond):
         assert not torch.allclose(run(changed)[1], ref[1])
+    assert all(torch.equal(a, b) for a, b in zip(run(None), run(no_facts(1))))
+    other_shape = crystal_facts(221, None, KNBO3.replace("NbO6 octahedra", "NbO6 trigonal prisms"))
+    assert int(other_shape.shape[0, 41]) == OTHER_SHAPE and torch.allclose(run(other_shape)[1], ref[1])  # built without shapes: ignored
+    model = _model(shapes=True)
+    ref = run(base)
+    assert not torch.allclose(run(other_shape)[1], ref[1])
     assert all(torch.equal(a, b) for a, b in zip(run(None), run(no_facts(1))))
 
 
@@ -256,3 +263,4 @@ def test_site_shapes_read_polyhedra_and_geometries():
 
     assert site_shapes(KNBO3) == {"K(1)": "cuboctahedra", "Nb(1)": "octahedra", "O(1)": "linear"}
     assert site_shapes("C(1) is bonded in a 3-coordinate geometry to three C(1) atoms.") == {}
+    assert len(set(SHAPES)) == len(SHAPES) and shape_index("octahedra") == SHAPES.index("octahedra") + 1 and shape_index("prisms") == OTHER_SHAPE

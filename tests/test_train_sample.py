@@ -99,6 +99,33 @@ def test_training_resumes_exactly(tmp_path):
     assert [r["epoch"] for r in logs] == [0, 1]
 
 
+def test_fine_tuning_starts_from_the_given_weights(tmp_path):
+    """--init: a run of 0 epochs exports exactly the initial weights, one epoch moves them, its
+    card names the source, and a checkpoint of a different network is one clear error."""
+    from tgdmat.train import TrainError, train
+
+    train(small_config(), tmp_path / "base")
+    base = tmp_path / "base" / "best.safetensors"
+    cfg0 = small_config()
+    cfg0.train.max_epochs = 0
+    train(cfg0, tmp_path / "zero", init=str(base))
+    start, _, _ = load_checkpoint(str(base))
+    same, _, info = load_checkpoint(str(tmp_path / "zero" / "best.safetensors"))
+    assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), same.state_dict().values()))
+    assert info.train["init"] == str(base)
+    cfg1 = small_config()
+    cfg1.train.max_epochs = 1
+    train(cfg1, tmp_path / "one", init=str(base))
+    moved, _, _ = load_checkpoint(str(tmp_path / "one" / "best.safetensors"))
+    assert any(not torch.equal(a, b) for a, b in zip(start.state_dict().values(), moved.state_dict().values()))
+    other = small_config()
+    other.model.hidden = 32
+    with pytest.raises(TrainError, match="different network"):
+        train(other, tmp_path / "other", init=str(base))
+    with pytest.raises(TrainError, match="contradict"):
+        train(small_config(), tmp_path / "one", init=str(base), resume=True)
+
+
 def test_a_folder_named_like_a_shipped_model_does_not_shadow_it(tmp_path, monkeypatch):
     from tgdmat.pretrained import CHECKPOINT_DIR, resolve_checkpoint
 

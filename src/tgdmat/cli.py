@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run folder (checkpoints, log)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/state.pt exactly")
     t.add_argument("--overwrite", action="store_true", help="start again in a run folder that holds an earlier run (default: refuse)")
+    t.add_argument("--init", metavar="CHECKPOINT", help="fine-tune: start from the weights of a shipped model or .safetensors file built with this config (fresh optimiser)")
     t.add_argument("--no-text", action="store_true", help="ablation: the same network without text (DiffCSP baseline)")
     t.add_argument("--max-minutes", type=float, help="time budget")
     t.add_argument("--seed", type=int)

@@ -34,7 +34,7 @@ def cmd_train(args) -> int:
         cfg.data.data_root = args.data_root
     _check_device(args.device)
     try:
-        best = train(cfg, args.out, resume=args.resume, device=args.device, command=args.command_line, overwrite=args.overwrite)
+        best = train(cfg, args.out, resume=args.resume, device=args.device, command=args.command_line, overwrite=args.overwrite, init=args.init)
     except TrainingInterrupted as stop:
         print(f"tgdmat: {stop}", file=sys.stderr)
         return 128 + stop.signum

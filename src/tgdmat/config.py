@@ -28,6 +28,7 @@ class ModelConfig:
     facts: bool = False  # stated facts (space group, system, per-element coordination and bond length) as input features
     facts_hidden: int = 64
     facts_numbers: bool = False  # with facts: also the stated numbers (lattice parameters, c/a, volume per atom, properties)
+    facts_shapes: bool = False  # with facts: also each element's stated polyhedron or geometry (long descriptions)
 
 
 @dataclass

@@ -236,6 +236,8 @@ class Sampler:
             if lattice is not None:
                 numbers.update({k: v for k, v in lattice.as_dict().items() if k != "volume"})
         facts = crystal_facts(fields.spacegroup_number, fields.crystal_system, text if self.long_text else None, numbers)
+        if not self.cfg.model.facts_shapes:  # this network does not read shapes: do not report them as read
+            facts.shape.zero_()
         volume = lattice.volume if (lattice is not None and self.cfg.model.facts_numbers) else None
         if volume is not None and plans:
             from .symmetry import CENTERING_MULTIPLICITY, centering

@@ -300,8 +300,11 @@ def init_distributed(device: str) -> tuple[Dist, str]:
     return Dist(rank, world), device
 
 
-def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = "cpu", command: str = "", overwrite: bool = False) -> Path:
+def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = "cpu", command: str = "", overwrite: bool = False, init: str | None = None) -> Path:
     """Train until max_epochs or the time budget; returns the path of the best checkpoint.
+
+    ``init`` (a shipped name or safetensors path) starts the network and its EMA from those
+    weights with a fresh optimiser: fine-tuning a shipped model on the same architecture.
 
     Under ``torchrun --nproc_per_node N`` the processes share each batch of ``train.batch_size``
     crystals (DistributedDataParallel; gloo on CPUs, NCCL on GPUs) and rank 0 writes every file."""
@@ -314,12 +317,31 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = 
         if rank.main:
             prepare_run_folder(out, resume, overwrite)
         rank.barrier()
-        return _train(cfg, out, resume, device, command, rank)
+        return _train(cfg, out, resume, device, command, rank, init)
 
 
-def _train(cfg: Config, out: Path, resume: bool, device: str, command: str, rank: Dist) -> Path:
+def initial_weights(init: str, cfg: Config) -> tuple[dict, str]:
+    """The weights of a checkpoint to fine-tune from, refused unless its network is this config's."""
+    from .pretrained import CheckpointError, load_checkpoint, resolve_checkpoint
+
+    try:
+        model, init_cfg, _ = load_checkpoint(init)
+    except CheckpointError as exc:
+        raise TrainError(f"--init: {exc}") from None
+    mine, theirs = vars(cfg.model), vars(init_cfg.model)
+    differ = sorted(k for k in mine if k != "text_dim" and mine[k] != theirs.get(k))
+    if differ or cfg.diffusion.task != init_cfg.diffusion.task or cfg.data.prompt != init_cfg.data.prompt:
+        what = ", ".join(f"model.{k}: {theirs.get(k)!r} there, {mine[k]!r} here" for k in differ[:3]) or "diffusion.task or data.prompt"
+        raise TrainError(f"--init {init}: a different network ({what}); train with the config it was built with")
+    return model.state_dict(), str(resolve_checkpoint(init))
+
+
+def _train(cfg: Config, out: Path, resume: bool, device: str, command: str, rank: Dist, init: str | None = None) -> Path:
     tc = cfg.train
+    if init and resume:
+        raise TrainError("--init and --resume contradict each other (a resumed run has its own weights)")
     saved = load_state(out / "state.pt", device) if resume else None  # checked before the slow data loading
+    start, init_path = initial_weights(init, cfg) if init else (None, None)
     if tc.threads:
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
@@ -340,6 +362,11 @@ def _train(cfg: Config, out: Path, resume: bool, device: str, command: str, rank
     autocast = training_bf16(tc, device)
     if cfg.model.facts and cfg.model.facts_numbers:
         model.net.facts.set_number_scale(facts_train)  # from the data, before the EMA copy (a resumed state restores it)
+    if start is not None:
+        try:
+            model.load_state_dict(start)
+        except RuntimeError as exc:
+            raise TrainError(f"--init {init}: weights do not fit this config ({str(exc).splitlines()[0][:120]})") from None
     ema = copy.deepcopy(model).eval()
     net = model
     if rank.world > 1:
@@ -366,6 +393,8 @@ def _train(cfg: Config, out: Path, resume: bool, device: str, command: str, rank
         "torch": torch.__version__,
         "precision": "bf16 autocast" if autocast else "fp32",
     }
+    if init_path:
+        info_train["init"] = init_path
 
     base_info = model_info(train_table, cfg, info_train)  # histogram and elements: computed once
 

@@ -63,19 +63,21 @@ class FactEmbedding(nn.Module):
     the crystal system (7 + unknown) and each atom's coordination number, plus a radial-basis
     expansion of its mean bond length; unknown facts give the "not stated" embedding (index 0,
     zero basis). With ``numbers``, an MLP of the stated numbers (lattice parameters, volume,
-    properties; scaled, with which are stated) joins the per-crystal part."""
+    properties; scaled, with which are stated) joins the per-crystal part; with ``shapes``, a learned
+    embedding of each atom's stated polyhedron or geometry word (SHAPES + not stated + other)."""
 
     CENTERS = 16  # bond-length basis from 1 to 4 Å
 
-    def __init__(self, dim: int, numbers: bool = False):
+    def __init__(self, dim: int, numbers: bool = False, shapes: bool = False):
         super().__init__()
-        from ..text.facts import MAX_CN, NUMBERS, default_number_scale
+        from ..text.facts import MAX_CN, NUMBERS, OTHER_SHAPE, default_number_scale
 
         self.spacegroup = nn.Embedding(231, dim)
         self.system = nn.Embedding(8, dim)
         self.coordination = nn.Embedding(MAX_CN + 1, dim)
         self.bond = nn.Linear(self.CENTERS, dim, bias=False)
         self.register_buffer("centers", torch.linspace(1.0, 4.0, self.CENTERS), persistent=False)
+        self.shape = nn.Embedding(OTHER_SHAPE + 1, dim) if shapes else None
         self.numbers = None
         if numbers:
             self.numbers = nn.Sequential(nn.Linear(2 * len(NUMBERS), dim), nn.SiLU(), nn.Linear(dim, dim))
@@ -99,7 +101,10 @@ class FactEmbedding(nn.Module):
         per_crystal = self.spacegroup(facts.spacegroup) + self.system(facts.crystal_system)
         if self.numbers is not None:
             per_crystal = per_crystal + self.numbers(facts.number_features(self.number_scale))
-        return per_crystal[batch] + self.coordination(cn) + self.bond(basis)
+        per_atom = self.coordination(cn) + self.bond(basis)
+        if self.shape is not None:
+            per_atom = per_atom + self.shape(facts.shape[batch, atom_types])
+        return per_crystal[batch] + per_atom
 
 
 class CSPLayer(nn.Module):
@@ -149,7 +154,7 @@ class CSPNet(nn.Module):
             self.null_text = nn.Parameter(torch.zeros(cfg.text_dim))  # "no text" for guidance
             in_dim += cfg.text_hidden
         if cfg.facts:
-            self.facts = FactEmbedding(cfg.facts_hidden, cfg.facts_numbers)
+            self.facts = FactEmbedding(cfg.facts_hidden, cfg.facts_numbers, cfg.facts_shapes)
             in_dim += cfg.facts_hidden
         self.input = nn.Linear(in_dim, h)
         edge_extra = 9 + 6 * cfg.num_freqs

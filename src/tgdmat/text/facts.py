@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, fields
 
 import torch
@@ -81,6 +81,19 @@ def bond_lengths(text: str) -> dict[tuple[str, str], float]:
 
 # ---------------------------------------------------------------- as network inputs
 MAX_CN = 16  # coordination numbers above are clipped
+# polyhedron / geometry words of robocrys site sentences (every one in the Perov-5 and Carbon-24
+# training descriptions, docs/results/polyhedron_information.txt); index 0 = not stated, last = other
+SHAPES = (
+    "single-bond", "linear", "water-like", "trigonal planar", "trigonal non-coplanar", "trigonal pyramids", "tetrahedra",
+    "see-saw-like", "rectangular see-saw-like", "square co-planar", "square pyramids", "trigonal bipyramids", "octahedra",
+    "pentagonal pyramids", "hexagonal bipyramids", "cuboctahedra",
+)
+OTHER_SHAPE = len(SHAPES) + 1
+
+
+def shape_index(word: str) -> int:
+    """Index of a shape word in SHAPES plus 1 (0 is "not stated"), OTHER_SHAPE for an unlisted one."""
+    return SHAPES.index(word) + 1 if word in SHAPES else OTHER_SHAPE
 # the per-crystal numbers a prompt may state: conventional-cell lattice parameters (Å, degrees),
 # c/a, volume per atom (Å^3) and the benchmark properties (eV per atom, eV)
 _LATTICE = ("a", "b", "c", "alpha", "beta", "gamma", "c_over_a", "volume_per_atom")
@@ -112,6 +125,7 @@ class Facts:
     crystal_system: torch.Tensor  # (B,) long: 1..7 (index into symmetry.SYSTEMS, plus 1), 0 unknown
     coordination: torch.Tensor  # (B, MAX_Z + 1) float: mean stated coordination number of element Z
     bond_length: torch.Tensor  # (B, MAX_Z + 1) float: mean stated bond length (Å) from element Z
+    shape: torch.Tensor  # (B, MAX_Z + 1) long: shape_index of element Z's most common stated polyhedron, 0 unknown
     numbers: torch.Tensor  # (B, len(NUMBERS)) float: the stated value of each of NUMBERS (0 where not stated)
     numbers_stated: torch.Tensor  # (B, len(NUMBERS)) bool: which of NUMBERS are stated (0 eV is a value)
 
@@ -135,7 +149,7 @@ class Facts:
         keep_sym, keep_sites = (~symmetry).long(), (~sites).unsqueeze(-1).float()
         stated = self.numbers_stated if numbers is None else self.numbers_stated & ~numbers
         return Facts(self.spacegroup * keep_sym, self.crystal_system * keep_sym, self.coordination * keep_sites, self.bond_length * keep_sites,
-                     self.numbers * stated, stated)
+                     self.shape * keep_sites.long(), self.numbers * stated, stated)
 
     def with_numbers(self, values: dict[str, float]) -> "Facts":
         """The same facts with these NUMBERS stated on every row (e.g. the volume per atom of a plan)."""
@@ -143,7 +157,7 @@ class Facts:
         for name, value in values.items():
             numbers[:, NUMBERS.index(name)] = float(value)
             stated[:, NUMBERS.index(name)] = True
-        return Facts(self.spacegroup, self.crystal_system, self.coordination, self.bond_length, numbers, stated)
+        return Facts(self.spacegroup, self.crystal_system, self.coordination, self.bond_length, self.shape, numbers, stated)
 
     def number_features(self, scale: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 2 len(NUMBERS)): each number standardised by ``scale`` (2, len(NUMBERS)): centres,
@@ -166,10 +180,11 @@ class Facts:
             parts.append(f"space group {int(self.spacegroup[row])}")
         elif int(self.crystal_system[row]):
             parts.append(f"crystal system {SYSTEMS[int(self.crystal_system[row]) - 1]}")
-        stated = torch.nonzero((self.coordination[row] > 0) | (self.bond_length[row] > 0)).flatten().tolist()
+        stated = torch.nonzero((self.coordination[row] > 0) | (self.bond_length[row] > 0) | (self.shape[row] > 0)).flatten().tolist()
         for z in stated:
-            cn, length = float(self.coordination[row, z]), float(self.bond_length[row, z])
-            site = ", ".join(x for x in (f"CN {cn:g}" if cn else "", f"{length:.2f} Å" if length else "") if x)
+            cn, length, shape = float(self.coordination[row, z]), float(self.bond_length[row, z]), int(self.shape[row, z])
+            word = (SHAPES[shape - 1] if shape < OTHER_SHAPE else "other shape") if shape else ""
+            site = ", ".join(x for x in (f"CN {cn:g}" if cn else "", word, f"{length:.2f} Å" if length else "") if x)
             parts.append(f"{Element.from_Z(z).symbol}: {site}")
         for k in torch.nonzero(self.numbers_stated[row]).flatten().tolist():
             name = NUMBERS[k]
@@ -195,6 +210,7 @@ def crystal_facts(spacegroup: int | None = None, crystal_system: str | None = No
         system = SYSTEMS.index(crystal_system) + 1
     cn = torch.zeros(1, MAX_Z + 1)
     bond = torch.zeros(1, MAX_Z + 1)
+    shape = torch.zeros(1, MAX_Z + 1, dtype=torch.long)
     if text:
         from pymatgen.core.periodic_table import Element
 
@@ -211,11 +227,17 @@ def crystal_facts(spacegroup: int | None = None, crystal_system: str | None = No
         for el, lengths in per.items():
             if column(el) is not None:
                 bond[0, column(el)] = sum(lengths) / len(lengths)
+        words = defaultdict(Counter)
+        for label, word in site_shapes(text).items():
+            words[label.split("(")[0]][word] += 1
+        for el, counts in words.items():
+            if column(el) is not None:
+                shape[0, column(el)] = shape_index(max(sorted(counts), key=counts.get))  # most common; ties alphabetical
     values, stated = torch.zeros(1, len(NUMBERS)), torch.zeros(1, len(NUMBERS), dtype=torch.bool)
     for name, value in (numbers or {}).items():
         if name in NUMBERS and value is not None and math.isfinite(float(value)):
             values[0, NUMBERS.index(name)], stated[0, NUMBERS.index(name)] = float(value), True
-    return Facts(torch.tensor([int(spacegroup or 0)]), torch.tensor([system]), cn, bond, values, stated)
+    return Facts(torch.tensor([int(spacegroup or 0)]), torch.tensor([system]), cn, bond, shape, values, stated)
 
 
 def no_facts(count: int) -> Facts:
@@ -223,7 +245,7 @@ def no_facts(count: int) -> Facts:
     from ..crystal import MAX_Z
 
     zeros = torch.zeros(count, dtype=torch.long)
-    return Facts(zeros, zeros.clone(), torch.zeros(count, MAX_Z + 1), torch.zeros(count, MAX_Z + 1),
+    return Facts(zeros, zeros.clone(), torch.zeros(count, MAX_Z + 1), torch.zeros(count, MAX_Z + 1), torch.zeros(count, MAX_Z + 1, dtype=torch.long),
                  torch.zeros(count, len(NUMBERS)), torch.zeros(count, len(NUMBERS), dtype=torch.bool))
 
 
