@@ -129,10 +129,12 @@ STATE_KEYS = {"model", "ema", "opt", "generator", "loop"}
 LOOP_KEYS = {"epoch", "position", "perm", "best_val", "elapsed", "steps"}
 
 
-def prepare_run_folder(out: Path, resume: bool, overwrite: bool = False) -> None:
+def prepare_run_folder(out: Path, resume: bool, overwrite: bool = False, init: str | None = None) -> None:
     """Refuse what would lose or mix work: --resume without a state, a new run over an old one."""
     if resume and overwrite:
         raise TrainError("--resume and --overwrite contradict each other")
+    if resume and init:
+        raise TrainError("--init and --resume contradict each other (a resumed run has its own weights)")
     if resume:
         if not (out / "state.pt").is_file():
             raise TrainError(f"{out}/state.pt: no training state to resume; start without --resume")
@@ -315,17 +317,20 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = 
     lock = run_lock(out) if rank.main else contextlib.nullcontext()
     with lock:  # first the lock, so a second trainer never touches a running run's files
         if rank.main:
-            prepare_run_folder(out, resume, overwrite)
+            prepare_run_folder(out, resume, overwrite, init)
         rank.barrier()
         return _train(cfg, out, resume, device, command, rank, init)
 
 
 def initial_weights(init: str, cfg: Config) -> tuple[dict, str]:
     """The weights of a checkpoint to fine-tune from, refused unless its network is this config's."""
-    from .pretrained import CheckpointError, load_checkpoint, resolve_checkpoint
+    from .pretrained import CheckpointError, check_encoder, encoder_spec, load_checkpoint, resolve_checkpoint
 
     try:
-        model, init_cfg, _ = load_checkpoint(init)
+        path = resolve_checkpoint(init)
+        model, init_cfg, _ = load_checkpoint(path)
+        if cfg.model.use_text:
+            check_encoder(cfg, encoder_spec(init_cfg))  # same width is not the same embedding space
     except CheckpointError as exc:
         raise TrainError(f"--init: {exc}") from None
     mine, theirs = vars(cfg.model), vars(init_cfg.model)
@@ -333,13 +338,11 @@ def initial_weights(init: str, cfg: Config) -> tuple[dict, str]:
     if differ or cfg.diffusion.task != init_cfg.diffusion.task or cfg.data.prompt != init_cfg.data.prompt:
         what = ", ".join(f"model.{k}: {theirs.get(k)!r} there, {mine[k]!r} here" for k in differ[:3]) or "diffusion.task or data.prompt"
         raise TrainError(f"--init {init}: a different network ({what}); train with the config it was built with")
-    return model.state_dict(), str(resolve_checkpoint(init))
+    return model.state_dict(), str(path)
 
 
 def _train(cfg: Config, out: Path, resume: bool, device: str, command: str, rank: Dist, init: str | None = None) -> Path:
     tc = cfg.train
-    if init and resume:
-        raise TrainError("--init and --resume contradict each other (a resumed run has its own weights)")
     saved = load_state(out / "state.pt", device) if resume else None  # checked before the slow data loading
     start, init_path = initial_weights(init, cfg) if init else (None, None)
     if tc.threads:
