@@ -126,6 +126,23 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path):
         train(small_config(), tmp_path / "one", init=str(base), resume=True)
 
 
+def test_fine_tuning_refuses_weights_of_another_text_encoder(tmp_path):
+    """--init from a text model whose embeddings came from another encoder setting (same width,
+    another embedding space) is one clear error, before any training."""
+    from tgdmat.train import TrainError, initial_weights
+
+    cfg = small_config()
+    cfg.model.use_text = True
+    path = tmp_path / "text.safetensors"
+    save_checkpoint(path, TGDMat(cfg), cfg, ModelInfo(dataset="tiny"))
+    assert initial_weights(str(path), cfg)[1] == str(path)
+    other = small_config()
+    other.model.use_text = True
+    other.data.pooling = "cls"
+    with pytest.raises(TrainError, match="text encoder"):
+        initial_weights(str(path), other)
+
+
 def test_a_folder_named_like_a_shipped_model_does_not_shadow_it(tmp_path, monkeypatch):
     from tgdmat.pretrained import CHECKPOINT_DIR, resolve_checkpoint
 
@@ -182,3 +199,57 @@ def test_export_of_a_training_state_ships_its_ema_weights(tmp_path, capsys):
     assert main(["export", str(tmp_path / "run" / "state.pt"), "--name", "x", "--out", str(tmp_path / "z.safetensors")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a readable training state" in err[0]
+
+
+def test_padded_batches_keep_one_shape():
+    """With padding every batch of a long run has batch_size plans (the short last one repeats its
+    first plan); a single short batch and unpadded runs are left as they are."""
+    from tgdmat.sample import padded_batch
+
+    assert padded_batch(0, 10, 4, True) == [0, 1, 2, 3]
+    assert padded_batch(8, 10, 4, True) == [8, 9, 8, 8]
+    assert padded_batch(8, 10, 4, False) == [8, 9]
+    assert padded_batch(0, 3, 4, True) == [0, 1, 2]
+
+
+def test_compiled_sampler_gives_the_eager_crystals():
+    """torch.compile of the denoiser changes speed, not results: the same seed gives the same
+    crystals (fp32, to float tolerance), and the weights' state dict is unchanged."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = TGDMat(small_config(task="csp")).eval()
+    keys = list(model.state_dict())
+    types = torch.tensor([38, 22, 8, 8, 8] * 3)
+
+    def run():
+        return model.sample(torch.tensor([5, 5, 5]), atom_types=types, steps=4, step_lr=1e-5, generator=torch.Generator().manual_seed(3))
+
+    eager = run()
+    model.compile_network()
+    assert model.compiled and list(model.state_dict()) == keys
+    compiled = run()
+    model.compile_network(False)
+    torch.set_num_threads(threads)
+    assert torch.allclose(eager.frac_coords, compiled.frac_coords, atol=1e-4)
+    assert torch.allclose(eager.lattices, compiled.lattices, rtol=1e-4, atol=1e-4)  # untrained: lattices grow large
+
+
+def test_a_failing_compiler_falls_back_to_the_eager_network(capsys):
+    """Where torch.compile cannot run (no C++ compiler, say), sampling warns once and gives the
+    eager crystals instead of a traceback."""
+    model = TGDMat(small_config(task="csp")).eval()
+    types = torch.tensor([38, 22, 8, 8, 8])
+
+    def run():
+        return model.sample(torch.tensor([5]), atom_types=types, steps=3, step_lr=0.0, generator=torch.Generator().manual_seed(1))
+
+    eager = run()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler")
+
+    object.__setattr__(model, "_compiled_net", broken)
+    fallback = run()
+    assert not model.compiled and "torch.compile failed" in capsys.readouterr().err
+    assert torch.equal(eager.frac_coords, fallback.frac_coords)

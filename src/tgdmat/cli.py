@@ -31,6 +31,7 @@ def _precision_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="the denoiser's arithmetic: bf16 is about 2x faster on CPUs with AVX-512 BF16/AMX and on GPUs at the same match rate; auto picks bf16 where it is native, else fp32 (see the README's Speed section)")
     p.add_argument("--corrector", choices=["fixed", "rescaled"], help="Langevin corrector step: per step, or times the respacing stride (default: the model's, see its card)")
     p.add_argument("--integrator", choices=["ancestral", "ode"], help="predictor step: reverse SDE, or probability-flow ODE + DDIM (default: the model's)")
+    p.add_argument("--compile", action="store_true", help="run the denoiser through torch.compile (inductor): one compilation per batch shape (seconds to a minute), then faster passes (see the README's Speed section)")
 
 
 def _sampling_args(p: argparse.ArgumentParser, default_model: str) -> None:

@@ -44,7 +44,7 @@ def cmd_train(args) -> int:
 
 def _sampler_meta(sampler) -> dict:
     d = sampler.cfg.diffusion
-    return {"precision": sampler.precision, "corrector": "rescaled" if d.corrector_rescale else "fixed", "step_lr": d.step_lr, "integrator": d.integrator}
+    return {"precision": sampler.precision, "corrector": "rescaled" if d.corrector_rescale else "fixed", "step_lr": d.step_lr, "integrator": d.integrator, "compiled": sampler.model.compiled}
 
 
 def _load_sampler(args, device: str = "cpu"):
@@ -56,6 +56,8 @@ def _load_sampler(args, device: str = "cpu"):
         sampler.cfg.diffusion.corrector_rescale = args.corrector == "rescaled"
     if args.integrator:
         sampler.cfg.diffusion.integrator = args.integrator
+    if getattr(args, "compile", False):
+        sampler.model.compile_network()
     return sampler
 
 

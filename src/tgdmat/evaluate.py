@@ -167,7 +167,7 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
     return {
         "task": "csp", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset, data_root or cfg.data.data_root), "split": split,
         "checkpoint": str(checkpoint), "text": cfg.model.use_text, "prompt": kind if cfg.model.use_text else None, "n": len(table), "k": k, "steps": steps, "step_lr": step_lr,
-        "corrector_rescale": cfg.diffusion.corrector_rescale, "precision": sampler.precision,
+        "corrector_rescale": cfg.diffusion.corrector_rescale, "precision": sampler.precision, "compiled": sampler.model.compiled,
         "guidance": guidance, "seed": seed, "enforce_spacegroup": enforce, "description_facts": facts, "network_facts": stated is not None, "stated_lattice": stated_lattice and stated is not None, "no_template": failed, "sampling_seconds": round(seconds, 1),
         "crystals_per_second": round(k * len(table) / seconds, 3), **metrics,
     }
@@ -288,7 +288,7 @@ def evaluate_gen(checkpoint: "str | Sampler | None" = None, split: str = "test",
     result = {
         "task": "gen", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset, data_root or cfg.data.data_root), "split": split,
         "checkpoint": str(checkpoint), "text": cfg.model.use_text, "prompt": kind if cfg.model.use_text else None, "n": len(generated), "steps": steps,
-        "corrector_rescale": cfg.diffusion.corrector_rescale, "precision": sampler.precision, "guidance": guidance, "seed": seed, "enforce": enforce, "no_template": failed, "sampling_seconds": round(seconds, 1),
+        "corrector_rescale": cfg.diffusion.corrector_rescale, "precision": sampler.precision, "compiled": sampler.model.compiled, "guidance": guidance, "seed": seed, "enforce": enforce, "no_template": failed, "sampling_seconds": round(seconds, 1),
         "crystals_per_second": round(len(generated) / seconds, 3),
     }
     result.update(validity(generated))

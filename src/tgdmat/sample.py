@@ -28,6 +28,15 @@ MAX_ATOMS = 200  # per crystal: the fully connected graph grows as N^2
 PROPOSAL_ROUNDS = 3  # free samples tried per crystal before its Wyckoff template is enforced
 
 
+def padded_batch(start: int, total: int, batch_size: int, pad: bool) -> list[int]:
+    """Plan indices of the batch at ``start``; with ``pad`` a short last batch (after full ones) is
+    filled with repeats of its first plan, so a compiled network sees one batch shape throughout."""
+    index = list(range(start, min(start + batch_size, total)))
+    if pad and total > batch_size and len(index) < batch_size:
+        index += [start] * (batch_size - len(index))
+    return index
+
+
 class ScopeError(ValueError):
     """A request outside what the model was trained on (one clear line)."""
 
@@ -199,7 +208,8 @@ class Sampler:
         if bar is not None:
             bar.add_pass(len(plans))
         for start in range(0, len(plans), batch_size):
-            batch = plans[start : start + batch_size]
+            index = padded_batch(start, len(plans), batch_size, self.model.compiled)
+            batch = [plans[i] for i in index]
             counts = torch.tensor([p.num_atoms for p in batch])
             typed = all(p.atom_types is not None for p in batch) and not free_types
             types = torch.tensor([z for p in batch for z in p.atom_types], dtype=torch.long) if typed else None
@@ -207,13 +217,15 @@ class Sampler:
             if any(p.template is not None for p in batch):
                 targets = [lattice] * len(batch) if lattice is not None and not lattice.is_empty() else None
                 sym = SymmetryConstraint.build([p.template or Template(1, tuple((None, "a") for _ in range(p.num_atoms))) for p in batch], targets)
-            c = cond.select(range(start, start + len(batch)))
+            c = cond.select(index)
             crystals = self.model.sample(
                 counts, c.text, types, steps=steps or self.cfg.diffusion.sample_steps, guidance=guidance, generator=gen, progress=bar.tick if bar is not None else False,
                 allowed_types=self.allowed_types(), symmetry=sym, step_lr=step_lr, precision=self.precision,
                 corrector_rescale=self.cfg.diffusion.corrector_rescale, facts=c.facts, integrator=self.cfg.diffusion.integrator,
             )
             structures = crystals.to_structures()
+            kept = min(batch_size, len(plans) - start)  # padding crystals are dropped here
+            structures, batch = structures[:kept], batch[:kept]  # padding sits at the end: sym's first rows stay aligned
             if sym is not None:
                 structures = _keep_groups(structures, batch, sym, seed + start)
             out.extend(structures)

@@ -175,8 +175,24 @@ class TGDMat(nn.Module):
         return Losses(total, loss_l, loss_f, loss_a)
 
     # ------------------------------------------------------------------ sampling
+    def compile_network(self, enabled: bool = True) -> None:
+        """Sample through ``torch.compile(net, dynamic=False)`` (inductor): one graph per batch shape,
+        compiled on its first call; the sampler pads its last batch so a uniform dataset compiles once.
+        Kept outside the module tree, so weights and state dicts are unchanged."""
+        object.__setattr__(self, "_compiled_net", torch.compile(self.net, dynamic=False) if enabled else None)
+
+    @property
+    def compiled(self) -> bool:
+        return getattr(self, "_compiled_net", None) is not None
+
     def _net(self, a, f, l, tt, graph: Graph, text_emb, facts, precision: str):
         with network_precision(precision, l.device):
+            if self.compiled:
+                try:
+                    return tuple(o.float() for o in self._compiled_net(a, f, l, tt, graph, text_emb, facts))
+                except Exception as exc:  # no C++ compiler, an unsupported backend: the eager network gives the same numbers
+                    print(f"tgdmat: warning: torch.compile failed ({type(exc).__name__}); sampling without it", file=sys.stderr)
+                    self.compile_network(False)
             out = self.net(a, f, l, tt, graph, text_emb, facts)
         return tuple(o.float() for o in out)
 
