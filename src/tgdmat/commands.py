@@ -56,7 +56,7 @@ def _load_sampler(args, device: str = "cpu"):
         sampler.cfg.diffusion.corrector_rescale = args.corrector == "rescaled"
     if args.integrator:
         sampler.cfg.diffusion.integrator = args.integrator
-    if getattr(args, "compile", False):
+    if args.compile:
         sampler.model.compile_network()
     return sampler
 

@@ -112,6 +112,7 @@ class TGDMat(nn.Module):
         self.lattice = LatticeDDPM(d.timesteps)
         self.coords = WrappedNormalCoords(d.timesteps, d.sigma_begin, d.sigma_end)
         self.types = AbsorbingTypes(d.timesteps)
+        self.compile_network(False)
 
     # ------------------------------------------------------------------ training
     def forward(self, *args, **kwargs) -> Losses:
@@ -183,17 +184,19 @@ class TGDMat(nn.Module):
 
     @property
     def compiled(self) -> bool:
-        return getattr(self, "_compiled_net", None) is not None
+        return self._compiled_net is not None
 
     def _net(self, a, f, l, tt, graph: Graph, text_emb, facts, precision: str):
+        out = None
         with network_precision(precision, l.device):
             if self.compiled:
                 try:
-                    return tuple(o.float() for o in self._compiled_net(a, f, l, tt, graph, text_emb, facts))
+                    out = self._compiled_net(a, f, l, tt, graph, text_emb, facts)
                 except Exception as exc:  # no C++ compiler, an unsupported backend: the eager network gives the same numbers
                     print(f"tgdmat: warning: torch.compile failed ({type(exc).__name__}); sampling without it", file=sys.stderr)
                     self.compile_network(False)
-            out = self.net(a, f, l, tt, graph, text_emb, facts)
+            if out is None:
+                out = self.net(a, f, l, tt, graph, text_emb, facts)
         return tuple(o.float() for o in out)
 
     def _denoise(self, a, f, l, t: int, graph: Graph, text_emb, guidance: float, precision: str = "fp32", facts=None):
