@@ -208,7 +208,8 @@ def test_benchmark_append_replaces_a_remeasured_model(tmp_path, monkeypatch):
         (["--batch-size", "0"], "--batch-size"),
         (["--device", "cuda:7"], "--device"),
         (["--device", "banana"], "--device"),
-        (["--top", "2"], "--top K needs --rank energy"),
+        (["--top", "2"], "--top K needs --rank and K"),
+        (["--rank", "bond-valence", "--relax-steps", "5"], "--relax-steps needs --rank energy"),
     ],
 )
 def test_sampling_options_checked_before_work(tiny_checkpoint, tmp_path, capsys, extra, message):
@@ -217,6 +218,37 @@ def test_sampling_options_checked_before_work(tiny_checkpoint, tmp_path, capsys,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not out.exists()
+
+
+def test_predict_ranked_by_bond_valence_keeps_the_most_plausible(tiny_checkpoint, tmp_path, capsys):
+    """--rank bond-valence --top 1 of 3 samples writes the one with the fewest quality flags, then the
+    lowest bond-valence misfit, and records every kept crystal's rank and misfit."""
+    from pymatgen.core import Structure
+
+    from tgdmat.metrics.quality import assess, quality_score
+
+    every, best = tmp_path / "all", tmp_path / "best"
+    base = ["predict", "--formula", "SrTiO3", "-n", "3", "--checkpoint", tiny_checkpoint, "--quiet", "--seed", "4"]
+    assert main(base + ["--out", str(every)]) == 0
+    assert main(base + ["--out", str(best), "--rank", "bond-valence", "--top", "1"]) == 0
+    assert "ranked 3 crystals by plausibility" in capsys.readouterr().out
+    drawn = [Structure.from_file(p) for p in sorted(every.glob("*.cif"))]
+    kept = [Structure.from_file(p) for p in best.glob("*.cif")]
+    assert len(drawn) == 3 and len(kept) == 1
+    assert quality_score(assess(kept[0])) == min(quality_score(assess(s)) for s in drawn)
+    summary = json.loads((best / "summary.json").read_text())
+    assert summary["rank"] == "bond-valence" and [r["rank"] for r in summary["ranked"]] == [1] and "bond_valence_misfit" in summary["ranked"][0]
+
+
+def test_predict_site_order_choice_is_checked(tiny_checkpoint, tmp_path):
+    """--site-order model runs and writes no site-order note; an unknown choice is refused by the API."""
+    from tgdmat.sample import Sampler
+
+    out = tmp_path / "model"
+    assert main(["predict", "--formula", "SrTiO3", "-n", "2", "--checkpoint", tiny_checkpoint, "--out", str(out), "--quiet", "--site-order", "model"]) == 0
+    assert not any(n.startswith("site order") for n in json.loads((out / "summary.json").read_text())["notes"])
+    with pytest.raises(ValueError, match="site_order"):
+        Sampler.load(tiny_checkpoint).predict("SrTiO3", n=1, site_order="oracle")
 
 
 def test_output_folder_never_mixes_runs(tiny_checkpoint, tmp_path, capsys):

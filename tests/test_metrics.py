@@ -300,3 +300,38 @@ def test_energy_ranked_top1_keeps_the_lowest_energy_sample_among_the_first_m(mon
     rows = ranked_top1(samples, targets, workers=1)
     assert [r["samples"] for r in rows] == [1, 2, 4]
     assert [r["match_rate"] for r in rows] == [0.0, 0.5, 0.5]
+
+
+def test_bond_valence_ranking_puts_the_right_site_order_first():
+    """BaTiO3 with Ba on the A site (bond-valence sums 2.3 and 3.3 for Ba2+ and Ti4+) ranks before the
+    two anti-site cells a formula-only model also draws (Ba in the octahedron, at a = 4.0 and the
+    swollen 4.55 Å it samples), whatever the sampling order; misfits on the right scale."""
+    from tgdmat.metrics.quality import assess, rank_by_bond_valence
+
+    right, anti, swollen = _perovskite(4.0, "Ba", "Ti"), _perovskite(4.0, "Ti", "Ba"), _perovskite(4.55, "Ti", "Ba")
+    order, qualities = rank_by_bond_valence([anti, swollen, right])
+    assert order == [2, 1, 0]
+    assert assess(right).bond_valence_misfit < 0.3 < 1.0 < qualities[1].bond_valence_misfit < qualities[0].bond_valence_misfit
+    assert qualities[2].row()["bond_valence_misfit"] == round(assess(right).bond_valence_misfit, 3)
+    assert rank_by_bond_valence([right, right.copy()])[0] == [0, 1]  # ties keep the sampling order
+
+
+def test_bond_valence_misfit_is_nan_without_cations():
+    from pymatgen.core import Lattice, Structure
+
+    from tgdmat.metrics.quality import assess, rank_by_bond_valence
+
+    diamond = Structure(Lattice.cubic(3.567), ["C"] * 2, [[0, 0, 0], [0.25, 0.25, 0.25]])
+    q = assess(diamond)
+    assert q.bond_valence_misfit != q.bond_valence_misfit and q.row()["bond_valence_misfit"] is None
+    assert rank_by_bond_valence([diamond, _perovskite(3.905, "Sr", "Ti")])[0] == [1, 0]  # no parameters: after those with one
+
+
+def test_bond_valence_ranked_top1_picks_the_plausible_sample():
+    """Ranked by bond valence, the right SrTiO3 (second sample) is kept over the anti-site cell
+    drawn first: top-1 of 1 misses, top-1 of 2 matches exactly."""
+    from tgdmat.evaluate import ranked_top1
+
+    target = _perovskite(3.905, "Sr", "Ti")
+    rows = ranked_top1([[_perovskite(3.905, "Ti", "Sr")], [target.copy()]], [target], workers=1, rank="bond-valence")
+    assert [(r["samples"], r["rank"], r["match_rate"], r["exact_match_rate"]) for r in rows] == [(1, "bond-valence", 0.0, 0.0), (2, "bond-valence", 1.0, 1.0)]

@@ -82,25 +82,38 @@ def _report(rows: list[dict], out: str, result) -> None:
 def _check_rank(args) -> None:
     """Ranking options, checked before any sampling."""
     if args.top is not None and (args.rank is None or args.top < 1):
-        raise ValueError("--top K needs --rank energy and K >= 1")
+        raise ValueError("--top K needs --rank and K >= 1")
     if args.relax_steps < 0 or args.relax_steps > 10_000:
         raise ValueError("--relax-steps must be in 0..10000")
-    if args.rank:
+    if args.relax_steps and args.rank != "energy":
+        raise ValueError("--relax-steps needs --rank energy")
+    if args.rank == "energy":
         from .metrics.stability import _load_chgnet
 
         _load_chgnet()
 
 
 def _ranked(structures: list, meta: dict, args) -> tuple[list, str, dict]:
-    """Structures sorted by CHGNet energy per atom (--rank energy), the best --top kept; energies and ranks in meta."""
+    """Structures sorted by CHGNet energy per atom (--rank energy) or by plausibility of bonding
+    (--rank bond-valence: fewest quality flags, then lowest bond-valence misfit), the best --top
+    kept; scores and ranks in meta."""
     if args.rank is None:
         return structures, args.out, meta
-    from .metrics.stability import rank_by_energy
+    if args.rank == "energy":
+        from .metrics.stability import rank_by_energy
 
-    order, energies = rank_by_energy(structures, args.relax_steps)
+        order, energies = rank_by_energy(structures, args.relax_steps)
+        key, scores = "chgnet_energy_per_atom", [None if e != e else round(e, 5) for e in energies]
+        how = f"CHGNet energy per atom ({'static' if not args.relax_steps else f'after {args.relax_steps} relaxation steps'})"
+    else:
+        from .metrics.quality import rank_by_bond_valence
+
+        order, qualities = rank_by_bond_valence(structures)
+        key, scores = "bond_valence_misfit", [q.row()["bond_valence_misfit"] for q in qualities]
+        how = "plausibility (fewest quality flags, then lowest bond-valence misfit)"
     keep = order[: args.top] if args.top else order
-    meta = {**meta, "rank": args.rank, "relax_steps": args.relax_steps, "top": args.top, "ranked": [{"sample": i, "rank": r + 1, "chgnet_energy_per_atom": None if energies[i] != energies[i] else round(energies[i], 5)} for r, i in enumerate(keep)]}
-    print(f"ranked {len(structures)} crystals by CHGNet energy per atom ({'static' if not args.relax_steps else f'after {args.relax_steps} relaxation steps'}); kept {len(keep)}")
+    meta = {**meta, "rank": args.rank, "relax_steps": args.relax_steps, "top": args.top, "ranked": [{"sample": i, "rank": r + 1, key: scores[i]} for r, i in enumerate(keep)]}
+    print(f"ranked {len(structures)} crystals by {how}; kept {len(keep)}")
     return [structures[i] for i in keep], args.out, meta
 
 
@@ -204,7 +217,7 @@ def cmd_predict(args) -> int:
     meta = {"command": "predict", "formula": args.formula, "text": args.text, "checkpoint": args.checkpoint, "n": n, "steps": steps, "guidance": args.guidance, "seed": args.seed, "batch_size": args.batch_size, **_sampler_meta(sampler)}
     return _sample_to(args, meta, lambda on_batch: sampler.predict(
         args.formula, args.text, n, steps=steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
-        strict=not args.allow_out_of_scope, progress=not args.quiet, on_batch=on_batch,
+        strict=not args.allow_out_of_scope, progress=not args.quiet, on_batch=on_batch, site_order=args.site_order,
     ))
 
 
@@ -213,7 +226,7 @@ def cmd_evaluate(args) -> int:
 
     sampler = _load_sampler(args)
     if args.task == "csp":
-        result = evaluate_csp(sampler, args.split, args.limit, args.steps, args.k, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, args.step_lr, args.prompt, args.enforce, args.facts, not args.no_network_facts, args.rank, args.stated_lattice)
+        result = evaluate_csp(sampler, args.split, args.limit, args.steps, args.k, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, args.step_lr, args.prompt, args.enforce, args.facts, not args.no_network_facts, args.rank, args.stated_lattice, args.site_order)
     else:
         result = evaluate_gen(sampler, args.split, args.limit or 1000, args.steps, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, not args.no_coverage, args.stability, args.prompt, args.enforce)
     result["command"] = args.command_line
@@ -221,7 +234,11 @@ def cmd_evaluate(args) -> int:
         write_json(result, args.json)
     print(markdown_table([result]))
     for row in result.get("ranked", []):
-        print(f"top-1 of {row['samples']} ranked by CHGNet energy: match {100 * row['match_rate']:.2f}%, RMSE {row['rmse']:.4g}, exact {100 * row['exact_match_rate']:.2f}%")
+        print(f"top-1 of {row['samples']} ranked by {'CHGNet energy' if row['rank'] == 'energy' else 'bond-valence plausibility'}: match {100 * row['match_rate']:.2f}%, RMSE {row['rmse']:.4g}, exact {100 * row['exact_match_rate']:.2f}%")
+    if "targets_plausible_sites" in result:
+        print(f"site order ({result['site_order']}): {100 * result['targets_plausible_sites']:.1f}% of the test crystals have a plausible site order; "
+              f"match over those {100 * result.get('match_rate_plausible_targets', float('nan')):.2f}% (exact {100 * result.get('exact_match_rate_plausible_targets', float('nan')):.2f}%), "
+              f"over the rest {100 * result.get('match_rate_doubted_targets', float('nan')):.2f}%; {100 * result['predictions_doubted_sites']:.1f}% of the predictions have doubted sites")
     return 0
 
 

@@ -11,6 +11,8 @@ PROMPT_KINDS = ("short", "long")
 EVAL_PROMPT_KINDS = (*PROMPT_KINDS, "formula")  # evaluate also offers formula: only what `predict --formula X` states
 LR_SCHEDULES = ("constant", "cosine")
 INTEGRATORS = ("ancestral", "ode")
+SITE_ORDERS = ("bond-valence", "model")  # predict: repair cation site orders the bond-valence check flags (siteorder), or keep the model's
+RANKINGS = ("energy", "bond-valence")  # --rank: CHGNet energy per atom, or plausibility of bonding (metrics.quality)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path, atomic_write_text
-from .config import EVAL_PROMPT_KINDS
+from .config import EVAL_PROMPT_KINDS, SITE_ORDERS
 from .data import cache_root, load_split, protocol_name
 from .data.csv import CrystalTable
 from .sample import Sampler
@@ -71,15 +71,46 @@ def table_facts_for(sampler: Sampler, table: CrystalTable, split: str, kind: str
     return table_facts(table, sampler.cfg.data.dataset, split, kind == "long", lattice=lattice, properties=numbers and kind == "short")
 
 
-def _sample_batches(sampler: Sampler, table: CrystalTable, emb: torch.Tensor | None, csp: bool, steps: int, guidance: float, seed: int, batch_size: int, progress: bool, step_lr: float | None = None, facts=None):
+def _sample_batches(sampler: Sampler, table: CrystalTable, emb: torch.Tensor | None, csp: bool, steps: int, guidance: float, seed: int, batch_size: int, progress: bool, step_lr: float | None = None, facts=None, site_order: str = "model"):
     """One free sample per crystal of ``table`` (same atoms per cell; same types for CSP), through
-    the product's own batch loop."""
+    the product's own batch loop; ``site_order="bond-valence"``: doubted cation site orders are
+    repaired as ``predict`` does (``siteorder``)."""
     from .conditioning import CrystalPlan
 
     c = table.crystals
     types = torch.split(c.atom_types, c.num_atoms.tolist())
     plans = [CrystalPlan(int(n), None, t.tolist() if csp else None, propose=False) for n, t in zip(c.num_atoms.tolist(), types)]
-    return sampler.sample_plans(plans, emb, steps, guidance, seed, batch_size, progress, free_types=not csp, step_lr=step_lr, facts=facts)
+    out = sampler.sample_plans(plans, emb, steps, guidance, seed, batch_size, progress, free_types=not csp, step_lr=step_lr, facts=facts)
+    if site_order == "model":
+        return out
+    from .siteorder import repair_site_order
+
+    draws = iter(range(1, 1000))
+
+    def resample(index: list[int], new_plans: list) -> list:
+        e = emb[index] if emb is not None else None
+        f = facts.select(index) if facts is not None else None
+        return sampler.sample_plans(new_plans, e, steps, guidance, seed + 104_729 * next(draws), batch_size, False, step_lr=step_lr, facts=f)
+
+    return repair_site_order(out, plans, resample)[0]
+
+
+def site_order_breakdown(preds: list, targets: list, workers: int) -> dict:
+    """Match rate over the targets whose own bond valences leave their cation sites in no doubt
+    (the physically plausible site order; Perov-5 also holds the anti-site order of every ABX3)
+    and over the others, and the share of predictions whose sites are doubted."""
+    from .metrics import match_rate_rmse
+    from .metrics.quality import assess
+    from .siteorder import doubted
+
+    plausible = [not doubted(assess(t)) for t in targets]
+    out = {"targets_plausible_sites": float(np.mean(plausible)), "predictions_doubted_sites": float(np.mean([p is None or doubted(assess(p)) for p in preds]))}
+    for name, keep in (("plausible", True), ("doubted", False)):
+        idx = [i for i, ok in enumerate(plausible) if ok == keep]
+        if idx:
+            res = match_rate_rmse([preds[i] for i in idx], [targets[i] for i in idx], workers=workers)
+            out[f"match_rate_{name}_targets"], out[f"exact_match_rate_{name}_targets"] = res["match_rate"], res["exact_match_rate"]
+    return out
 
 
 def condition_plans(sampler: Sampler, table: CrystalTable, seed: int, typed: bool, texts: list[str] | None = None) -> tuple[list, int]:
@@ -109,7 +140,7 @@ def condition_plans(sampler: Sampler, table: CrystalTable, seed: int, typed: boo
     return plans, failed
 
 
-def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test", limit: int | None = None, steps: int | None = None, k: int = 1, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, step_lr: float | None = None, prompt: str | None = None, enforce: bool = False, facts: bool = False, network_facts: bool = True, rank: str | None = None, stated_lattice: bool = False) -> dict:
+def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test", limit: int | None = None, steps: int | None = None, k: int = 1, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, step_lr: float | None = None, prompt: str | None = None, enforce: bool = False, facts: bool = False, network_facts: bool = True, rank: str | None = None, stated_lattice: bool = False, site_order: str | None = None) -> dict:
     """Match rate and RMSE of CSP on a split (best of ``k`` samples when k > 1).
 
     ``checkpoint``: a shipped name, a ``.safetensors`` path, or an already loaded ``Sampler``.
@@ -118,12 +149,15 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
     the coordination numbers of each crystal's long description choose the template's sites;
     ``network_facts`` (models built with facts): the network reads each test crystal's stated
     facts (space group; with long descriptions per-element coordination and bond lengths);
-    ``rank="energy"``: also the top-1 match rate when the k samples of each crystal are ranked by
-    CHGNet energy per atom (``ranked_top1``, for every power of two up to k); ``stated_lattice``
+    ``rank`` ("energy" or "bond-valence"): also the top-1 match rate when the k samples of each
+    crystal are ranked by CHGNet energy per atom or by bond-valence plausibility (``ranked_top1``,
+    for every power of two up to k); ``stated_lattice``
     (models built with ``model.facts_numbers``): the network also reads each test crystal's
     conventional lattice parameters, volume per atom and c/a, as a prompt stating them gives them
     (not enforced by the sampler). ``lattice_within_2pct``: share of first samples whose a, b, c
-    are within 2% of the test crystal's.
+    are within 2% of the test crystal's. ``site_order`` (free sampling): "bond-valence" repairs
+    doubted cation site orders as ``predict`` does, "model" keeps the model's own; either one also
+    reports ``site_order_breakdown`` (default None: the model's own, no breakdown).
     """
     from .metrics import match_rate_rmse, match_rate_rmse_k
     from .metrics.adherence import lattice_within
@@ -153,42 +187,63 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
             plans, failed = condition_plans(sampler, table, seed + j, typed=True, texts=texts)
             samples.append(sampler.sample_plans(plans, emb, steps, guidance, seed + j, batch_size, progress, step_lr=step_lr, facts=stated))
     else:
-        samples = [_sample_batches(sampler, table, emb, True, steps, guidance, seed + j, batch_size, progress, step_lr, stated) for j in range(k)]
+        if site_order is not None and site_order not in SITE_ORDERS:
+            raise ValueError(f"site_order must be one of {', '.join(SITE_ORDERS)}, not {site_order!r}")
+        samples = [_sample_batches(sampler, table, emb, True, steps, guidance, seed + j, batch_size, progress, step_lr, stated, site_order or "model") for j in range(k)]
     seconds = time.time() - t0
     if k == 1:
         metrics = match_rate_rmse(samples[0], targets, workers=workers, progress=progress)
     else:
         metrics = match_rate_rmse_k([list(x) for x in zip(*samples)], targets, workers=workers, progress=progress)
-    if rank == "energy":
-        metrics["ranked"] = ranked_top1(samples, targets, workers, progress)
+    if rank is not None:
+        metrics["ranked"] = ranked_top1(samples, targets, workers, progress, rank)
     metrics["lattice_within_2pct"] = lattice_within(samples[0], targets)
     if enforce:
         metrics.update(supergroup_moves(samples[0]))
+    elif site_order is not None:
+        metrics.update(site_order_breakdown(samples[0], targets, workers))
     return {
         "task": "csp", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset, data_root or cfg.data.data_root), "split": split,
         "checkpoint": str(checkpoint), "text": cfg.model.use_text, "prompt": kind if cfg.model.use_text else None, "n": len(table), "k": k, "steps": steps, "step_lr": step_lr,
         "corrector_rescale": cfg.diffusion.corrector_rescale, "precision": sampler.precision, "compiled": sampler.model.compiled,
-        "guidance": guidance, "seed": seed, "enforce_spacegroup": enforce, "description_facts": facts, "network_facts": stated is not None, "stated_lattice": stated_lattice and stated is not None, "no_template": failed, "sampling_seconds": round(seconds, 1),
+        "guidance": guidance, "seed": seed, "enforce_spacegroup": enforce, "description_facts": facts, "network_facts": stated is not None, "stated_lattice": stated_lattice and stated is not None, "site_order": None if enforce else site_order, "no_template": failed, "sampling_seconds": round(seconds, 1),
         "crystals_per_second": round(k * len(table) / seconds, 3), **metrics,
     }
 
 
-def ranked_top1(samples: list[list], targets: list, workers: int = 2, progress: bool = False) -> list[dict]:
+def sample_scores(structures: list, rank: str) -> np.ndarray:
+    """Lower is better: static CHGNet energy per atom (``energy``), or the plausibility key of
+    ``metrics.quality.quality_score`` folded into one number (``bond-valence``: flags, then misfit);
+    failures inf."""
+    if rank == "energy":
+        from .metrics.stability import chgnet_energies
+
+        scores = np.array(chgnet_energies(structures, threads=torch.get_num_threads()), dtype=float)
+    elif rank == "bond-valence":
+        from .metrics.quality import assess, quality_score
+
+        keys = [quality_score(assess(s)) if s is not None else (10**6, float("inf")) for s in structures]
+        scores = np.array([flags * 1e3 + min(misfit, 999.0) for flags, misfit in keys], dtype=float)
+    else:
+        raise ValueError(f"unknown ranking {rank!r}")
+    return np.where(np.isfinite(scores), scores, np.inf)
+
+
+def ranked_top1(samples: list[list], targets: list, workers: int = 2, progress: bool = False, rank: str = "energy") -> list[dict]:
     """Top-1 CSP metrics when each crystal's first m samples (m = 1, 2, 4, ... up to k) are ranked
-    by static CHGNet energy per atom and only the lowest is kept (failures rank last): what a user
-    asking for one structure gets from ``--rank energy``. One energy per sample, shared by every m."""
+    by ``sample_scores`` (static CHGNet energy per atom, or bond-valence plausibility) and only the
+    best is kept (ties: the first sample): what a user asking for one structure gets from
+    ``--rank``. One score per sample, shared by every m."""
     from .metrics import match_rate_rmse
-    from .metrics.stability import chgnet_energies
 
     k, n = len(samples), len(targets)
-    energies = np.array(chgnet_energies([s for per in samples for s in per], threads=torch.get_num_threads())).reshape(k, n)
-    energies = np.where(np.isfinite(energies), energies, np.inf)
+    scores = sample_scores([s for per in samples for s in per], rank).reshape(k, n)
     out, m = [], 1
     while m <= k:
-        best = energies[:m].argmin(0)
+        best = scores[:m].argmin(0)
         chosen = [samples[int(best[i])][i] for i in range(n)]
         res = match_rate_rmse(chosen, targets, workers=workers, progress=progress)
-        out.append({"samples": m, "match_rate": res["match_rate"], "rmse": res["rmse"], "exact_match_rate": res["exact_match_rate"]})
+        out.append({"samples": m, "rank": rank, "match_rate": res["match_rate"], "rmse": res["rmse"], "exact_match_rate": res["exact_match_rate"]})
         m *= 2
     return out
 

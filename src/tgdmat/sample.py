@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .config import SITE_ORDERS
 from .crystal import MAX_Z
 from .pretrained import ModelInfo, encoder_spec, load_checkpoint
 from .text.encoder import TextEncoder
@@ -319,9 +320,14 @@ class Sampler:
         structures = self.sample_plans(plans, req.text, steps, guidance, seed, batch_size, progress, lattice, free_types=free, on_batch=on_batch, facts=facts)
         return Generation(structures, req.text, fields, lattice, _with_note(req.notes, supergroup_note(structures)))
 
-    def predict(self, formula: str, text: str | None = None, n: int = 1, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 64, strict: bool = True, progress: bool = False, on_batch=None) -> "Generation":
+    def predict(self, formula: str, text: str | None = None, n: int = 1, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 64, strict: bool = True, progress: bool = False, on_batch=None, site_order: str = "bond-valence") -> "Generation":
         """Structures for a composition as written (e.g. 'SrTiO3' = 5 atoms, 'Sr2Ti2O6' = 10); a
-        space group, crystal system or lattice parameters in ``text`` are enforced."""
+        space group, crystal system or lattice parameters in ``text`` are enforced. ``site_order``:
+        "bond-valence" samples again, with the cations exchanged between their Wyckoff orbits, the
+        crystals whose bonding flags a cation on the wrong site, and keeps the more plausible draw
+        (``siteorder``); "model" keeps the model's own order."""
+        if site_order not in SITE_ORDERS:
+            raise ValueError(f"site_order must be one of {', '.join(SITE_ORDERS)}, not {site_order!r}")
         from pymatgen.core import Composition
 
         comp_fields = parse_prompt(formula)
@@ -348,7 +354,21 @@ class Sampler:
         plans = plan_crystals(fields, [size] * n, n, self.templates(), self.info.num_atoms_hist, gen, req.lattice, coordination)
         lattice = lattice_for_plans(req.lattice, req.density, plans, req.notes)
         facts = self.stated_facts(fields, prompt_text, req.notes, lattice, plans)
-        structures = self.sample_plans(plans, prompt_text, steps, guidance, seed, batch_size, progress, lattice, on_batch=on_batch, facts=facts)
+        repair = site_order == "bond-valence"
+        structures = self.sample_plans(plans, prompt_text, steps, guidance, seed, batch_size, progress, lattice, on_batch=None if repair else on_batch, facts=facts)
+        if repair:
+            from .siteorder import repair_site_order
+
+            draws = iter(range(1, 1000))
+
+            def resample(index: list[int], new_plans: list[CrystalPlan]) -> list:
+                f = facts.select(index) if facts is not None and len(facts) > 1 else facts
+                return self.sample_plans(new_plans, prompt_text, steps, guidance, seed + 104_729 * next(draws), batch_size, False, lattice, facts=f)
+
+            structures, fixed = repair_site_order(structures, plans, resample)
+            req.notes.extend([fixed.note()] if fixed.note() else [])
+            if on_batch is not None:
+                on_batch(structures)
         return Generation(structures, prompt_text, fields, lattice, _with_note(req.notes, supergroup_note(structures)))
 
 

@@ -30,10 +30,19 @@ class Quality:
     charge_balanced: bool | None = None  # None: no anion, the check does not apply
     bvs: dict[str, list[float]] = field(default_factory=dict)  # cation -> bond-valence sum of each site
     reasons: list[str] = field(default_factory=list)
+    oxidation: dict[str, float] = field(default_factory=dict)  # the guessed oxidation state of each element
 
     @property
     def ok(self) -> bool:
         return not self.reasons
+
+    @property
+    def bond_valence_misfit(self) -> float:
+        """Root mean square of (bond-valence sum / oxidation state - 1) over the cation sites: 0 for
+        ideal bonding; a cation on the wrong site of a perovskite gives about 1 or more; nan where
+        no site has bond-valence parameters."""
+        rel = [v / self.oxidation[el] - 1.0 for el, vs in self.bvs.items() for v in vs]
+        return float(np.sqrt(np.mean(np.square(rel)))) if rel else float("nan")
 
     def row(self) -> dict:
         """Flat fields for summary.json / summary.csv."""
@@ -45,6 +54,7 @@ class Quality:
             "coordination": " ".join(f"{el}:{','.join(map(str, cns))}" for el, cns in d["coordination"].items()),
             "charge_balanced": self.charge_balanced,
             "bond_valence_sums": " ".join(f"{el}:{','.join(f'{v:.2f}' for v in vs)}" for el, vs in d["bvs"].items()),
+            "bond_valence_misfit": None if self.bond_valence_misfit != self.bond_valence_misfit else round(self.bond_valence_misfit, 3),
         }
 
 
@@ -106,6 +116,7 @@ def assess(structure) -> Quality:
     oxi = _oxidation_guess(structure) if anions and elements - anions else None
     if anions and elements - anions:
         q.charge_balanced = oxi is not None
+        q.oxidation = dict(oxi or {})
         if oxi is None:
             q.reasons.append(f"{structure.composition.reduced_formula} cannot be charge-balanced with common oxidation states")
     for i, nbrs in enumerate(neighbours):
@@ -130,4 +141,20 @@ def assess(structure) -> Quality:
     return q
 
 
-__all__ = ["Quality", "assess", "min_distance"]
+def quality_score(q: Quality) -> tuple[int, float]:
+    """Sort key of a crystal by plausibility: fewer flagged reasons first, then the lower
+    bond-valence misfit (no parameters: after those with one)."""
+    misfit = q.bond_valence_misfit
+    return len(q.reasons), misfit if misfit == misfit else float("inf")
+
+
+def rank_by_bond_valence(structures) -> tuple[list[int], list[Quality]]:
+    """(indices from most to least plausible by ``quality_score``, each crystal's Quality): picks,
+    among samples of one formula, the one whose cations sit on sites that fit their charge (the
+    right site order of a perovskite ABX3, which the formula alone leaves open). Stable: ties keep
+    the sampling order."""
+    qualities = [assess(s) for s in structures]
+    return sorted(range(len(structures)), key=lambda i: quality_score(qualities[i])), qualities
+
+
+__all__ = ["Quality", "assess", "min_distance", "quality_score", "rank_by_bond_valence"]

@@ -1,0 +1,136 @@
+"""Cation site order: which cation of a formula takes which site.
+
+A formula leaves the site order open, and Perov-5 holds every ordered (A, B) pair of ABX3, the
+physical order and the anti-site one alike, so a model trained on it draws either (the shipped
+models put Ti on the A site of BaTiO3 in 8 of 8 samples). Where the bond valences of a sample
+(``metrics.quality``) doubt its cation sites, the sample's cations of equal orbit
+multiplicities are exchanged between their Wyckoff orbits, the model samples the crystal again
+with that orbit assignment enforced (coordinates within the orbits and the lattice are its own),
+and the more plausible of the two (``quality_score``) is kept.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from itertools import combinations
+
+from .conditioning import CrystalPlan
+from .metrics.quality import assess, quality_score
+from .symmetry import Template, orbit_ops
+
+
+def wyckoff_orbits(structure, symprec: float = 0.1) -> tuple[int, list[tuple[str, str]]] | None:
+    """(space group, (element, Wyckoff letter) of each occupied orbit) of a structure, or None when
+    spglib fails or the orbits do not tile the cell as given."""
+    import spglib
+
+    cell = (structure.lattice.matrix, structure.frac_coords, [site.specie.Z for site in structure])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = spglib.get_symmetry_dataset(cell, symprec=symprec)
+        except Exception:
+            return None
+    if ds is None:
+        return None
+    sites, covered = [], 0
+    for rep in sorted(set(int(x) for x in ds.equivalent_atoms)):
+        sites.append((structure[rep].specie.symbol, ds.wyckoffs[rep]))
+        covered += len(orbit_ops(int(ds.number), ds.wyckoffs[rep])[0])
+    return (int(ds.number), sites) if covered == len(structure) else None
+
+
+def exchanged_templates(structure, cations: set[str], symprec: float = 0.1) -> list[Template]:
+    """Templates of the structure's own group and orbits with two cation elements exchanged, for
+    every pair of cations whose orbits have the same multiplicities (so the composition stays)."""
+    found = wyckoff_orbits(structure, symprec)
+    if found is None:
+        return []
+    group, sites = found
+    multiplicities = {el: sorted(len(orbit_ops(group, letter)[0]) for e, letter in sites if e == el) for el in cations}
+    out = []
+    for a, b in combinations(sorted(cations), 2):
+        if multiplicities.get(a) and multiplicities.get(a) == multiplicities.get(b):
+            swap = {a: b, b: a}
+            out.append(Template(group, tuple(sorted((swap.get(el, el), letter) for el, letter in sites))))
+    return out
+
+
+def template_plan(template: Template) -> CrystalPlan:
+    """A plan that enforces ``template`` with its atom types in orbit order."""
+    from pymatgen.core.periodic_table import Element
+
+    types = [Element(el).Z for el, letter in template.sites for _ in range(len(orbit_ops(template.spacegroup, letter)[0]))]
+    return CrystalPlan(len(types), template, types)
+
+
+@dataclass
+class SiteRepair:
+    """Which crystals were sampled again with their cations exchanged, and which of those were kept."""
+
+    tried: list[int]
+    kept: list[int]
+
+    def note(self) -> str | None:
+        if not self.tried:
+            return None
+        return (f"site order: {len(self.tried)} crystal(s) had cations whose bond valences doubt their sites and were sampled again with "
+                f"their cations exchanged between Wyckoff orbits; {len(self.kept)} of them were more plausible and replace the first draw "
+                f"(sample {', '.join(map(str, self.kept)) or '-'}); --site-order model keeps the model's own order")
+
+
+MISFIT = 0.45  # bond-valence misfit above which a site order is doubted (right perovskites: 0.15-0.35; anti-site ones: 0.6-1.8)
+SYMPRECS = (0.1, 0.5)  # Å: orbits for the exchange, one tolerance per round (the looser one finds the aristotype of a distorted cell)
+
+
+def doubted(q) -> bool:
+    """A crystal whose cation sites are in doubt: a flagged bond-valence sum, or a misfit above MISFIT."""
+    cations = {el for el, v in q.oxidation.items() if v > 0}
+    if not q.bvs or len(cations) < 2:
+        return False
+    return any("bond-valence" in r for r in q.reasons) or q.bond_valence_misfit > MISFIT
+
+
+def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symprecs: tuple[float, ...] = SYMPRECS) -> tuple[list, SiteRepair]:
+    """The structures with doubted site orders repaired. Each round (one per ``symprecs``) draws every
+    doubted crystal again with its cations exchanged between its orbits at that tolerance (where
+    they allow an exchange), then
+    the ones still doubted again from their own ``plans`` (a fresh draw: the model may choose
+    another framework), which the next round's exchange starts from. ``resample(indices, plans)`` samples plans for those crystals with the
+    first draw's text and facts and a new seed each call; a redraw replaces a crystal only when it
+    is more plausible (``quality_score``)."""
+    out, source = list(structures), list(structures)  # best so far; the draw the next exchange starts from
+    qualities = [assess(s) for s in out]
+    tried, kept = set(), set()
+
+    def redraw(todo: list[int], new_plans: list[CrystalPlan]) -> list:
+        tried.update(todo)
+        drawn = resample(todo, new_plans)
+        for i, s in zip(todo, drawn):
+            q = assess(s) if s is not None else None
+            if q is not None and quality_score(q) < quality_score(qualities[i]):
+                out[i], qualities[i] = s, q
+                kept.add(i)
+        return drawn
+
+    def still_doubted() -> list[int]:
+        return [i for i, (s, q) in enumerate(zip(out, qualities)) if s is not None and doubted(q)]
+
+    for symprec in symprecs:
+        exchange = []
+        for i in still_doubted():
+            q = assess(source[i]) if source[i] is not None else None
+            templates = exchanged_templates(source[i], {el for el, v in q.oxidation.items() if v > 0}, symprec) if q is not None else []
+            if templates:
+                exchange.append((i, template_plan(templates[0])))
+        if exchange:
+            redraw([i for i, _ in exchange], [p for _, p in exchange])
+        again = still_doubted()
+        if not again:
+            break
+        for i, s in zip(again, redraw(again, [plans[i] for i in again])):
+            source[i] = s
+    return out, SiteRepair(sorted(tried), sorted(kept))
+
+
+__all__ = ["MISFIT", "SiteRepair", "doubted", "exchanged_templates", "repair_site_order", "template_plan", "wyckoff_orbits"]

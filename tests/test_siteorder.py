@@ -1,0 +1,90 @@
+"""Cation site order: exchanged Wyckoff templates and the repair of doubted crystals."""
+from __future__ import annotations
+
+
+def _perovskite(a: float, A: str, B: str, X: str = "O"):
+    from pymatgen.core import Lattice, Structure
+
+    return Structure(Lattice.cubic(a), [A, B, X, X, X], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+
+
+def _from_plan(plan, a: float):
+    """The ideal cubic cell a template of Pm-3m describes (what a perfect model would draw)."""
+    from pymatgen.core import Lattice, Structure
+    from pymatgen.core.periodic_table import Element
+
+    letters = {"a": [[0, 0, 0]], "b": [[0.5, 0.5, 0.5]], "c": [[0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]], "d": [[0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5]]}
+    assert plan.template.spacegroup == 221
+    species, coords = [], []
+    for el, letter in plan.template.sites:
+        species += [el] * len(letters[letter])
+        coords += letters[letter]
+    assert [Element(s).Z for s in species] == plan.atom_types  # types in orbit order, as the sampler reads them
+    return Structure(Lattice.cubic(a), species, coords)
+
+
+def test_exchanged_templates_swap_the_two_cations_between_their_orbits():
+    from tgdmat.siteorder import exchanged_templates, wyckoff_orbits
+
+    anti = _perovskite(4.55, "Ti", "Ba")  # Ba in the octahedron
+    group, sites = wyckoff_orbits(anti)
+    assert group == 221 and sorted(el for el, _ in sites) == ["Ba", "O", "Ti"]
+    (tpl,) = exchanged_templates(anti, {"Ba", "Ti"})
+    swapped = dict(tpl.sites)
+    assert tpl.spacegroup == 221 and swapped["Ba"] == dict(sites)["Ti"] and swapped["Ti"] == dict(sites)["Ba"] and swapped["O"] == dict(sites)["O"]
+    assert exchanged_templates(anti, {"Ba"}) == []  # one cation: nothing to exchange
+
+
+def test_exchange_needs_orbits_of_equal_multiplicity():
+    """In Ba2TiO4-like cells two Ba atoms cannot trade places with one Ti: no template."""
+    from pymatgen.core import Lattice, Structure
+
+    from tgdmat.siteorder import exchanged_templates
+
+    cell = Structure(Lattice.tetragonal(3.9, 12.0), ["Ba", "Ba", "Ti", "O", "O", "O", "O"],
+                     [[0, 0, 0.35], [0, 0, 0.65], [0.5, 0.5, 0], [0.5, 0, 0], [0, 0.5, 0], [0.5, 0.5, 0.17], [0.5, 0.5, 0.83]])
+    assert exchanged_templates(cell, {"Ba", "Ti"}) == []
+
+
+def test_repair_redraws_only_doubted_crystals_and_keeps_the_more_plausible():
+    """An anti-site BaTiO3 is drawn again with Ba and Ti exchanged and replaced by the right cell;
+    a right SrTiO3 is left alone; a redraw that is no better is not kept."""
+    from tgdmat.metrics.quality import assess
+    from tgdmat.siteorder import SiteRepair, doubted, repair_site_order
+
+    anti, right = _perovskite(4.55, "Ti", "Ba"), _perovskite(3.905, "Sr", "Ti")
+    assert doubted(assess(anti)) and not doubted(assess(right))
+    calls = []
+
+    def perfect(index, plans):
+        calls.append(list(index))
+        return [_from_plan(p, 4.0) if p.template is not None else anti.copy() for p in plans]
+
+    out, fixed = repair_site_order([anti, right], [None, None], perfect)
+    assert calls == [[0]] and fixed == SiteRepair([0], [0])
+    assert assess(out[0]).coordination == {"Ba": [12], "Ti": [6]} and out[1] is right
+    assert "1 crystal(s)" in fixed.note() and "sample 0" in fixed.note()
+
+    def no_better(index, plans):
+        calls.append(list(index))
+        return [anti.copy() for _ in plans]
+
+    calls.clear()
+    out, fixed = repair_site_order([anti], [None], no_better)
+    assert out[0] is anti and fixed.kept == [] and fixed.tried == [0]
+    assert calls == [[0], [0], [0], [0]]  # per tolerance: an exchange, then a fresh draw
+
+
+
+def test_site_order_breakdown_splits_by_the_targets_own_plausibility():
+    """Targets: a right SrTiO3 and an anti-site BaTiO3 (as half of Perov-5 is); predictions: both in
+    the physical order. The plausible target is matched, the anti-site one is not, and no
+    prediction is doubted."""
+    from tgdmat.evaluate import site_order_breakdown
+
+    targets = [_perovskite(3.905, "Sr", "Ti"), _perovskite(4.55, "Ti", "Ba")]
+    preds = [_perovskite(3.905, "Sr", "Ti"), _perovskite(4.0, "Ba", "Ti")]
+    out = site_order_breakdown(preds, targets, workers=1)
+    assert out["targets_plausible_sites"] == 0.5 and out["predictions_doubted_sites"] == 0.0
+    assert out["match_rate_plausible_targets"] == 1.0 and out["exact_match_rate_plausible_targets"] == 1.0
+    assert out["match_rate_doubted_targets"] == 0.0
