@@ -249,6 +249,10 @@ def test_predict_site_order_choice_is_checked(tiny_checkpoint, tmp_path):
     assert not any(n.startswith("site order") for n in json.loads((out / "summary.json").read_text())["notes"])
     with pytest.raises(ValueError, match="site_order"):
         Sampler.load(tiny_checkpoint).predict("SrTiO3", n=1, site_order="oracle")
+    with pytest.raises(ValueError, match="site_order"):
+        Sampler.load(tiny_checkpoint).generate("SrTiO3", n=1, site_order="oracle")
+    gen = tmp_path / "gen"
+    assert main(["generate", "SrTiO3", "-n", "2", "--checkpoint", tiny_checkpoint, "--out", str(gen), "--quiet", "--site-order", "model"]) == 0
 
 
 def test_output_folder_never_mixes_runs(tiny_checkpoint, tmp_path, capsys):

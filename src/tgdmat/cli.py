@@ -54,6 +54,10 @@ def _sampling_args(p: argparse.ArgumentParser, default_model: str) -> None:
     p.add_argument("--top", type=int, help="with --rank: keep the best K crystals")
 
 
+def _site_order_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--site-order", choices=SITE_ORDERS, default="bond-valence", help="where the atom types are given: bond-valence: a crystal whose bond valences put a cation on the wrong site (a formula leaves the cation site order open; the training data holds both orders) is sampled again with its cations exchanged between Wyckoff orbits, and the more plausible draw is kept; model: keep the model's own order")
+
+
 EXAMPLES = {
     "train": ["tgdmat train --config perov_5 --out runs/perov_5 --max-minutes 60 --set train.threads=2",
               "tgdmat train --config perov_5 --out runs/perov_5 --resume --max-minutes 60"],
@@ -116,13 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     from . import pretrained
 
     _sampling_args(g, f"{pretrained.DEFAULT_MODEL}; a prompt naming a formula uses predict's model ({pretrained.DEFAULT_PREDICT_MODEL}, {pretrained.CARBON_PREDICT_MODEL} for carbon) unless --free")
+    _site_order_arg(g)
     g.set_defaults(func=commands.cmd_generate)
 
     r = _command(sub, "predict", help="crystal structure prediction for a composition")
     r.add_argument("--formula", required=True, help="composition of the cell as written, e.g. SrTiO3 (5 atoms); a multiple such as Sr2Ti2O6 asks for that many atoms per cell, which the model must have seen in training")
     r.add_argument("--text", help="optional description to guide the prediction")
     _sampling_args(r, f"{pretrained.DEFAULT_PREDICT_MODEL}; {pretrained.CARBON_PREDICT_MODEL} for a carbon-only formula")
-    r.add_argument("--site-order", choices=SITE_ORDERS, default="bond-valence", help="bond-valence: a crystal whose bonding flags a cation on the wrong site (a formula leaves the cation site order open; the training data holds both orders) is sampled again with its cations exchanged between Wyckoff orbits, and the more plausible draw is kept; model: keep the model's own order")
+    _site_order_arg(r)
     r.set_defaults(func=commands.cmd_predict)
 
     e = _command(sub, "evaluate", help="benchmark metrics of a checkpoint on a split")

@@ -202,7 +202,7 @@ def cmd_generate(args) -> int:
     meta = {"command": "generate", "prompt": args.prompt, "checkpoint": args.checkpoint, "n": n, "steps": steps, "guidance": args.guidance, "seed": args.seed, "free": args.free, "batch_size": args.batch_size, **_sampler_meta(sampler)}
     return _sample_to(args, meta, lambda on_batch: sampler.generate(
         args.prompt, n, steps=steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
-        num_atoms=args.atoms, strict=not args.allow_out_of_scope, progress=not args.quiet, free=args.free, on_batch=on_batch,
+        num_atoms=args.atoms, strict=not args.allow_out_of_scope, progress=not args.quiet, free=args.free, on_batch=on_batch, site_order=args.site_order,
     ))
 
 

@@ -285,11 +285,14 @@ class Sampler:
             text = short_prompt(fields)
         return Request(fields, LatticeTarget(**lat), density, text, notes)
 
-    def generate(self, prompt: str, n: int = 16, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 64, num_atoms: int | None = None, strict: bool = True, progress: bool = False, free: bool = False, on_batch=None) -> "Generation":
+    def generate(self, prompt: str, n: int = 16, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 64, num_atoms: int | None = None, strict: bool = True, progress: bool = False, free: bool = False, on_batch=None, site_order: str = "bond-valence") -> "Generation":
         """Crystals from a text prompt. What the prompt states is binding: a formula fixes the types
         (and named elements a stoichiometry over them), a space group or crystal system is kept
         at every step, stated lattice parameters are met. ``free=True``: the model's own de novo
-        sampling, conditioned on the text only."""
+        sampling, conditioned on the text only. ``site_order``: as for ``predict``, where the
+        prompt fixes the atom types (never with ``free``)."""
+        if site_order not in SITE_ORDERS:
+            raise ValueError(f"site_order must be one of {', '.join(SITE_ORDERS)}, not {site_order!r}")
         req = self.request(prompt, num_atoms)
         fields = req.fields
         _check_n(n)
@@ -317,7 +320,10 @@ class Sampler:
             raise ScopeError("this model was trained for structure prediction only (atom types given): name a formula or elements in the prompt, or use a model trained with task both (perov_5) for de novo generation")
         lattice = lattice_for_plans(req.lattice, req.density, plans, req.notes)
         facts = self.stated_facts(fields, req.text, req.notes, lattice, plans)
-        structures = self.sample_plans(plans, req.text, steps, guidance, seed, batch_size, progress, lattice, free_types=free, on_batch=on_batch, facts=facts)
+        if free:
+            structures = self.sample_plans(plans, req.text, steps, guidance, seed, batch_size, progress, lattice, free_types=True, on_batch=on_batch, facts=facts)
+        else:
+            structures = self._sample_settling_sites(plans, req.text, steps, guidance, seed, batch_size, progress, lattice, on_batch, facts, site_order, req.notes)
         return Generation(structures, req.text, fields, lattice, _with_note(req.notes, supergroup_note(structures)))
 
     def predict(self, formula: str, text: str | None = None, n: int = 1, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 64, strict: bool = True, progress: bool = False, on_batch=None, site_order: str = "bond-valence") -> "Generation":
@@ -326,8 +332,6 @@ class Sampler:
         "bond-valence" samples again, with the cations exchanged between their Wyckoff orbits, the
         crystals whose bonding flags a cation on the wrong site, and keeps the more plausible draw
         (``siteorder``); "model" keeps the model's own order."""
-        if site_order not in SITE_ORDERS:
-            raise ValueError(f"site_order must be one of {', '.join(SITE_ORDERS)}, not {site_order!r}")
         from pymatgen.core import Composition
 
         comp_fields = parse_prompt(formula)
@@ -354,22 +358,32 @@ class Sampler:
         plans = plan_crystals(fields, [size] * n, n, self.templates(), self.info.num_atoms_hist, gen, req.lattice, coordination)
         lattice = lattice_for_plans(req.lattice, req.density, plans, req.notes)
         facts = self.stated_facts(fields, prompt_text, req.notes, lattice, plans)
-        repair = site_order == "bond-valence"
-        structures = self.sample_plans(plans, prompt_text, steps, guidance, seed, batch_size, progress, lattice, on_batch=None if repair else on_batch, facts=facts)
-        if repair:
-            from .siteorder import repair_site_order
-
-            draws = iter(range(1, 1000))
-
-            def resample(index: list[int], new_plans: list[CrystalPlan]) -> list:
-                f = facts.select(index) if facts is not None and len(facts) > 1 else facts
-                return self.sample_plans(new_plans, prompt_text, steps, guidance, seed + 104_729 * next(draws), batch_size, False, lattice, facts=f)
-
-            structures, fixed = repair_site_order(structures, plans, resample)
-            req.notes.extend([fixed.note()] if fixed.note() else [])
-            if on_batch is not None:
-                on_batch(structures)
+        structures = self._sample_settling_sites(plans, prompt_text, steps, guidance, seed, batch_size, progress, lattice, on_batch, facts, site_order, req.notes)
         return Generation(structures, prompt_text, fields, lattice, _with_note(req.notes, supergroup_note(structures)))
+
+    def _sample_settling_sites(self, plans: list[CrystalPlan], text, steps, guidance: float, seed: int, batch_size: int, progress: bool, lattice, on_batch, facts, site_order: str, notes: list[str]) -> list:
+        """``sample_plans``, then, with ``site_order="bond-valence"`` and atom types given, the
+        doubted cation site orders repaired (``siteorder.repair_site_order``; a note says what was
+        redrawn). The crystals reach ``on_batch`` once repaired."""
+        if site_order not in SITE_ORDERS:
+            raise ValueError(f"site_order must be one of {', '.join(SITE_ORDERS)}, not {site_order!r}")
+        repair = site_order == "bond-valence" and all(p.atom_types is not None for p in plans)
+        structures = self.sample_plans(plans, text, steps, guidance, seed, batch_size, progress, lattice, on_batch=None if repair else on_batch, facts=facts)
+        if not repair:
+            return structures
+        from .siteorder import repair_site_order
+
+        draws = iter(range(1, 1000))
+
+        def resample(index: list[int], new_plans: list[CrystalPlan]) -> list:
+            f = facts.select(index) if facts is not None and len(facts) > 1 else facts
+            return self.sample_plans(new_plans, text, steps, guidance, seed + 104_729 * next(draws), batch_size, False, lattice, facts=f)
+
+        structures, fixed = repair_site_order(structures, plans, resample)
+        notes.extend([fixed.note()] if fixed.note() else [])
+        if on_batch is not None:
+            on_batch(structures)
+        return structures
 
 
 @dataclass
