@@ -18,6 +18,9 @@ from .conditioning import CrystalPlan
 from .metrics.quality import assess, quality_score
 from .symmetry import Template, orbit_ops
 
+MISFIT = 0.45  # bond-valence misfit above which a site order is doubted (right perovskites: 0.15-0.35; anti-site ones: 0.6-1.8)
+SYMPRECS = (0.1, 0.5)  # Å: orbits for the exchange, one tolerance per round (the looser one finds the aristotype of a distorted cell)
+
 
 def wyckoff_orbits(structure, symprec: float = 0.1) -> tuple[int, list[tuple[str, str]]] | None:
     """(space group, (element, Wyckoff letter) of each occupied orbit) of a structure, or None when
@@ -66,7 +69,7 @@ def template_plan(template: Template) -> CrystalPlan:
 
 @dataclass
 class SiteRepair:
-    """Which crystals were sampled again with their cations exchanged, and which of those were kept."""
+    """Which crystals were drawn again (cations exchanged, or afresh), and which redraws were kept."""
 
     tried: list[int]
     kept: list[int]
@@ -74,13 +77,9 @@ class SiteRepair:
     def note(self) -> str | None:
         if not self.tried:
             return None
-        return (f"site order: {len(self.tried)} crystal(s) had cations whose bond valences doubt their sites and were sampled again with "
-                f"their cations exchanged between Wyckoff orbits; {len(self.kept)} of them were more plausible and replace the first draw "
+        return (f"site order: {len(self.tried)} crystal(s) had cations whose bond valences doubt their sites and were drawn again (with "
+                f"their cations exchanged between Wyckoff orbits, then afresh); {len(self.kept)} of them were more plausible and replace the first draw "
                 f"(sample {', '.join(map(str, self.kept)) or '-'}); --site-order model keeps the model's own order")
-
-
-MISFIT = 0.45  # bond-valence misfit above which a site order is doubted (right perovskites: 0.15-0.35; anti-site ones: 0.6-1.8)
-SYMPRECS = (0.1, 0.5)  # Å: orbits for the exchange, one tolerance per round (the looser one finds the aristotype of a distorted cell)
 
 
 def doubted(q) -> bool:
@@ -94,11 +93,11 @@ def doubted(q) -> bool:
 def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symprecs: tuple[float, ...] = SYMPRECS) -> tuple[list, SiteRepair]:
     """The structures with doubted site orders repaired. Each round (one per ``symprecs``) draws every
     doubted crystal again with its cations exchanged between its orbits at that tolerance (where
-    they allow an exchange), then
-    the ones still doubted again from their own ``plans`` (a fresh draw: the model may choose
-    another framework), which the next round's exchange starts from. ``resample(indices, plans)`` samples plans for those crystals with the
-    first draw's text and facts and a new seed each call; a redraw replaces a crystal only when it
-    is more plausible (``quality_score``)."""
+    they allow an exchange), then the ones still doubted afresh from their own ``plans`` (the model
+    may choose another framework), which the next round's exchange starts from.
+    ``resample(indices, plans)`` samples plans for those crystals with the first draw's text and
+    facts and a new seed each call; a redraw replaces a crystal only when it is more plausible
+    (``quality_score``)."""
     out, source = list(structures), list(structures)  # best so far; the draw the next exchange starts from
     qualities = [assess(s) for s in out]
     tried, kept = set(), set()
