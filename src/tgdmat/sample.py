@@ -363,27 +363,41 @@ class Sampler:
 
     def _sample_settling_sites(self, plans: list[CrystalPlan], text, steps, guidance: float, seed: int, batch_size: int, progress: bool, lattice, on_batch, facts, site_order: str, notes: list[str]) -> list:
         """``sample_plans``, then, with ``site_order="bond-valence"`` and atom types given, the
-        doubted cation site orders repaired (``siteorder.repair_site_order``; a note says what was
-        redrawn). The crystals reach ``on_batch`` once repaired."""
+        doubted cation site orders of each finished batch repaired before it reaches ``on_batch``
+        (``siteorder.repair_site_order``; a note says what was redrawn), so finished work is
+        still written batch by batch."""
         if site_order not in SITE_ORDERS:
             raise ValueError(f"site_order must be one of {', '.join(SITE_ORDERS)}, not {site_order!r}")
-        repair = site_order == "bond-valence" and all(p.atom_types is not None for p in plans)
-        structures = self.sample_plans(plans, text, steps, guidance, seed, batch_size, progress, lattice, on_batch=None if repair else on_batch, facts=facts)
-        if not repair:
-            return structures
-        from .siteorder import repair_site_order
+        if site_order == "model" or any(p.atom_types is None for p in plans):
+            return self.sample_plans(plans, text, steps, guidance, seed, batch_size, progress, lattice, on_batch=on_batch, facts=facts)
+        from .siteorder import SiteRepair, repair_site_order
 
-        draws = iter(range(1, 1000))
+        draws = iter(range(1, 1_000_000))
+        settled: list = []
+        repaired = SiteRepair([], [])
 
         def resample(index: list[int], new_plans: list[CrystalPlan]) -> list:
             f = facts.select(index) if facts is not None and len(facts) > 1 else facts
             return self.sample_plans(new_plans, text, steps, guidance, seed + 104_729 * next(draws), batch_size, False, lattice, facts=f)
 
-        structures, fixed = repair_site_order(structures, plans, resample)
-        notes.extend([fixed.note()] if fixed.note() else [])
-        if on_batch is not None:
-            on_batch(structures)
-        return structures
+        def settle(batch: list) -> None:
+            start = len(settled)
+            shift = lambda index: [start + i for i in index]  # noqa: E731 (batch positions -> plan indices)
+            try:
+                fixed, rep = repair_site_order(batch, plans[start : start + len(batch)], lambda index, new: resample(shift(index), new))
+            except KeyboardInterrupt:  # interrupted while repairing: the batch as drawn is still finished work
+                if on_batch is not None:
+                    on_batch(batch)
+                raise
+            settled.extend(fixed)
+            repaired.tried.extend(shift(rep.tried))
+            repaired.kept.extend(shift(rep.kept))
+            if on_batch is not None:
+                on_batch(fixed)
+
+        self.sample_plans(plans, text, steps, guidance, seed, batch_size, progress, lattice, on_batch=settle, facts=facts)
+        notes.extend([repaired.note()] if repaired.note() else [])
+        return settled
 
 
 @dataclass
