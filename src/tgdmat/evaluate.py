@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path, atomic_write_text
-from .config import EVAL_PROMPT_KINDS, SITE_ORDERS
+from .config import EVAL_PROMPT_KINDS
 from .data import cache_root, load_split, protocol_name
 from .data.csv import CrystalTable
 from .sample import Sampler
+from .siteorder import check_site_order
 from .text.prompts import PromptFields, short_prompt
 
 
@@ -85,14 +86,7 @@ def _sample_batches(sampler: Sampler, table: CrystalTable, emb: torch.Tensor | N
         return out
     from .siteorder import repair_site_order
 
-    draws = iter(range(1, 1000))
-
-    def resample(index: list[int], new_plans: list) -> list:
-        e = emb[index] if emb is not None else None
-        f = facts.select(index) if facts is not None else None
-        return sampler.sample_plans(new_plans, e, steps, guidance, seed + 104_729 * next(draws), batch_size, False, step_lr=step_lr, facts=f)
-
-    return repair_site_order(out, plans, resample)[0]
+    return repair_site_order(out, plans, sampler.redrawer(emb, steps, guidance, seed, batch_size, facts=facts, step_lr=step_lr))[0]
 
 
 def site_order_breakdown(preds: list, targets: list, workers: int) -> dict:
@@ -187,8 +181,8 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
             plans, failed = condition_plans(sampler, table, seed + j, typed=True, texts=texts)
             samples.append(sampler.sample_plans(plans, emb, steps, guidance, seed + j, batch_size, progress, step_lr=step_lr, facts=stated))
     else:
-        if site_order is not None and site_order not in SITE_ORDERS:
-            raise ValueError(f"site_order must be one of {', '.join(SITE_ORDERS)}, not {site_order!r}")
+        if site_order is not None:
+            check_site_order(site_order)
         samples = [_sample_batches(sampler, table, emb, True, steps, guidance, seed + j, batch_size, progress, step_lr, stated, site_order or "model") for j in range(k)]
     seconds = time.time() - t0
     if k == 1:

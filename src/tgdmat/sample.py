@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .config import SITE_ORDERS
 from .crystal import MAX_Z
 from .pretrained import ModelInfo, encoder_spec, load_checkpoint
+from .siteorder import check_site_order
 from .text.encoder import TextEncoder
 from .conditioning import CrystalPlan, lattice_for_plans, plan_crystals, spacegroup_pool, stoichiometry_for
 from .diffusion.joint import resolve_precision, respaced_steps
@@ -291,8 +291,7 @@ class Sampler:
         at every step, stated lattice parameters are met. ``free=True``: the model's own de novo
         sampling, conditioned on the text only. ``site_order``: as for ``predict``, where the
         prompt fixes the atom types (never with ``free``)."""
-        if site_order not in SITE_ORDERS:
-            raise ValueError(f"site_order must be one of {', '.join(SITE_ORDERS)}, not {site_order!r}")
+        check_site_order(site_order)
         req = self.request(prompt, num_atoms)
         fields = req.fields
         _check_n(n)
@@ -361,24 +360,32 @@ class Sampler:
         structures = self._sample_settling_sites(plans, prompt_text, steps, guidance, seed, batch_size, progress, lattice, on_batch, facts, site_order, req.notes)
         return Generation(structures, prompt_text, fields, lattice, _with_note(req.notes, supergroup_note(structures)))
 
+    def redrawer(self, text, steps, guidance: float, seed: int, batch_size: int, lattice=None, facts=None, step_lr: float | None = None):
+        """``resample(indices, plans)`` for ``siteorder.repair_site_order``: samples new plans for the
+        crystals at ``indices`` with their text (one prompt, or their rows of per-crystal
+        embeddings) and facts, a new seed each call (seed + 104,729 k)."""
+        draws = iter(range(1, 1_000_000))
+
+        def resample(index: list[int], new_plans: list[CrystalPlan]) -> list:
+            t = text[index] if isinstance(text, torch.Tensor) else text
+            f = facts.select(index) if facts is not None and len(facts) > 1 else facts
+            return self.sample_plans(new_plans, t, steps, guidance, seed + 104_729 * next(draws), batch_size, False, lattice, step_lr=step_lr, facts=f)
+
+        return resample
+
     def _sample_settling_sites(self, plans: list[CrystalPlan], text, steps, guidance: float, seed: int, batch_size: int, progress: bool, lattice, on_batch, facts, site_order: str, notes: list[str]) -> list:
         """``sample_plans``, then, with ``site_order="bond-valence"`` and atom types given, the
         doubted cation site orders of each finished batch repaired before it reaches ``on_batch``
         (``siteorder.repair_site_order``; a note says what was redrawn), so finished work is
         still written batch by batch."""
-        if site_order not in SITE_ORDERS:
-            raise ValueError(f"site_order must be one of {', '.join(SITE_ORDERS)}, not {site_order!r}")
+        check_site_order(site_order)
         if site_order == "model" or any(p.atom_types is None for p in plans):
             return self.sample_plans(plans, text, steps, guidance, seed, batch_size, progress, lattice, on_batch=on_batch, facts=facts)
         from .siteorder import SiteRepair, repair_site_order
 
-        draws = iter(range(1, 1_000_000))
         settled: list = []
         repaired = SiteRepair([], [])
-
-        def resample(index: list[int], new_plans: list[CrystalPlan]) -> list:
-            f = facts.select(index) if facts is not None and len(facts) > 1 else facts
-            return self.sample_plans(new_plans, text, steps, guidance, seed + 104_729 * next(draws), batch_size, False, lattice, facts=f)
+        resample = self.redrawer(text, steps, guidance, seed, batch_size, lattice, facts)
 
         def settle(batch: list) -> None:
             start = len(settled)

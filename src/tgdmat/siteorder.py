@@ -10,37 +10,15 @@ and the more plausible of the two (``quality_score``) is kept.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from itertools import combinations
 
 from .conditioning import CrystalPlan
 from .metrics.quality import assess, quality_score
-from .symmetry import Template, orbit_ops
+from .symmetry import Template, orbit_ops, wyckoff_orbits
 
 MISFIT = 0.45  # bond-valence misfit above which a site order is doubted (right perovskites: 0.15-0.35; anti-site ones: 0.6-1.8)
 SYMPRECS = (0.1, 0.5)  # Å: orbits for the exchange, one tolerance per round (the looser one finds the aristotype of a distorted cell)
-
-
-def wyckoff_orbits(structure, symprec: float = 0.1) -> tuple[int, list[tuple[str, str]]] | None:
-    """(space group, (element, Wyckoff letter) of each occupied orbit) of a structure, or None when
-    spglib fails or the orbits do not tile the cell as given."""
-    import spglib
-
-    cell = (structure.lattice.matrix, structure.frac_coords, [site.specie.Z for site in structure])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            ds = spglib.get_symmetry_dataset(cell, symprec=symprec)
-        except Exception:
-            return None
-    if ds is None:
-        return None
-    sites, covered = [], 0
-    for rep in sorted(set(int(x) for x in ds.equivalent_atoms)):
-        sites.append((structure[rep].specie.symbol, ds.wyckoffs[rep]))
-        covered += len(orbit_ops(int(ds.number), ds.wyckoffs[rep])[0])
-    return (int(ds.number), sites) if covered == len(structure) else None
 
 
 def exchanged_templates(structure, cations: set[str], symprec: float = 0.1) -> list[Template]:
@@ -82,6 +60,14 @@ class SiteRepair:
                 f"(sample {', '.join(map(str, self.kept)) or '-'}); --site-order model keeps the model's own order")
 
 
+def check_site_order(site_order: str) -> None:
+    """One clear error for a site-order choice that is not one of SITE_ORDERS."""
+    from .config import SITE_ORDERS
+
+    if site_order not in SITE_ORDERS:
+        raise ValueError(f"site_order must be one of {', '.join(SITE_ORDERS)}, not {site_order!r}")
+
+
 def doubted(q) -> bool:
     """A crystal whose cation sites are in doubt: a flagged bond-valence sum, or a misfit above MISFIT."""
     cations = {el for el, v in q.oxidation.items() if v > 0}
@@ -117,9 +103,8 @@ def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symp
 
     for symprec in symprecs:
         exchange = []
-        for i in still_doubted():
-            q = assess(source[i]) if source[i] is not None else None
-            templates = exchanged_templates(source[i], {el for el, v in q.oxidation.items() if v > 0}, symprec) if q is not None else []
+        for i in still_doubted():  # the oxidation states follow from the composition, the same in every draw of crystal i
+            templates = exchanged_templates(source[i], {el for el, v in qualities[i].oxidation.items() if v > 0}, symprec) if source[i] is not None else []
             if templates:
                 exchange.append((i, template_plan(templates[0])))
         if exchange:
@@ -132,4 +117,4 @@ def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symp
     return out, SiteRepair(sorted(tried), sorted(kept))
 
 
-__all__ = ["MISFIT", "SiteRepair", "doubted", "exchanged_templates", "repair_site_order", "template_plan", "wyckoff_orbits"]
+__all__ = ["MISFIT", "SiteRepair", "check_site_order", "doubted", "exchanged_templates", "repair_site_order", "template_plan"]

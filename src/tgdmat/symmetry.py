@@ -11,6 +11,7 @@ projected onto the crystal system's linear subspace (the rotation is kept), so L
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -341,6 +342,27 @@ def crystal_orbits(sym: "SymmetryConstraint", index: int, atom_start: int, num_a
     first = int(orbit.min())
     k = slice(first, int(orbit.max()) + 1)
     return CrystalOrbits(int(sym.spacegroups[index]), sym.A[sl].double().cpu().numpy(), orbit - first, sym.pinv[k].double().cpu().numpy(), sym.free[k].cpu().numpy())
+
+
+def wyckoff_orbits(structure, symprec: float = 0.1) -> tuple[int, list[tuple[str, str]]] | None:
+    """(space group, (element, Wyckoff letter) of each occupied orbit) of a structure, or None when
+    spglib fails or the orbits do not tile the cell as given."""
+    import spglib
+
+    cell = (structure.lattice.matrix, structure.frac_coords, [site.specie.Z for site in structure])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = spglib.get_symmetry_dataset(cell, symprec=symprec)
+        except Exception:
+            return None
+    if ds is None:
+        return None
+    sites, covered = [], 0
+    for rep in sorted(set(int(x) for x in ds.equivalent_atoms)):
+        sites.append((structure[rep].specie.symbol, ds.wyckoffs[rep]))
+        covered += len(orbit_ops(int(ds.number), ds.wyckoffs[rep])[0])
+    return (int(ds.number), sites) if covered == len(structure) else None
 
 
 def _dataset(structure, symprec: float):

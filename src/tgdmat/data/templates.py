@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,28 +83,15 @@ def template_of(structure, symprec: float = 0.1, description: str | None = None)
     """The role template of one structure, or None when spglib fails or its orbits do not tile the
     cell as given (a cell that is not primitive at this tolerance). With its ``description``, the
     coordination numbers it states for each role are kept."""
-    import spglib
+    from ..symmetry import wyckoff_orbits
 
-    from ..symmetry import orbit_ops
-
-    cell = (structure.lattice.matrix, structure.frac_coords, [site.specie.Z for site in structure])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            ds = spglib.get_symmetry_dataset(cell, symprec=symprec)
-        except Exception:
-            return None
-    if ds is None:
+    found = wyckoff_orbits(structure, symprec)
+    if found is None:
         return None
+    group, orbits = found
     order = element_ranks([site.specie.symbol for site in structure])
     role = {el: i for i, el in enumerate(order)}
-    sites, covered = [], 0
-    for rep in sorted(set(int(x) for x in ds.equivalent_atoms)):
-        letter = ds.wyckoffs[rep]
-        sites.append((role[structure[rep].specie.symbol], letter))
-        covered += len(orbit_ops(int(ds.number), letter)[0])
-    if covered != len(structure):
-        return None
+    sites = [(role[el], letter) for el, letter in orbits]
     coordination = None
     if description:
         from ..text.facts import element_coordination
@@ -113,7 +99,7 @@ def template_of(structure, symprec: float = 0.1, description: str | None = None)
         cn = element_coordination(description)
         if all(el in cn for el in order):
             coordination = tuple(cn[el] for el in order)
-    return RoleTemplate(int(ds.number), len(structure), len(order), tuple(sorted(sites)), coordination)
+    return RoleTemplate(group, len(structure), len(order), tuple(sorted(sites)), coordination)
 
 
 def count_templates(structures, progress: bool = False, descriptions: list[str] | None = None) -> tuple[Counter, int]:
