@@ -24,7 +24,8 @@ from ..crystal import MAX_Z, Crystal, CrystalError, check_structure, standardize
 from ..text.prompts import PROPERTY_SENTENCES, PromptFields, structure_fields
 from ..workers import init_worker
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: MPTS-52's energy_above_hull read as e_above_hull
+COLUMN_ALIASES = {"energy_above_hull": "e_above_hull"}  # MPTS-52 names MP-20's e_above_hull so
 
 
 def cache_root() -> Path:
@@ -120,6 +121,7 @@ def load_csv(
         raise ValueError(f"{path}: not a readable CSV ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     if "cif" not in frame.columns:
         raise ValueError(f"{path}: no 'cif' column; is this a CDVAE-format CSV?")
+    frame = frame.rename(columns={k: v for k, v in COLUMN_ALIASES.items() if v not in frame.columns})
     if limit:
         frame = frame.iloc[:limit]
     id_column = "material_id" if "material_id" in frame.columns else None
