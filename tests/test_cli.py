@@ -424,3 +424,15 @@ def test_generate_without_a_checkpoint_uses_the_csp_model_when_the_prompt_names_
     assert default_generate_model("a cubic perovskite in space group Pm-3m") == "perov_5"
     assert default_generate_model("SrTiO3", free=True) == "perov_5"
     assert default_generate_model("") == "perov_5"
+
+
+@pytest.mark.parametrize("formula, family", [
+    ("SrTiO3", "perovskite"), ("CaTaO2N", "perovskite"), ("TiOsNOF", "perovskite"), ("Ti2O3", "perovskite"), ("BaTiO2S", "perovskite"),
+    ("C8", "carbon"), ("C", "carbon"), ("NaCl", "general"), ("GaAs", "general"), ("LiFePO4", "general"), ("TiO2", "general"),
+    ("Ca2Ti2O6", "perovskite"), ("KMgF3", "general"), ("CsPbI3", "general"), ("SiC", "general"),
+])
+def test_a_composition_chooses_the_data_that_holds_its_kind(formula, family):
+    """Perov-5 holds 5-atom ABX3 with seven anion parts only: a fluoride or iodide perovskite is general chemistry."""
+    from tgdmat.pretrained import composition_family
+
+    assert composition_family(formula) == family

@@ -28,6 +28,7 @@ def shipped_models() -> str:
 
 
 def _precision_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: chosen per batch from its size and the measured step times, see tgdmat.threads)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="the denoiser's arithmetic: bf16 is about 2x faster on CPUs with AVX-512 BF16/AMX and on GPUs at the same match rate; auto picks bf16 where it is native, else fp32 (see the README's Speed section)")
     p.add_argument("--corrector", choices=["fixed", "rescaled"], help="Langevin corrector step: per step, or times the respacing stride (default: the model's, see its card)")
     p.add_argument("--integrator", choices=["ancestral", "ode"], help="predictor step: reverse SDE, or probability-flow ODE + DDIM (default: the model's)")
@@ -41,7 +42,6 @@ def _sampling_args(p: argparse.ArgumentParser, default_model: str) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same crystals")
     p.add_argument("--checkpoint", help=f"shipped model name ({shipped_models()}) or a .safetensors path (default: {default_model})")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; on a busy machine 1 can be faster)")
     _precision_arg(p)
     p.add_argument("--batch-size", type=int, default=64, help="crystals sampled together")
     p.add_argument("--out", default="results", help="output folder for CIFs, extxyz and summary")
@@ -72,6 +72,7 @@ EXAMPLES = {
                  "tgdmat describe --dataset perov_5 --split test --workers 2"],
     "show": ["tgdmat show results/srtio3"],
     "templates": ["tgdmat templates --dataset perov_5"],
+    "prototypes": ["tgdmat prototypes", "tgdmat prototypes --search perovskite"],
     "data": ["tgdmat data --dataset perov_5 --split test --check-roundtrip", "tgdmat data fetch mp_20"],
     "speed": ["tgdmat speed sample --checkpoint perov_5_csp --steps 300 100 --corrector fixed rescaled --precision fp32 bf16 --match-limit 500",
               "tgdmat speed reference --checkpoint perov_5_csp -n 64"],
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = _command(sub, "evaluate", help="benchmark metrics of a checkpoint on a split")
     e.add_argument("--task", choices=["csp", "gen"], required=True)
     e.add_argument("--checkpoint", help="shipped model name or .safetensors path")
-    e.add_argument("--split", default="test")
+    e.add_argument("--split", default="test", help="train, val or a test split of the dataset's protocol (mp_20 also test_biternary)")
     e.add_argument("--limit", type=int, help="csp: a fixed seeded subset of this many crystals; gen: number of samples (default 1000)")
     e.add_argument("--steps", type=int)
     e.add_argument("-k", type=int, default=1, help="csp: samples per crystal (best of k)")
@@ -180,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--out", help="output .json.gz (default: the package's shipped file)")
     w.add_argument("--data-root")
     w.set_defaults(func=commands.cmd_templates)
+    o = _command(sub, "prototypes", help="list the prototype and mineral names a prompt may use (rutile, spinel, rock salt, ...)")
+    o.add_argument("--search", help="only names containing this text")
+    o.set_defaults(func=commands.cmd_prototypes)
     a = _command(sub, "data", help="load (and cache) a split; --check-roundtrip verifies CIF round trips")
     a.add_argument("action", nargs="?", choices=["load", "fetch"], default="load", help="load: read (and cache) a split; fetch: download the standard CSV splits and verify their git blob ids")
     a.add_argument("name", nargs="?", help="dataset for fetch: perov_5, carbon_24, mp_20 or mpts_52")
@@ -232,10 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+SAMPLING_COMMANDS = ("generate", "predict", "evaluate")  # OpenMP threads sleep while waiting (tgdmat.threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.command_line = "tgdmat " + shlex.join(argv)  # recorded with every result and checkpoint
+    if args.command in SAMPLING_COMMANDS:
+        from .threads import passive_openmp
+
+        passive_openmp()  # before torch starts its thread pool
     try:
         return args.func(args)
     except KeyboardInterrupt:

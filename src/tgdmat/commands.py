@@ -52,6 +52,7 @@ def _load_sampler(args, device: str = "cpu"):
     from .sample import Sampler
 
     sampler = Sampler.load(args.checkpoint, device, args.precision)
+    sampler.threads = args.threads  # None: the thread policy of tgdmat.threads
     if args.corrector:
         sampler.cfg.diffusion.corrector_rescale = args.corrector == "rescaled"
     if args.integrator:
@@ -133,14 +134,15 @@ def _check_sampling(args) -> None:
         raise ValueError(f"--seed must be in 0..2^63-1, not {args.seed}")
     if getattr(args, "atoms", None) is not None and not 1 <= args.atoms <= 200:
         raise ValueError(f"--atoms must be in 1..200, not {args.atoms}")
-    if args.threads is not None and not 1 <= args.threads <= 256:
-        raise ValueError(f"--threads must be in 1..256, not {args.threads}")
+    _check_threads(args.threads)
     _check_device(args.device)
     _check_rank(args)
-    if args.threads:
-        import torch
 
-        torch.set_num_threads(args.threads)
+
+def _check_threads(threads: int | None) -> None:
+    """--threads in 1..256 (None: the thread policy chooses per batch)."""
+    if threads is not None and not 1 <= threads <= 256:
+        raise ValueError(f"--threads must be in 1..256, not {threads}")
 
 
 def _check_device(name: str) -> None:
@@ -224,6 +226,7 @@ def cmd_predict(args) -> int:
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_csp, evaluate_gen, markdown_table, write_json
 
+    _check_threads(args.threads)
     sampler = _load_sampler(args)
     if args.task == "csp":
         result = evaluate_csp(sampler, args.split, args.limit, args.steps, args.k, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, args.step_lr, args.prompt, args.enforce, args.facts, not args.no_network_facts, args.rank, args.stated_lattice, args.site_order)
@@ -277,6 +280,18 @@ def cmd_templates(args) -> int:
     meta = {"dataset": args.dataset, "split": "train", "protocol": protocol_name(args.dataset, args.data_root), "symprec": 0.1, "crystals": len(table), "skipped": skipped}
     save_templates(out, counts, meta, element_coordination_counts(texts) if texts else None)
     print(f"{len(counts)} Wyckoff templates from {len(table) - skipped} of {len(table)} training crystals ({skipped} not primitive at symprec 0.1) -> {out}")
+    return 0
+
+
+def cmd_prototypes(args) -> int:
+    from .prototypes import listing
+
+    rows = [(name, p) for name, p in listing() if not args.search or args.search.lower() in name]
+    if not rows:
+        raise ValueError(f"no prototype name contains {args.search!r} (see `tgdmat prototypes`)")
+    for name, p in rows:
+        print(f"{name:32s} {p.describe()}")
+    print(f"{len(rows)} names; a formula in the prompt decorates the prototype (\"rutile SnO2\"), see tgdmat.prototypes")
     return 0
 
 

@@ -29,6 +29,7 @@ class CrystalPlan:
     template: Template | None = None
     atom_types: list[int] | None = None
     propose: bool = False  # sample freely first; keep that crystal when it already has the template's group
+    fixed_sites: bool = False  # a named prototype fixed which element sits on which orbit: no site-order repair
 
 
 def spacegroup_pool(fields: PromptFields) -> list[int] | None:
@@ -173,6 +174,8 @@ def plan_crystals(fields: PromptFields, sizes: list[int] | None, n: int, library
     SymmetryError when no Wyckoff combination of the requested group(s) can hold the composition."""
     from pymatgen.core.periodic_table import Element
 
+    if fields.prototype:
+        return _prototype_plans(fields, sizes, n)
     pool = spacegroup_pool(fields)
     if pool is None and lattice is not None and not lattice.is_empty():
         pool = [1]
@@ -202,6 +205,25 @@ def plan_crystals(fields: PromptFields, sizes: list[int] | None, n: int, library
         raise SymmetryError(f"no Wyckoff combination of {_pool_name(fields)} fits {fields.num_atoms or 'the trained'} atoms per cell")
     chosen = [templates[i] for i in _choose(weights, n, generator)]
     return [CrystalPlan(t.num_atoms(), t) for t in chosen]
+
+
+def _prototype_plans(fields: PromptFields, sizes: list[int] | None, n: int) -> list[CrystalPlan]:
+    """Plans for a named prototype: its Wyckoff template, decorated with the formula's elements
+    where there is one (never proposed freely: the name fixes the sites), else with the orbits
+    left for the model to fill."""
+    from pymatgen.core.periodic_table import Element
+
+    from .prototypes import decorated_sites, library
+
+    proto = library()[0][fields.prototype]
+    if not fields.formula:
+        return [CrystalPlan(proto.num_atoms, Template(proto.spacegroup, tuple((None, letter) for _, letter in proto.sites)))] * n
+    tpl = Template(proto.spacegroup, decorated_sites(proto, fields.formula))
+    types = [Element(el).Z for el, letter in tpl.sites for _ in range(len(orbit_ops(tpl.spacegroup, letter)[0]))]
+    for size in sizes or [proto.num_atoms]:
+        if size != proto.num_atoms:
+            raise PromptError(f"the {proto.name} cell has {proto.num_atoms} atoms, not {size}")
+    return [CrystalPlan(proto.num_atoms, tpl, list(types), fixed_sites=True) for _ in range(len(sizes) if sizes else n)]
 
 
 def lattice_for_plans(lattice: LatticeTarget, density: float | None, plans: list[CrystalPlan], notes: list[str]) -> LatticeTarget | None:

@@ -20,17 +20,39 @@ CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 DEFAULT_MODEL = "perov_5"  # generate: de novo and CSP from a short prompt
 DEFAULT_PREDICT_MODEL = "perov_5_csp_facts"  # predict: the CSP-only model (measured: 56.2% / exact 38.8% against 55.6% / 14.2%)
 CARBON_PREDICT_MODEL = "carbon_24_csp_facts"
+GENERAL_PREDICT_MODEL = "mp_20_csp_facts"  # every other composition of at most 20 atoms per cell (MP-20's elements)
+# the anion parts of Perov-5's ABX3 (every one of its 18,928 crystals has one of these seven)
+PEROVSKITE_ANIONS = ({"O": 3}, {"N": 3}, {"N": 2, "O": 1}, {"N": 1, "O": 2}, {"F": 1, "O": 2}, {"O": 2, "S": 1}, {"F": 1, "N": 1, "O": 1})
+
+
+def composition_family(formula: str) -> str:
+    """Which shipped data holds compositions like this one: "carbon" (pure carbon, Carbon-24),
+    "perovskite" (a 5-atom ABX3 with one of Perov-5's anion parts), else "general" (MP-20)."""
+    from pymatgen.core import Composition
+
+    comp = Composition(formula).reduced_composition
+    counts = {str(e): int(round(n)) for e, n in comp.items()}
+    if set(counts) == {"C"}:
+        return "carbon"
+    anions = {e: n for e, n in counts.items() if e in ("O", "N", "F", "S")}
+    cations = {e: n for e, n in counts.items() if e not in anions}
+    if sum(counts.values()) == 5 and anions in PEROVSKITE_ANIONS and sorted(cations.values()) in ([1, 1], [2]):
+        return "perovskite"
+    return "general"
 
 
 def default_predict_model(formula: str) -> str:
-    """The shipped model ``predict`` uses when none is named: Carbon-24's for a carbon-only formula, else Perov-5's."""
-    from pymatgen.core import Composition
-
+    """The shipped model ``predict`` uses when none is named: Carbon-24's for a carbon-only
+    formula, Perov-5's for a Perov-5-like ABX3, MP-20's for everything else (where shipped)."""
     try:
-        elements = {str(e) for e in Composition(formula).elements}
+        family = composition_family(formula)
     except (ValueError, KeyError, TypeError, AttributeError):  # a bad formula is reported by predict itself
         return DEFAULT_PREDICT_MODEL
-    return CARBON_PREDICT_MODEL if elements == {"C"} else DEFAULT_PREDICT_MODEL
+    if family == "carbon":
+        return CARBON_PREDICT_MODEL
+    if family == "general" and (CHECKPOINT_DIR / f"{GENERAL_PREDICT_MODEL}.safetensors").exists():
+        return GENERAL_PREDICT_MODEL
+    return DEFAULT_PREDICT_MODEL
 
 
 def default_generate_model(prompt: str, free: bool = False) -> str:

@@ -19,6 +19,8 @@ from .text.encoder import TextEncoder
 from .conditioning import CrystalPlan, lattice_for_plans, plan_crystals, spacegroup_pool, stoichiometry_for
 from .diffusion.joint import resolve_precision, respaced_steps
 from .symmetry import LatticeTarget, SymmetryConstraint, Template
+from .prototypes import prototype_cell_size
+from .threads import pass_threads
 from .text.facts import Facts, canonical_properties, crystal_facts, element_coordination
 from .text.prompts import (
     SYMPREC, PromptError, PromptFields, honoured_properties, normalize_prompt, parse_lattice, parse_prompt, parse_properties,
@@ -64,6 +66,7 @@ class Sampler:
     device: str = "cpu"
     source: str | None = None  # the shipped name or path it was loaded from
     precision: str = "fp32"  # the denoiser's arithmetic while sampling: fp32 or bf16 (see diffusion.joint.network_precision)
+    threads: int | None = None  # intra-op threads; None: chosen per batch by tgdmat.threads.ThreadTuner
     _encoder: TextEncoder | None = None
     _templates: object = None
 
@@ -219,11 +222,12 @@ class Sampler:
                 targets = [lattice] * len(batch) if lattice is not None and not lattice.is_empty() else None
                 sym = SymmetryConstraint.build([p.template or Template(1, tuple((None, "a") for _ in range(p.num_atoms))) for p in batch], targets)
             c = cond.select(index)
-            crystals = self.model.sample(
-                counts, c.text, types, steps=steps or self.cfg.diffusion.sample_steps, guidance=guidance, generator=gen, progress=bar.tick if bar is not None else False,
-                allowed_types=self.allowed_types(), symmetry=sym, step_lr=step_lr, precision=self.precision,
-                corrector_rescale=self.cfg.diffusion.corrector_rescale, facts=c.facts, integrator=self.cfg.diffusion.integrator,
-            )
+            with pass_threads(counts, self.threads) as tuner:
+                crystals = self.model.sample(
+                    counts, c.text, types, steps=steps or self.cfg.diffusion.sample_steps, guidance=guidance, generator=gen, progress=_ticker(tuner, bar),
+                    allowed_types=self.allowed_types(), symmetry=sym, step_lr=step_lr, precision=self.precision,
+                    corrector_rescale=self.cfg.diffusion.corrector_rescale, facts=c.facts, integrator=self.cfg.diffusion.integrator,
+                )
             structures = crystals.to_structures()
             kept = min(batch_size, len(plans) - start)  # padding crystals are dropped here
             structures, batch = structures[:kept], batch[:kept]  # padding sits at the end: sym's first rows stay aligned
@@ -266,7 +270,7 @@ class Sampler:
     def request(self, prompt: str, num_atoms: int | None = None) -> "Request":
         """What a free-text prompt asks for: fields, lattice targets, the text the encoder sees, notes."""
         text, fields = normalize_prompt(prompt)
-        notes = []
+        notes = [f"read from the prompt: {fields.summary()}"] if not fields.is_empty() else ["read from the prompt: nothing the model can enforce (no formula, elements, space group, crystal system, prototype or numbers)"]
         stated = parse_properties(prompt)
         props, unknown = honoured_properties(stated, self.info.dataset)
         if unknown:
@@ -341,10 +345,12 @@ class Sampler:
             raise PromptError(f"'{formula}' has fractional amounts; give whole numbers of atoms per cell")
         size = int(round(comp.num_atoms))
         _check_n(n)
-        self.check_scope([size], comp_fields.elements, strict)
         if any(el.Z > MAX_Z for el in comp.elements):
             raise PromptError(f"elements beyond Z={MAX_Z} are not supported")
         req = self.request(text, None) if text else Request(PromptFields(), LatticeTarget(), None, None, [])
+        if req.fields.prototype:  # "--text rutile": the prototype's cell
+            size = prototype_cell_size(req.fields.prototype, comp_fields.formula, size)
+        self.check_scope([size], comp_fields.elements, strict)
         fields = req.fields.with_composition(comp_fields, size)
         if self.long_text and text:
             prompt_text = req.text
@@ -379,7 +385,7 @@ class Sampler:
         (``siteorder.repair_site_order``; a note says what was redrawn), so finished work is
         still written batch by batch."""
         check_site_order(site_order)
-        if site_order == "model" or any(p.atom_types is None for p in plans):
+        if site_order == "model" or any(p.atom_types is None or p.fixed_sites for p in plans):
             return self.sample_plans(plans, text, steps, guidance, seed, batch_size, progress, lattice, on_batch=on_batch, facts=facts)
         from .siteorder import SiteRepair, repair_site_order
 
@@ -430,6 +436,15 @@ class Generation:
 
     def __iter__(self):  # structures, text, fields = sampler.generate(...) keeps working
         return iter((self.structures, self.text, self.fields))
+
+
+def _ticker(tuner, bar):
+    """The sampler's per-step callback: the thread tuner's clock, then the progress bar."""
+    def tick(n: int = 1) -> None:
+        tuner.step()
+        if bar is not None:
+            bar.tick(n)
+    return tick
 
 
 def _keep_groups(structures: list, plans: list[CrystalPlan], sym: SymmetryConstraint, seed: int) -> list:

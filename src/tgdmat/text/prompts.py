@@ -7,6 +7,7 @@ same template from them, so a partial prompt looks like the partial prompts seen
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
 import re
@@ -42,14 +43,35 @@ class PromptFields:
     crystal_system: str | None = None
     num_atoms: int | None = None
     properties: dict[str, float] = field(default_factory=dict)
+    prototype: str | None = None  # AFLOW label of a named structure type ("rutile"): its decorated Wyckoff template is enforced
 
     def is_empty(self) -> bool:
-        return not any([self.formula, self.elements, self.spacegroup_number, self.crystal_system, self.num_atoms, self.properties])
+        return not any([self.formula, self.elements, self.spacegroup_number, self.crystal_system, self.num_atoms, self.properties, self.prototype])
 
     def with_composition(self, composition: "PromptFields", num_atoms: int) -> "PromptFields":
         """These fields with the formula and elements of ``composition`` and ``num_atoms`` atoms per
         cell: what ``predict --formula X [--text T]`` states (T's fields, X's composition)."""
         return PromptFields(**{**vars(self), "properties": dict(self.properties), "formula": composition.formula, "elements": composition.elements, "num_atoms": num_atoms})
+
+    def summary(self) -> str:
+        """What was read, for the user: 'formula TiO2; space group P4_2/mnm (136); prototype rutile; ...'."""
+        parts = []
+        if self.formula:
+            parts.append(f"formula {self.formula}")
+        elif self.elements:
+            parts.append(f"elements {', '.join(self.elements)}")
+        if self.prototype:
+            from ..prototypes import library
+
+            parts.append(f"prototype {library()[0][self.prototype].describe()}")
+        if self.spacegroup_number:
+            parts.append(f"space group {self.spacegroup_symbol or ''} ({self.spacegroup_number})".replace("  ", " "))
+        if self.crystal_system:
+            parts.append(f"crystal system {self.crystal_system}")
+        if self.num_atoms:
+            parts.append(f"{self.num_atoms} atoms per cell")
+        parts += [f"{k.replace('_', ' ')} {v:g}" for k, v in self.properties.items()]
+        return "; ".join(parts)
 
     def sentences(self) -> list[str]:
         """One sentence per present field, in the canonical order."""
@@ -122,6 +144,7 @@ _ANION_WORDS = {
     "sulfide": ("S",), "sulphide": ("S",), "chloride": ("Cl",), "bromide": ("Br",), "iodide": ("I",), "carbide": ("C",),
     "hydride": ("H",), "selenide": ("Se",), "telluride": ("Te",), "phosphide": ("P",), "boride": ("B",), "silicide": ("Si",),
 }
+_SPACED_FORMULA = re.compile(r"(?<![\w-])(?:[A-Z][a-z]?\d+(?:\.\d+)?\s+)+[A-Z][a-z]?\d+(?:\.\d+)?(?![\w-])")  # pymatgen's "Cu1 Se1"
 _ATOMS = re.compile(r"\b(\d{1,4})\s*[- ]?atoms?\b", re.I)
 
 
@@ -131,17 +154,63 @@ def _element_names() -> dict[str, str]:
     return {e.long_name.lower(): e.symbol for e in Element if e.Z <= 100}
 
 
+@functools.lru_cache(maxsize=1)
+def _symbol_spellings() -> dict[str, tuple[int, str]]:
+    """Every common spelling of the 230 Hermann-Mauguin symbols -> (number, symbol): as written
+    (P6_3/mmc, Fm-3m), without subscripts (P63/mmc), without bars where that names no other group
+    (Fm3m, Pm3m, Fd3m; but P-1 never becomes P1)."""
+    from pymatgen.symmetry.groups import sg_symbol_from_int_number
+
+    exact, loose = {}, {}
+    for n in range(1, 231):
+        full = sg_symbol_from_int_number(n)  # a table lookup (SpaceGroup objects take seconds for all 230)
+        short = re.sub(r"^([PCABI])1(.+)1$", r"\1\2", full)  # monoclinic P12_1/c1 -> P2_1/c
+        for symbol in {full, short}:
+            exact[symbol] = (n, short)
+            for variant in {symbol.replace("_", ""), symbol.replace("-", ""), symbol.replace("_", "").replace("-", "")}:
+                loose.setdefault(variant, set()).add((n, short))
+    out = dict(exact)
+    for variant, found in loose.items():
+        if variant not in exact and len(found) == 1:
+            out[variant] = next(iter(found))
+    return out
+
+
+def spacegroup_symbol(number: int) -> str:
+    """The short Hermann-Mauguin symbol of a space-group number (P2_1/c, not P12_1/c1)."""
+    return next(sym for n, sym in _symbol_spellings().values() if n == number)
+
+
 def _spacegroup_from_symbol(token: str) -> tuple[int, str] | None:
+    """(number, symbol) of a Hermann-Mauguin symbol in any common spelling, or None."""
     from pymatgen.symmetry.groups import SpaceGroup
 
     token = token.strip(".,;:()")
     if not token or token[0] not in "PIFCABR" or len(token) < 2:
         return None
+    spelled = _symbol_spellings().get(token.replace(" ", ""))
+    if spelled:
+        return spelled
     try:
         sg = SpaceGroup(token)
     except Exception:
         return None
     return sg.int_number, sg.symbol
+
+
+def _spacegroup_in_tokens(tokens: list[str]) -> tuple[int, str] | None:
+    """A space-group symbol written as one token (P6_3/mmc) or spaced out (P 6_3/m m c), longest first."""
+    for i, tok in enumerate(tokens):
+        if not tok or tok[0] not in "PIFCABR":
+            continue
+        for span in (4, 3, 2, 1):
+            parts = tokens[i : i + span]
+            if len(parts) < span or any(len(p) > 6 for p in parts[1:]) or (span > 1 and len(parts[0]) > 6):
+                continue
+            found = _spacegroup_from_symbol("".join(parts))
+            if found and (span == 1 or all(not _FORMULA_TOKEN.match(p) or len(p) == 1 for p in parts[1:])):
+                return found
+    return None
 
 
 def parse_prompt(text: str) -> PromptFields:
@@ -156,6 +225,7 @@ def parse_prompt(text: str) -> PromptFields:
     if not re.search(r"[A-Za-z]", text):
         raise PromptError("the prompt has no words: describe the material, e.g. 'SrTiO3 in space group Pm-3m'")
     fields = PromptFields()
+    text = _SPACED_FORMULA.sub(lambda m: m.group(0).replace(" ", ""), text)  # "Cu1 Se1" -> "Cu1Se1"
     lowered = text.lower()
     # the template itself (or a long description) may be given verbatim
     m = re.search(r"chemical formula is\s+(\S+?)\.?(?:\s|$)", text)
@@ -178,6 +248,8 @@ def parse_prompt(text: str) -> PromptFields:
         comp = Composition(tok)
         if any(e.Z > 100 for e in comp.elements):
             raise PromptError(f"'{tok}' has an element beyond Z=100, which no model here knows")
+        if not m and abs(comp.num_atoms - comp.reduced_composition.num_atoms) > 1e-9 and comp.num_atoms == int(comp.num_atoms):
+            fields.num_atoms = int(comp.num_atoms)  # "C8", "Sr2Ti2O6": the cell's atom count as written
         fields.formula = comp.reduced_formula
         fields.elements = [e.symbol for e in sorted(comp.elements, key=lambda e: e.X)]
         break
@@ -201,16 +273,12 @@ def parse_prompt(text: str) -> PromptFields:
         number = int(m.group(1))
         if not 1 <= number <= 230:
             raise PromptError(f"space group number {number} is not in 1..230")
-        from pymatgen.symmetry.groups import SpaceGroup
-
         fields.spacegroup_number = number
-        fields.spacegroup_symbol = SpaceGroup.from_int_number(number).symbol
+        fields.spacegroup_symbol = spacegroup_symbol(number)
     else:
-        for tok in tokens:
-            sg = _spacegroup_from_symbol(tok)
-            if sg:
-                fields.spacegroup_number, fields.spacegroup_symbol = sg
-                break
+        sg = _spacegroup_in_tokens([tok.strip(".,;:") for tok in re.findall(r"[A-Za-z0-9().\-/_]+", text)])
+        if sg:
+            fields.spacegroup_number, fields.spacegroup_symbol = sg
     for name in CRYSTAL_SYSTEMS:
         if re.search(rf"\b{name}\b", lowered):
             fields.crystal_system = name
@@ -222,7 +290,34 @@ def parse_prompt(text: str) -> PromptFields:
         fields.num_atoms = int(m.group(1))
         if fields.num_atoms < 1:
             raise PromptError("the number of atoms must be at least 1")
+    _apply_prototype(text, fields)
     return fields
+
+
+def _apply_prototype(text: str, fields: PromptFields) -> None:
+    """A prototype or mineral name fixes the space group, the Wyckoff sites and (with a formula,
+    or alone for diamond, graphite, lonsdaleite) the composition and atoms per cell."""
+    from pymatgen.core import Composition
+
+    from ..prototypes import PrototypeError, find_name, resolve
+
+    name = find_name(text)
+    if name is None:
+        return
+    r = resolve(name, fields.formula, fields.elements, fields.spacegroup_number, fields.crystal_system)
+    if r.formula and not fields.formula:
+        comp = Composition(r.formula)
+        fields.formula, fields.elements = comp.reduced_formula, [e.symbol for e in sorted(comp.elements, key=lambda e: e.X)]
+    p = r.prototype
+    if p is None:
+        return
+    if fields.num_atoms and fields.num_atoms != p.num_atoms:
+        raise PrototypeError(f"'{name}' has {p.num_atoms} atoms per primitive cell, not the stated {fields.num_atoms}")
+    fields.prototype = p.label
+    fields.spacegroup_number, fields.crystal_system = p.spacegroup, crystal_system_of(p.spacegroup)
+    fields.spacegroup_symbol = spacegroup_symbol(p.spacegroup)
+    if fields.formula:
+        fields.num_atoms = p.num_atoms
 
 
 # ---------------------------------------------------------------- numbers and ignored words
