@@ -3,7 +3,9 @@ Crystallographic Prototypes (Mehl et al. 2017; mineral names and Strukturbericht
 plus olivine, which that copy lacks (forsterite, Pnma).
 
 For every prototype: its names, space group, the primitive standard cell and the Wyckoff orbit of
-each element (spglib, symprec 0.01). Writes src/tgdmat/data/prototypes/prototypes.json.gz.
+each element (spglib, symprec 0.01). Prototypes whose tabulated cell has another group at 0.1 or
+0.2 Å (pseudo-symmetric tabulations, 7 of the AFLOW set) are left out: their group would not
+hold. Writes src/tgdmat/data/prototypes/prototypes.json.gz.
 
     python scripts/build_prototypes.py
 """
@@ -34,6 +36,9 @@ def entry(structure, tags: dict) -> dict | None:
     if found is None:
         return None
     group, sites = found
+    for symprec in (0.1, 0.2):  # the sampler and every check read groups at 0.1 Å; keep only groups that hold with margin
+        if SpacegroupAnalyzer(prim, symprec=symprec).get_space_group_number() != group:
+            return None
     return {
         "aflow": tags.get("aflow"), "strukturbericht": tags.get("strukturbericht"), "mineral": tags.get("mineral"),
         "formula": prim.composition.reduced_formula, "spacegroup": group, "num_atoms": len(prim), "sites": sites,

@@ -436,3 +436,16 @@ def test_a_composition_chooses_the_data_that_holds_its_kind(formula, family):
     from tgdmat.pretrained import composition_family
 
     assert composition_family(formula) == family
+
+
+@pytest.mark.parametrize("prompt, outside", [
+    ("cubic perovskite SrTiO3 in space group Pm-3m", False), ("SrTiO3", False), ("BaTiO2N in P4mm", False),
+    ("a tetragonal perovskite with formula PbTiO3, space group P4mm", True), ("orthorhombic CaTiO3 perovskite in Pnma", True),
+    ("BaTiO3 perovskite, tetragonal", True), ("Sr2Ti2O6", True),
+])
+def test_perovskite_requests_outside_perov_5_are_recognised(prompt, outside):
+    """Perov-5 holds ideal cubic 5-atom cells; lower groups only through anion order."""
+    from tgdmat.pretrained import perovskite_data_holds
+    from tgdmat.text.prompts import parse_prompt
+
+    assert (perovskite_data_holds(parse_prompt(prompt)) is not None) == outside

@@ -335,3 +335,46 @@ def test_bond_valence_ranked_top1_picks_the_plausible_sample():
     target = _perovskite(3.905, "Sr", "Ti")
     rows = ranked_top1([[_perovskite(3.905, "Ti", "Sr")], [target.copy()]], [target], workers=1, rank="bond-valence")
     assert [(r["samples"], r["rank"], r["match_rate"], r["exact_match_rate"]) for r in rows] == [(1, "bond-valence", 0.0, 0.0), (2, "bond-valence", 1.0, 1.0)]
+
+
+def _carbon(lattice, coords):
+    from pymatgen.core import Lattice, Structure
+
+    return Structure(Lattice(lattice) if not isinstance(lattice, float) else Lattice.cubic(lattice), ["C"] * len(coords), coords)
+
+
+@pytest.mark.parametrize("name, structure, reason", [
+    ("isolated C 2.0 A apart (simple cubic)", _carbon(2.0, [[0, 0, 0]]), "no bond"),
+    ("6-coordinated C (simple cubic 1.5 A)", _carbon(1.5, [[0, 0, 0]]), "6-coordinated"),
+    ("C-C 1.05 A", _carbon(4.0, [[0, 0, 0], [0.2625, 0, 0]]), "shorter than any C-C bond"),
+])
+def test_carbon_checks_what_a_chemist_checks(name, structure, reason):
+    """Pure carbon: every C bonded (within 1.75 Å), 2- to 4-coordinated, no C-C under 1.2 Å."""
+    from tgdmat.metrics.quality import assess
+
+    q = assess(structure)
+    assert not q.ok and any(reason in r for r in q.reasons), (name, q.reasons)
+
+
+def test_graphite_passes_the_carbon_checks():
+    from tgdmat.metrics.quality import assess
+    from tgdmat.prototypes import decorated_structure, library
+
+    graphite = decorated_structure(library()[0]["A_hP4_194_bc"], "C")
+    assert assess(graphite).ok, assess(graphite).reasons
+
+
+def test_metals_and_intermetallics_are_not_held_to_charge_balance():
+    """Fe2P (metallic phosphide) and FeAl (no anion) are not flagged for charge balance; an
+    unbalanceable fluoride still is; a peroxide balances with O-1 (every known state)."""
+    from pymatgen.core import Lattice, Structure
+
+    from tgdmat.metrics.quality import assess
+
+    fe2p = Structure.from_spacegroup(189, Lattice.hexagonal(5.87, 3.46), ["Fe", "Fe", "P", "P"], [[0.256, 0, 0], [0.594, 0, 0.5], [0, 0, 0.5], [1 / 3, 2 / 3, 0]])
+    assert assess(fe2p).ok, assess(fe2p).reasons
+    feal = Structure(Lattice.cubic(2.9), ["Fe", "Al"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    assert assess(feal).ok and assess(feal).charge_balanced is None
+    assert any("charge-balanced" in r for r in assess(_perovskite(4.0, "K", "Na", "F")).reasons)
+    sro2 = Structure(Lattice.tetragonal(3.56, 6.62), ["Sr", "Sr", "O", "O", "O", "O"], [[0, 0, 0], [0.5, 0.5, 0.5], [0, 0, 0.39], [0, 0, 0.61], [0.5, 0.5, 0.11], [0.5, 0.5, 0.89]])
+    assert assess(sro2).charge_balanced

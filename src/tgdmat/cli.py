@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--gen-samples", type=int, default=1000)
     b.add_argument("--steps", type=int, help="sampling steps (default: each model's)")
     b.add_argument("--json", default="results/benchmark.json")
-    b.add_argument("--readme", help="README to update between the results markers")
+    b.add_argument("--readme", help="Markdown file to update between the results markers (the project keeps them in docs/benchmarks.md)")
     b.add_argument("--append", action="store_true", help="keep the results already in --json (e.g. another dataset run with other limits)")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=commands.cmd_benchmark)
@@ -240,9 +240,13 @@ SAMPLING_COMMANDS = ("generate", "predict", "evaluate")  # OpenMP threads sleep 
 
 
 def main(argv: list[str] | None = None) -> int:
+    import time
+
+    started = time.perf_counter()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.command_line = "tgdmat " + shlex.join(argv)  # recorded with every result and checkpoint
+    args.started = started  # the run's summary records the seconds to its first network pass
     if args.command in SAMPLING_COMMANDS:
         from .threads import passive_openmp
 

@@ -161,16 +161,22 @@ def _check_device(name: str) -> None:
         raise ValueError(f"--device {name}: only cpu and cuda are supported")
 
 
-def _sample_to(args, meta: dict, run) -> int:
+def _sample_to(args, meta: dict, run, sampler) -> int:
     """Run ``run(on_batch)``, writing each finished batch to --out (unless ranking needs them all);
     an interruption keeps what was written and says so."""
     from .output import output_lock
 
     with output_lock(args.out):  # a concurrent run into the same folder is refused
-        return _sample_locked(args, meta, run)
+        return _sample_locked(args, meta, run, sampler)
 
 
-def _sample_locked(args, meta: dict, run) -> int:
+def _timing(args, sampler) -> dict:
+    """Network passes (batched calls) and seconds from the command's start to the first pass."""
+    first = sampler.model.first_pass_at
+    return {"network_passes": sampler.model.passes, "seconds_to_first_pass": round(first - args.started, 3) if first is not None else None}
+
+
+def _sample_locked(args, meta: dict, run, sampler) -> int:
     from .output import ResultWriter, prepare_output
     from .text.prompts import written_formula
 
@@ -184,7 +190,7 @@ def _sample_locked(args, meta: dict, run) -> int:
         writer.close(interrupted=True)
         print(f"tgdmat: interrupted; {len(writer.rows)} finished crystals are in {out}", file=sys.stderr)
         return 130
-    writer.meta.update({"model_text": result.text, "notes": result.notes, "lattice_targets": result.lattice.as_dict() if result.lattice else {}})
+    writer.meta.update({"model_text": result.text, "notes": result.notes, "lattice_targets": result.lattice.as_dict() if result.lattice else {}, **_timing(args, sampler)})
     writer.set_request(result.fields, result.lattice)
     if not incremental:
         structures, _, writer.meta = _ranked(result.structures, writer.meta, args)
@@ -194,10 +200,12 @@ def _sample_locked(args, meta: dict, run) -> int:
 
 
 def cmd_generate(args) -> int:
-    from .pretrained import default_generate_model
+    from .pretrained import choose_model
 
     _check_sampling(args)
-    args.checkpoint = args.checkpoint or default_generate_model(args.prompt, args.free)
+    if not args.checkpoint:
+        args.checkpoint, why = choose_model(args.prompt, args.free)
+        print(f"model: {args.checkpoint} ({why})")
     sampler = _load_sampler(args, args.device)
     n = 16 if args.num_samples is None else args.num_samples
     steps = args.steps or sampler.cfg.diffusion.sample_steps
@@ -205,14 +213,16 @@ def cmd_generate(args) -> int:
     return _sample_to(args, meta, lambda on_batch: sampler.generate(
         args.prompt, n, steps=steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
         num_atoms=args.atoms, strict=not args.allow_out_of_scope, progress=not args.quiet, free=args.free, on_batch=on_batch, site_order=args.site_order,
-    ))
+    ), sampler)
 
 
 def cmd_predict(args) -> int:
     from .pretrained import default_predict_model
 
     _check_sampling(args)
-    args.checkpoint = args.checkpoint or default_predict_model(args.formula)
+    if not args.checkpoint:
+        args.checkpoint = default_predict_model(args.formula)
+        print(f"model: {args.checkpoint} (the shipped model for this composition; --checkpoint chooses another)")
     sampler = _load_sampler(args, args.device)
     n = 1 if args.num_samples is None else args.num_samples
     steps = args.steps or sampler.cfg.diffusion.sample_steps
@@ -220,7 +230,7 @@ def cmd_predict(args) -> int:
     return _sample_to(args, meta, lambda on_batch: sampler.predict(
         args.formula, args.text, n, steps=steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
         strict=not args.allow_out_of_scope, progress=not args.quiet, on_batch=on_batch, site_order=args.site_order,
-    ))
+    ), sampler)
 
 
 def cmd_evaluate(args) -> int:

@@ -18,12 +18,14 @@ from .text.prompts import SYMPREC, PromptFields
 
 def describe_result(s) -> dict:
     """One summary row: formula, spglib space group, lattice, density, the benchmark's validity
-    (0.5 Å, SMACT), the chemist's quality checks (metrics.quality) and, where the sampler had to
-    move the crystal off a larger group to give it the requested one, by how much."""
+    (0.5 Å, SMACT), the chemist's quality checks (metrics.quality), whether its group survives at
+    twice the tolerance and its distortion from the larger group found there (symmetry_margin) and,
+    where the sampler had to move the crystal off a larger group to give it the requested one, by how much."""
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     from .metrics.quality import assess
     from .metrics.validity import composition_valid, structure_valid
+    from .symmetry import symmetry_margin
 
     try:
         sga = SpacegroupAnalyzer(s, symprec=SYMPREC)
@@ -47,6 +49,7 @@ def describe_result(s) -> dict:
         "struct_valid": bool(structure_valid(s)),
         "comp_valid": bool(composition_valid(s)),
         **assess(s).row(),
+        **symmetry_margin(s, SYMPREC),
         **moved,
     }
 

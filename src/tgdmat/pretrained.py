@@ -41,32 +41,69 @@ def composition_family(formula: str) -> str:
     return "general"
 
 
-def default_predict_model(formula: str) -> str:
+CARBON_ATOMS = (6, 24)  # Carbon-24's cells; other carbon cells (diamond's 2-atom primitive cell) go to the general model
+
+
+def default_predict_model(formula: str, num_atoms: int | None = None) -> str:
     """The shipped model ``predict`` uses when none is named: Carbon-24's for a carbon-only
-    formula, Perov-5's for a Perov-5-like ABX3, MP-20's for everything else (where shipped)."""
+    formula of 6-24 atoms, Perov-5's for a Perov-5-like ABX3, MP-20's for everything else (where shipped)."""
     try:
         family = composition_family(formula)
     except (ValueError, KeyError, TypeError, AttributeError):  # a bad formula is reported by predict itself
         return DEFAULT_PREDICT_MODEL
-    if family == "carbon":
+    general = (CHECKPOINT_DIR / f"{GENERAL_PREDICT_MODEL}.safetensors").exists()
+    if family == "carbon" and (num_atoms is None or CARBON_ATOMS[0] <= num_atoms <= CARBON_ATOMS[1] or not general):
         return CARBON_PREDICT_MODEL
-    if family == "general" and (CHECKPOINT_DIR / f"{GENERAL_PREDICT_MODEL}.safetensors").exists():
+    if family == "carbon":
+        return GENERAL_PREDICT_MODEL
+    if family == "general" and general:
         return GENERAL_PREDICT_MODEL
     return DEFAULT_PREDICT_MODEL
 
 
-def default_generate_model(prompt: str, free: bool = False) -> str:
-    """The shipped model ``generate`` uses when none is named: a prompt that names a formula is
-    structure prediction, so ``predict``'s CSP model for it (measured on 500 Perov-5 test prompts:
-    space group 99.6% and validity 99.8% against 91.4% and 93.4% for perov_5); otherwise, or with
+def perovskite_data_holds(fields) -> str | None:
+    """None when Perov-5 holds what the prompt asks of a perovskite, else why not. Perov-5's
+    crystals all sit on an ideal cubic lattice with 5 atoms; its lower groups come from anion
+    order (ABO2N), so a single-anion ABX3 below cubic (a polar or tilted BaTiO3, CaTiO3 in Pnma)
+    or a 10- or 20-atom cell is outside it."""
+    from pymatgen.core import Composition
+
+    anions = {str(e) for e in Composition(fields.formula).elements} & {"O", "N", "F", "S"}
+    if fields.num_atoms and fields.num_atoms != 5:
+        return f"a {fields.num_atoms}-atom perovskite cell (Perov-5 has 5-atom cells only)"
+    below_cubic = (fields.spacegroup_number and fields.spacegroup_number != 221) or fields.crystal_system not in (None, "cubic")
+    if below_cubic and len(anions) == 1:
+        return "a single-anion perovskite below cubic symmetry (Perov-5 has its lower groups only from anion order, on an ideal cubic lattice: no polar or tilted distortions)"
+    return None
+
+
+def choose_model(prompt: str, free: bool = False) -> tuple[str, str]:
+    """(the shipped model ``generate`` uses when none is named, why). A prompt that names a formula
+    is structure prediction, so ``predict``'s CSP model for it (measured on 500 Perov-5 test prompts:
+    space group 99.6% and validity 99.8% against 91.4% and 93.4% for perov_5), with the general
+    model where Perov-5 cannot hold the request (``perovskite_data_holds``); otherwise, or with
     ``free``, the de novo model."""
     from .text.prompts import PromptError, parse_prompt
 
     try:
         fields = parse_prompt(prompt)
     except (PromptError, ValueError):  # a bad prompt is reported by generate itself
-        return DEFAULT_MODEL
-    return default_predict_model(fields.formula) if fields.formula and not free else DEFAULT_MODEL
+        return DEFAULT_MODEL, "the de novo model"
+    if not fields.formula or free:
+        return DEFAULT_MODEL, "de novo generation" if fields.formula else "no formula in the prompt: de novo generation"
+    name = default_predict_model(fields.formula, fields.num_atoms)
+    family = composition_family(fields.formula)
+    if name == DEFAULT_PREDICT_MODEL and family == "perovskite":
+        why = perovskite_data_holds(fields)
+        if why and (CHECKPOINT_DIR / f"{GENERAL_PREDICT_MODEL}.safetensors").exists():
+            return GENERAL_PREDICT_MODEL, f"{why}: the general model, whose Materials Project data hold real distortions"
+        return name, "a Perov-5-like perovskite" + (f"; note: {why}" if why else "")
+    return name, {"carbon": "pure carbon", "perovskite": "a Perov-5-like perovskite"}.get(family, "general chemistry (MP-20's elements, up to 20 atoms)")
+
+
+def default_generate_model(prompt: str, free: bool = False) -> str:
+    """The shipped model ``generate`` uses when none is named (see ``choose_model``)."""
+    return choose_model(prompt, free)[0]
 
 
 class CheckpointError(RuntimeError):

@@ -462,3 +462,39 @@ def keep_spacegroup(structure, orbits: CrystalOrbits, rng: np.random.Generator, 
 def _min_distance(structure) -> float:
     d = structure.distance_matrix
     return float(d[~np.eye(len(structure), dtype=bool)].min()) if len(structure) > 1 else float(min(structure.lattice.abc))
+
+
+MARGIN = 2.0  # a group holds with margin when spglib still finds it at this multiple of the tolerance
+
+
+def symmetry_margin(structure, symprec: float = 0.1) -> dict:
+    """Whether the crystal's space group at ``symprec`` survives at MARGIN times it, and if not, how
+    far it is from the larger group found there: the largest atomic displacement (Å) between the
+    crystal and its symmetrised form in that group, and the c/a of its conventional cell. A group
+    that only a nudge below the tolerance gives ("pseudo-symmetric") is then visible per crystal."""
+    import warnings
+
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            low = SpacegroupAnalyzer(structure, symprec=symprec)
+            high = SpacegroupAnalyzer(structure, symprec=MARGIN * symprec)
+            g_low, g_high = low.get_space_group_number(), high.get_space_group_number()
+            conv = low.get_conventional_standard_structure()
+        except Exception:
+            return {"group_at_2x_symprec": None, "pseudo_symmetric": None, "distortion_A": None, "c_over_a": None}
+    a, _, c = conv.lattice.abc
+    out = {"group_at_2x_symprec": g_high, "pseudo_symmetric": g_high != g_low, "distortion_A": None, "c_over_a": round(c / a, 4)}
+    if g_high != g_low:
+        try:
+            ideal = high.get_refined_structure()
+            matcher = StructureMatcher(ltol=0.3, stol=0.5, angle_tol=10, primitive_cell=True, scale=False)
+            found = matcher.get_rms_dist(structure, ideal)
+            if found is not None:
+                out["distortion_A"] = round(float(found[1]) * (structure.volume / len(structure)) ** (1 / 3), 4)
+        except Exception:
+            pass
+    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -113,6 +114,8 @@ class TGDMat(nn.Module):
         self.coords = WrappedNormalCoords(d.timesteps, d.sigma_begin, d.sigma_end)
         self.types = AbsorbingTypes(d.timesteps)
         self.compile_network(False)
+        object.__setattr__(self, "passes", 0)  # network passes while sampling (batched calls), for the run's summary
+        object.__setattr__(self, "first_pass_at", None)  # time.perf_counter() of the first one
 
     # ------------------------------------------------------------------ training
     def forward(self, *args, **kwargs) -> Losses:
@@ -187,6 +190,9 @@ class TGDMat(nn.Module):
         return self._compiled_net is not None
 
     def _net(self, a, f, l, tt, graph: Graph, text_emb, facts, precision: str):
+        if self.first_pass_at is None:
+            object.__setattr__(self, "first_pass_at", time.perf_counter())
+        object.__setattr__(self, "passes", self.passes + 1)
         out = None
         with network_precision(precision, l.device):
             if self.compiled:

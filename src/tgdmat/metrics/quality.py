@@ -4,7 +4,9 @@ For one structure: the shortest interatomic distance; bonds much shorter than th
 allow; the coordination number of each cation (anions within 1.2x the nearest anion distance); the charge
 balance of the composition (pymatgen's oxidation-state guesses); and the bond-valence sum of each
 cation against its guessed oxidation state, which catches a cation on the wrong site (an anti-site
-perovskite puts Sr in the octahedron, BVS about 9 instead of 2). One overall flag with its reasons.
+perovskite puts Sr in the octahedron, BVS about 9 instead of 2). Pure carbon gets a chemist's
+framework checks instead (every C bonded, 2-4 neighbours, no C-C under 1.2 Å); a compound without
+oxide or halide anions need not balance (it may be metallic). One overall flag with its reasons.
 """
 from __future__ import annotations
 
@@ -16,9 +18,18 @@ SHORT_BOND = 0.70  # a bond shorter than this share of the covalent radius sum i
 NEIGHBOUR = 1.25  # neighbours: anions within this multiple of the radius sum
 BVS_RANGE = (0.25, 2.5)  # a cation's bond-valence sum outside this multiple of its oxidation state is flagged
 SHELL = 1.2  # coordination shell: anions within this multiple of the nearest anion distance
-FAR = 4.0  # Å: bonds counted in a bond-valence sum; no anion within this is flagged
+FAR = 4.0  # Å: bonds counted in a bond-valence sum; no anion within this is flagged (more for large ions, see _reach)
+BVS_ANIONS = {"O", "F", "Cl", "Br", "I", "S", "Se", "N"}  # bond-valence sums are judged only over shells of these
 MOLECULAR = {"H", "N", "O", "F", "Cl", "He", "Ne", "Ar", "Kr", "Xe", "Rn"}  # elements that alone form no solid at ambient
 ANIONS = {"N", "O", "F", "Cl", "Br", "I", "S", "Se", "Te", "P", "As", "H", "C", "Sb"}
+# with one of these the bonding is ionic enough that common oxidation states must balance; without
+# them (pnictides, chalcogenides, carbides, hydrides, intermetallics) a compound may be metallic or
+# polyanionic (Fe2P, Ni3S2), so an unbalanced composition is not flagged
+IONIC_ANIONS = {"O", "F", "Cl", "Br", "I"}
+# pure carbon: every atom bonded (neighbours within CC_BOND Å), 2- to 4-coordinated, C-C at least CC_SHORTEST Å
+CC_BOND = 1.75
+CC_SHORTEST = 1.2
+CC_CN = (2, 4)
 
 
 @dataclass
@@ -65,12 +76,21 @@ def _radius(symbol: str) -> float:
 
 
 def _oxidation_guess(structure) -> dict[str, float] | None:
-    """The most likely charge-balanced oxidation states of the composition, or None."""
-    try:
-        guesses = structure.composition.oxi_state_guesses(max_sites=-20)
-    except Exception:
-        return None
-    return dict(guesses[0]) if guesses else None
+    """The most likely charge-balanced oxidation states of the composition (common states first,
+    then every known state: peroxides, aurides, Ir+6), or None."""
+    for every in (False, True):
+        try:
+            guesses = structure.composition.oxi_state_guesses(max_sites=-20, all_oxi_states=every)
+        except Exception:
+            return None
+        if guesses:
+            return dict(guesses[0])
+    return None
+
+
+def _reach(radii: dict[str, float], a: str, b: str) -> float:
+    """How far an anion still counts as a neighbour of a cation: FAR, or more for large ions (Cs-I)."""
+    return max(FAR, 1.35 * (radii[a] + radii[b]))
 
 
 def min_distance(structure) -> float:
@@ -112,9 +132,11 @@ def assess(structure) -> Quality:
         q.reasons.append(f"{a}-{b} {dist:.2f} Å is too short (covalent radii sum {radii[a] + radii[b]:.2f} Å)")
     if elements <= MOLECULAR:
         q.reasons.append(f"only {', '.join(sorted(elements))}: no solid of these elements alone at ambient conditions")
+    if elements == {"C"}:
+        q.reasons.extend(carbon_reasons(structure, neighbours))
     anions = elements & ANIONS
     oxi = _oxidation_guess(structure) if anions and elements - anions else None
-    if anions and elements - anions:
+    if anions and elements - anions and (oxi is not None or elements & IONIC_ANIONS):
         q.charge_balanced = oxi is not None
         q.oxidation = dict(oxi or {})
         if oxi is None:
@@ -123,22 +145,46 @@ def assess(structure) -> Quality:
         el = symbols[i]
         if oxi is None or oxi.get(el, 0) <= 0:
             continue
-        shell = [n for n in nbrs if n.specie.symbol != el and oxi.get(n.specie.symbol, 0) < 0 and n.nn_distance <= FAR]
+        shell = [n for n in nbrs if n.specie.symbol != el and oxi.get(n.specie.symbol, 0) < 0 and n.nn_distance <= _reach(radii, el, n.specie.symbol)]
         if not shell:
             q.coordination.setdefault(el, []).append(0)
-            q.reasons.append(f"{el} site {i} has no anion within {FAR:g} Å")
+            q.reasons.append(f"{el} site {i} has no anion within {max(_reach(radii, el, a) for a in elements if oxi.get(a, 0) < 0):.1f} Å")
             continue
         nearest = min(n.nn_distance for n in shell)
         q.coordination.setdefault(el, []).append(int(sum(n.nn_distance <= SHELL * nearest for n in shell)))
+        if any(n.specie.symbol not in BVS_ANIONS for n in shell):
+            continue  # pnictide, carbide, boride shells: no reliable bond-valence judgement
         try:
             bvs = float(calculate_bv_sum(structure[i], shell))
         except (KeyError, ValueError):
             continue  # no bond-valence parameters for this pair
+        if bvs <= 0:
+            continue  # parameters that do not describe this pair
         q.bvs.setdefault(el, []).append(round(bvs, 2))
         low, high = BVS_RANGE
         if not low * oxi[el] <= bvs <= high * oxi[el]:
             q.reasons.append(f"{el} site {i}: bond-valence sum {bvs:.1f} for {el}{oxi[el]:+g} ({'over' if bvs > oxi[el] else 'under'}-bonded: a cation on the wrong site or wrong bond lengths)")
     return q
+
+
+def carbon_reasons(structure, neighbours) -> list[str]:
+    """What a chemist checks in a carbon framework: every atom bonded, 2- to 4-coordinated
+    (neighbours within CC_BOND Å), no C-C contact shorter than CC_SHORTEST Å."""
+    reasons, isolated, odd = [], [], {}
+    shortest = min((n.nn_distance for nbrs in neighbours for n in nbrs), default=float("inf"))
+    for i, nbrs in enumerate(neighbours):
+        cn = sum(n.nn_distance <= CC_BOND for n in nbrs)
+        if cn == 0:
+            isolated.append((i, min((n.nn_distance for n in nbrs), default=float("inf"))))
+        elif not CC_CN[0] <= cn <= CC_CN[1]:
+            odd.setdefault(cn, []).append(i)
+    if isolated:
+        reasons.append(f"{len(isolated)} C atom(s) with no bond (nearest C {min(d for _, d in isolated):.2f} Å; bonds are {CC_SHORTEST}-{CC_BOND} Å)")
+    for cn, sites in sorted(odd.items()):
+        reasons.append(f"{len(sites)} C atom(s) {cn}-coordinated (carbon bonds to 2-4 atoms)")
+    if shortest < CC_SHORTEST:
+        reasons.append(f"C-C {shortest:.2f} Å is shorter than any C-C bond ({CC_SHORTEST} Å)")
+    return reasons
 
 
 def quality_score(q: Quality) -> tuple[int, float]:

@@ -1,0 +1,40 @@
+"""A stated group is real only when it holds with margin: it survives a CIF round trip at spglib's
+0.1 Å and at twice that; a crystal nudged just below the tolerance is reported as pseudo-symmetric
+with its distortion from the larger group."""
+import pytest
+from pymatgen.core import Lattice, Structure
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+from tgdmat.crystal import structure_from_cif, structure_to_cif
+from tgdmat.prototypes import library
+from tgdmat.symmetry import symmetry_margin
+
+
+def _prototypes_by_group(limit: int = 40) -> list:
+    seen, out = set(), []
+    for p in sorted(library()[0].values(), key=lambda p: (p.spacegroup, p.label)):
+        if p.spacegroup not in seen and p.num_atoms <= 20:
+            seen.add(p.spacegroup)
+            out.append(p)
+    step = max(1, len(out) // limit)
+    return out[::step][:limit]
+
+
+@pytest.mark.parametrize("proto", _prototypes_by_group(), ids=lambda p: f"{p.spacegroup}-{p.formula}")
+def test_groups_survive_a_cif_round_trip_with_margin(proto):
+    """Written as a P1 CIF and read back, a prototype of each of 40 groups keeps its group at 0.1 and 0.2 Å."""
+    s = Structure(Lattice(proto.lattice), list(proto.species), proto.frac_coords)
+    again = structure_from_cif(structure_to_cif(s))
+    for symprec in (0.1, 0.2):
+        assert SpacegroupAnalyzer(again, symprec=symprec).get_space_group_number() == proto.spacegroup
+    margin = symmetry_margin(again)
+    assert margin["pseudo_symmetric"] is False and margin["group_at_2x_symprec"] == proto.spacegroup
+
+
+def test_a_nudged_cubic_perovskite_is_reported_pseudo_symmetric():
+    nudged = Structure(Lattice.tetragonal(3.99, 4.0), ["Ba", "Ti", "O", "O", "O"], [[0, 0, 0], [0.5, 0.5, 0.515], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    m = symmetry_margin(nudged)
+    assert SpacegroupAnalyzer(nudged, symprec=0.1).get_space_group_number() == 99
+    assert m["pseudo_symmetric"] and m["group_at_2x_symprec"] == 221 and 0.03 < m["distortion_A"] < 0.1 and abs(m["c_over_a"] - 1.0025) < 1e-3
+    polar = Structure(Lattice.tetragonal(3.90, 4.15), ["Pb", "Ti", "O", "O", "O"], [[0, 0, 0], [0.5, 0.5, 0.54], [0.5, 0.5, 0.11], [0.5, 0, 0.61], [0, 0.5, 0.61]])
+    assert symmetry_margin(polar) == {"group_at_2x_symprec": 99, "pseudo_symmetric": False, "distortion_A": None, "c_over_a": 1.0641}
