@@ -449,3 +449,25 @@ def test_perovskite_requests_outside_perov_5_are_recognised(prompt, outside):
     from tgdmat.text.prompts import parse_prompt
 
     assert (perovskite_data_holds(parse_prompt(prompt)) is not None) == outside
+
+
+def test_the_python_api_returns_each_structure_with_its_summary(tiny_checkpoint):
+    """API users get the same flags the CLI writes: quality and reasons, the conventional cell,
+    the group's margin and the prompt fields satisfied and failed, plus the run's notes."""
+    import tgdmat
+
+    structures = tgdmat.generate("SrTiO3 in space group Pm-3m", 2, checkpoint=tiny_checkpoint, steps=3)
+    row = structures[0].properties["summary"]
+    assert {"quality", "quality_reasons", "spacegroup_number", "pseudo_symmetric", "cell_as_written", "satisfies", "fails"} <= set(row)
+    assert "formula" in row["satisfies"] and any(n.startswith("read from the prompt") for n in structures[0].properties["notes"])
+
+
+def test_summaries_give_the_conventional_cell_beside_the_written_one():
+    from pymatgen.core import Lattice, Structure
+
+    from tgdmat.output import describe_result
+
+    diamond = Structure(Lattice([[0, 1.7835, 1.7835], [1.7835, 0, 1.7835], [1.7835, 1.7835, 0]]), ["C", "C"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    row = describe_result(diamond)
+    assert abs(row["a"] - 3.567) < 1e-3 and row["a"] == row["b"] == row["c"] and row["alpha"] == 90.0
+    assert row["cell_as_written"].startswith("2.5222 2.5222 2.5222 60.000")

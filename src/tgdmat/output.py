@@ -17,7 +17,7 @@ from .text.prompts import SYMPREC, PromptFields
 
 
 def describe_result(s) -> dict:
-    """One summary row: formula, spglib space group, lattice, density, the benchmark's validity
+    """One summary row: formula, spglib space group, conventional lattice (the written cell beside), density, the benchmark's validity
     (0.5 Å, SMACT), the chemist's quality checks (metrics.quality), whether its group survives at
     twice the tolerance and its distortion from the larger group found there (symmetry_margin) and,
     where the sampler had to move the crystal off a larger group to give it the requested one, by how much."""
@@ -30,10 +30,12 @@ def describe_result(s) -> dict:
     try:
         sga = SpacegroupAnalyzer(s, symprec=SYMPREC)
         sg_symbol, sg_number = sga.get_space_group_symbol(), sga.get_space_group_number()
+        conventional = sga.get_conventional_standard_structure().lattice
     except Exception:
-        sg_symbol, sg_number = "P1", 1
-    a, b, c = s.lattice.abc
-    alpha, beta, gamma = s.lattice.angles
+        sg_symbol, sg_number, conventional = "P1", 1, s.lattice
+    a, b, c = conventional.abc  # the conventional standard cell, as a chemist reads it (diamond: a = b = c = 3.57)
+    alpha, beta, gamma = conventional.angles
+    written = " ".join(f"{x:.4f}" for x in s.lattice.abc) + " " + " ".join(f"{x:.3f}" for x in s.lattice.angles)
     moved = {}
     if "supergroup_move" in s.properties:  # the sampler moved it off an accidental larger group (symmetry.keep_spacegroup)
         move = s.properties["supergroup_move"]
@@ -45,6 +47,7 @@ def describe_result(s) -> dict:
         "spacegroup_number": sg_number,
         "a": round(a, 4), "b": round(b, 4), "c": round(c, 4),
         "alpha": round(alpha, 3), "beta": round(beta, 3), "gamma": round(gamma, 3),
+        "cell_as_written": written,  # a b c alpha beta gamma of the CIF's (reduced, primitive) cell
         "density": round(float(s.density), 4),
         "struct_valid": bool(structure_valid(s)),
         "comp_valid": bool(composition_valid(s)),
@@ -136,12 +139,8 @@ class ResultWriter:
 
     def _check(self, row: dict, structure) -> None:
         """Which prompt fields the crystal satisfies and fails (when the request is known)."""
-        from .metrics.adherence import prompt_checks
-
         if self.fields is not None:
-            checks = prompt_checks(structure, self.fields, self.targets)
-            row["satisfies"] = ",".join(k for k, v in checks.items() if v)
-            row["fails"] = ",".join(k for k, v in checks.items() if not v)
+            row.update(field_checks(structure, self.fields, self.targets))
 
     def set_request(self, fields: PromptFields, lattice: LatticeTarget | None) -> None:
         """The parsed request, known only after sampling: check the rows already written."""
@@ -171,6 +170,22 @@ class ResultWriter:
             writer.writerows(self.rows)
             atomic_write_text(self.out / "summary.csv", buf.getvalue())
         return self.rows
+
+
+def summary_rows(structures: list, fields: PromptFields | None = None, lattice: LatticeTarget | None = None) -> list[dict]:
+    """The summary row of each structure (``describe_result``, plus the prompt fields it satisfies
+    and fails when the request is known), as the CLI writes them: what the Python API attaches to
+    every returned Structure as ``structure.properties['summary']``."""
+    targets = lattice.as_dict() if lattice is not None else None
+    return [{**describe_result(s), **(field_checks(s, fields, targets) if fields is not None else {})} for s in structures]
+
+
+def field_checks(structure, fields: PromptFields, targets: dict | None) -> dict:
+    """``satisfies`` and ``fails``: the prompt fields the crystal has and misses (comma-separated)."""
+    from .metrics.adherence import prompt_checks
+
+    checks = prompt_checks(structure, fields, targets)
+    return {"satisfies": ",".join(k for k, v in checks.items() if v), "fails": ",".join(k for k, v in checks.items() if not v)}
 
 
 def write_results(structures: list, out_dir: str | Path, meta: dict, fields: PromptFields | None = None, lattice: LatticeTarget | None = None) -> list[dict]:

@@ -160,7 +160,7 @@ class Sampler:
             self._templates = load_templates(self.info.dataset)
         return self._templates
 
-    def sample_plans(self, plans: list[CrystalPlan], text: "str | torch.Tensor | None", steps=None, guidance: float = 1.0, seed: int = 0, batch_size: int = 64, progress: bool = False, lattice: LatticeTarget | None = None, free_types: bool = False, on_batch=None, step_lr: float | None = None, facts: Facts | None = None) -> list:
+    def sample_plans(self, plans: list[CrystalPlan], text: "str | torch.Tensor | None", steps=None, guidance: float = 1.0, seed: int = 0, batch_size: int = 64, progress: "bool | SamplingProgress" = False, lattice: LatticeTarget | None = None, free_types: bool = False, on_batch=None, step_lr: float | None = None, facts: Facts | None = None) -> list:
         """Structures for per-crystal plans: types fixed where a plan gives them, Wyckoff orbits and
         crystal system enforced where it has a template, ``lattice`` targets on every crystal.
         ``text``: one prompt for all, or per-plan embeddings (len(plans), D). ``facts``: the stated
@@ -174,13 +174,18 @@ class Sampler:
         if facts is not None and len(facts) == 1 and len(plans) > 1:
             facts = facts.select([0] * len(plans))
         cond = Condition(emb, facts if self.cfg.model.facts else None)
-        network_steps = len(respaced_steps(self.cfg.diffusion.timesteps, steps or self.cfg.diffusion.sample_steps)) - 1
-        bar = SamplingProgress(len(plans), network_steps, batch_size) if progress else None
+        own = progress is True  # a SamplingProgress passed in (site-order redraws) keeps counting on the caller's bar
+        bar = self.progress_bar(len(plans), steps, batch_size) if own else (progress if isinstance(progress, SamplingProgress) else None)
         try:
             return self._sample_with_proposals(plans, cond, steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr)
         finally:
-            if bar is not None:
+            if own and bar is not None:
                 bar.close()
+
+    def progress_bar(self, num_crystals: int, steps, batch_size: int) -> "SamplingProgress":
+        """One bar over every pass of a run, counted in denoising steps."""
+        network_steps = len(respaced_steps(self.cfg.diffusion.timesteps, steps or self.cfg.diffusion.sample_steps)) - 1
+        return SamplingProgress(num_crystals, network_steps, batch_size)
 
     def _sample_with_proposals(self, plans, cond: "Condition", steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr) -> list:
         proposed = [i for i, p in enumerate(plans) if p.propose and p.template is not None]
@@ -366,16 +371,16 @@ class Sampler:
         structures = self._sample_settling_sites(plans, prompt_text, steps, guidance, seed, batch_size, progress, lattice, on_batch, facts, site_order, req.notes)
         return Generation(structures, prompt_text, fields, lattice, _with_note(req.notes, supergroup_note(structures)))
 
-    def redrawer(self, text, steps, guidance: float, seed: int, batch_size: int, lattice=None, facts=None, step_lr: float | None = None):
+    def redrawer(self, text, steps, guidance: float, seed: int, batch_size: int, lattice=None, facts=None, step_lr: float | None = None, bar: "SamplingProgress | None" = None):
         """``resample(indices, plans)`` for ``siteorder.repair_site_order``: samples new plans for the
         crystals at ``indices`` with their text (one prompt, or their rows of per-crystal
-        embeddings) and facts, a new seed each call (seed + 104,729 k)."""
+        embeddings) and facts, a new seed each call (seed + 104,729 k); its passes join ``bar``."""
         draws = iter(range(1, 1_000_000))
 
         def resample(index: list[int], new_plans: list[CrystalPlan]) -> list:
             t = text[index] if isinstance(text, torch.Tensor) else text
             f = facts.select(index) if facts is not None and len(facts) > 1 else facts
-            return self.sample_plans(new_plans, t, steps, guidance, seed + 104_729 * next(draws), batch_size, False, lattice, step_lr=step_lr, facts=f)
+            return self.sample_plans(new_plans, t, steps, guidance, seed + 104_729 * next(draws), batch_size, bar or False, lattice, step_lr=step_lr, facts=f)
 
         return resample
 
@@ -391,7 +396,8 @@ class Sampler:
 
         settled: list = []
         repaired = SiteRepair([], [])
-        resample = self.redrawer(text, steps, guidance, seed, batch_size, lattice, facts)
+        bar = self.progress_bar(len(plans), steps, batch_size) if progress else None
+        resample = self.redrawer(text, steps, guidance, seed, batch_size, lattice, facts, bar=bar)
 
         def settle(batch: list) -> None:
             start = len(settled)
@@ -408,7 +414,11 @@ class Sampler:
             if on_batch is not None:
                 on_batch(fixed)
 
-        self.sample_plans(plans, text, steps, guidance, seed, batch_size, progress, lattice, on_batch=settle, facts=facts)
+        try:
+            self.sample_plans(plans, text, steps, guidance, seed, batch_size, bar or False, lattice, on_batch=settle, facts=facts)
+        finally:
+            if bar is not None:
+                bar.close()
         notes.extend([repaired.note()] if repaired.note() else [])
         return settled
 
@@ -433,6 +443,16 @@ class Generation:
     fields: PromptFields
     lattice: LatticeTarget | None
     notes: list[str]
+
+    def with_summaries(self) -> list:
+        """The structures, each with its summary row (quality and reasons, space group and its
+        margin, the prompt fields satisfied and failed) and the run's notes in ``properties``."""
+        from .output import summary_rows
+
+        for s, row in zip(self.structures, summary_rows(self.structures, self.fields, self.lattice)):
+            s.properties["summary"] = row
+            s.properties["notes"] = list(self.notes)
+        return self.structures
 
     def __iter__(self):  # structures, text, fields = sampler.generate(...) keeps working
         return iter((self.structures, self.text, self.fields))
@@ -502,14 +522,16 @@ def generate(prompt: str, n: int = 16, checkpoint: str | None = None, **kwargs) 
     """Crystals (pymatgen Structures) from a text prompt with a shipped or given model; default model by ``default_generate_model``."""
     from .pretrained import default_generate_model
 
-    return Sampler.load(checkpoint or default_generate_model(prompt, kwargs.get("free", False)), kwargs.pop("device", "cpu")).generate(prompt, n, **kwargs).structures
+    result = Sampler.load(checkpoint or default_generate_model(prompt, kwargs.get("free", False)), kwargs.pop("device", "cpu")).generate(prompt, n, **kwargs)
+    return result.with_summaries()
 
 
 def predict(formula: str, text: str | None = None, n: int = 1, checkpoint: str | None = None, **kwargs) -> list:
     """Crystal structure prediction for a composition (optionally guided by text); default model by ``default_predict_model``."""
     from .pretrained import default_predict_model
 
-    return Sampler.load(checkpoint or default_predict_model(formula), kwargs.pop("device", "cpu")).predict(formula, text, n, **kwargs).structures
+    result = Sampler.load(checkpoint or default_predict_model(formula), kwargs.pop("device", "cpu")).predict(formula, text, n, **kwargs)
+    return result.with_summaries()
 
 
 class SamplingProgress:
