@@ -38,3 +38,15 @@ def test_a_nudged_cubic_perovskite_is_reported_pseudo_symmetric():
     assert m["pseudo_symmetric"] and m["group_at_2x_symprec"] == 221 and 0.03 < m["distortion_A"] < 0.1 and abs(m["c_over_a"] - 1.0025) < 1e-3
     polar = Structure(Lattice.tetragonal(3.90, 4.15), ["Pb", "Ti", "O", "O", "O"], [[0, 0, 0], [0.5, 0.5, 0.54], [0.5, 0.5, 0.11], [0.5, 0, 0.61], [0, 0.5, 0.61]])
     assert symmetry_margin(polar) == {"group_at_2x_symprec": 99, "pseudo_symmetric": False, "distortion_A": None, "c_over_a": 1.0641}
+
+
+def test_a_requested_group_that_only_a_nudge_gives_fails_the_margin_check():
+    from tgdmat.metrics.adherence import adherence, prompt_checks
+    from tgdmat.text.prompts import parse_prompt
+
+    fields = parse_prompt("BaTiO3 in space group P4mm")
+    nudged = Structure(Lattice.tetragonal(3.99, 4.0), ["Ba", "Ti", "O", "O", "O"], [[0, 0, 0], [0.5, 0.5, 0.515], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    polar = Structure(Lattice.tetragonal(3.99, 4.24), ["Ba", "Ti", "O", "O", "O"], [[0, 0, 0], [0.5, 0.5, 0.54], [0.5, 0.5, 0.11], [0.5, 0, 0.61], [0, 0.5, 0.61]])
+    assert prompt_checks(nudged, fields)["spacegroup"] and not prompt_checks(nudged, fields)["spacegroup_with_margin"]
+    assert prompt_checks(polar, fields)["spacegroup_with_margin"]
+    assert adherence([nudged, polar], fields)["spacegroup_with_margin"] == 0.5

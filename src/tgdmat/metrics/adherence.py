@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..symmetry import MARGIN
 from ..text.prompts import SYMPREC, PromptFields, structure_fields
 from .validity import structure_valid
 
@@ -66,6 +67,17 @@ def conventional_parameters(structure, symprec: float = SYMPREC) -> dict[str, fl
     return {"a": a, "b": b, "c": c, "alpha": alpha, "beta": beta, "gamma": gamma, "c_over_a": c / a, "volume": lat.volume}
 
 
+def _group_at(structure, symprec: float) -> int | None:
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return SpacegroupAnalyzer(structure, symprec=symprec).get_space_group_number()
+        except Exception:
+            return None
+
+
 def prompt_checks(structure, fields: PromptFields, lattice: dict[str, float] | None = None, rel_tol: float = 0.02, symprec: float = SYMPREC) -> dict[str, bool]:
     """Per field the prompt sets, whether ``structure`` satisfies it (lattice values within ``rel_tol``
     in the conventional cell); no validity gate: the summary reports validity beside."""
@@ -73,6 +85,8 @@ def prompt_checks(structure, fields: PromptFields, lattice: dict[str, float] | N
         warnings.simplefilter("ignore")
         got = structure_fields(structure, symprec=symprec)
     out = {name: bool(check(got)) for name, check in _checks(fields).items()}
+    if "spacegroup" in out:  # the group holds with margin: spglib still finds it at twice the tolerance (else pseudo-symmetric)
+        out["spacegroup_with_margin"] = out["spacegroup"] and _group_at(structure, MARGIN * symprec) == _prompt_spacegroup(fields)
     if lattice:
         params = conventional_parameters(structure, symprec)
         for key, want in lattice.items():
@@ -97,6 +111,9 @@ def adherence(structures: Sequence, fields: PromptFields, symprec: float = SYMPR
     out: dict = {}
     for j, name in enumerate(checks):
         out[name] = float(table[:, j].mean()) if n else float("nan")
+    if "spacegroup" in checks and n:  # also: the group holds at twice the tolerance (not pseudo-symmetric); not part of "all"
+        number, j = _prompt_spacegroup(fields), list(checks).index("spacegroup")
+        out["spacegroup_with_margin"] = float(np.mean([bool(table[i, j]) and _group_at(s, MARGIN * symprec) == number for i, s in enumerate(structures)]))
     if n == 0:
         out["all"] = float("nan")
     elif checks:
