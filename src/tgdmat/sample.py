@@ -191,6 +191,9 @@ class Sampler:
         proposed = [i for i, p in enumerate(plans) if p.propose and p.template is not None]
         if not proposed:
             return self._sample(plans, cond, steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr)
+        if len(plans) + PROPOSAL_ROUNDS * len(proposed) <= batch_size:
+            return self._sample_proposals_batched(plans, proposed, cond, steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr)
+        # a run larger than a batch: the rounds one after another cost less compute (most crystals keep a free draw)
         # the model's own answer first; the template only where it misses the group
         kept: dict[int, object] = {}
         pending = proposed
@@ -206,6 +209,25 @@ class Sampler:
             out[i] = s
         for i, s in zip(rest, redo):
             out[i] = s
+        if on_batch is not None:
+            on_batch(out)
+        return out
+
+    def _sample_proposals_batched(self, plans, proposed: list[int], cond: "Condition", steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr) -> list:
+        """The proposal rounds as one batched draw (a run that fits one batch: latency, not compute,
+        is what counts): every plan as planned, and PROPOSAL_ROUNDS free candidates of each proposed
+        one, in the same trajectory; a proposed crystal keeps its first free candidate that has the
+        template's group (the model's own answer), else its enforced draw."""
+        free = [CrystalPlan(plans[i].num_atoms, None, sorted(plans[i].atom_types)) for _ in range(PROPOSAL_ROUNDS) for i in proposed]
+        rows = list(range(len(plans))) + [i for _ in range(PROPOSAL_ROUNDS) for i in proposed]
+        drawn = self._sample(list(plans) + free, cond.select(rows), steps, guidance, seed, batch_size, bar, lattice, free_types, None, step_lr)
+        out = drawn[: len(plans)]
+        candidates = drawn[len(plans):]
+        for r in reversed(range(PROPOSAL_ROUNDS)):  # the earliest free candidate with the group wins
+            for k, i in enumerate(proposed):
+                s = candidates[r * len(proposed) + k]
+                if _spacegroup_number(s) == plans[i].template.spacegroup:
+                    out[i] = s
         if on_batch is not None:
             on_batch(out)
         return out
