@@ -38,6 +38,14 @@ def load(rel: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _save(plt, fig, name: str) -> Path:
+    fig.tight_layout()
+    out = FIGURES / name
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def csp_figure(plt, dataset: str) -> Path | None:
     rows = [(label, r) for label, rel in OURS[dataset] if (r := load(rel)) is not None]
     if not rows:
@@ -59,11 +67,7 @@ def csp_figure(plt, dataset: str) -> Path | None:
     ax.set_xlabel("% of test crystals (1 sample)")
     ax.set_title(f"{dataset}: CSP, ours (shared-data protocol) and published (standard splits, quoted)", fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    out = FIGURES / f"csp_{dataset}.png"
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, f"csp_{dataset}.png")
 
 
 def adherence_figure(plt) -> Path | None:
@@ -81,11 +85,7 @@ def adherence_figure(plt) -> Path | None:
     ax.set_ylabel("% of crystals with the stated field")
     ax.set_title("Prompt adherence in generation from test prompts (spglib 0.1 Å)", fontsize=9)
     ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    out = FIGURES / "adherence.png"
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, "adherence.png")
 
 
 def speed_figure(plt) -> Path | None:
@@ -100,11 +100,7 @@ def speed_figure(plt) -> Path | None:
     ax.set_xlabel("crystals per second (this 2-core CPU, whole test set)")
     ax.set_ylabel("match rate %")
     ax.set_title("Match rate against sampling speed", fontsize=9)
-    fig.tight_layout()
-    out = FIGURES / "speed.png"
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, "speed.png")
 
 
 def main() -> int:

@@ -68,14 +68,11 @@ def conventional_parameters(structure, symprec: float = SYMPREC) -> dict[str, fl
 
 
 def _group_at(structure, symprec: float) -> int | None:
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+    """spglib's space-group number at ``symprec`` (None when spglib fails)."""
+    from ..symmetry import _dataset
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return SpacegroupAnalyzer(structure, symprec=symprec).get_space_group_number()
-        except Exception:
-            return None
+    ds = _dataset(structure, symprec)
+    return int(ds.number) if ds is not None else None
 
 
 def prompt_checks(structure, fields: PromptFields, lattice: dict[str, float] | None = None, rel_tol: float = 0.02, symprec: float = SYMPREC) -> dict[str, bool]:
