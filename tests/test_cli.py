@@ -381,9 +381,9 @@ def test_evaluate_with_stated_lattice_numbers(tiny_checkpoint, tmp_path, capsys)
     assert len(err) == 1 and "model.facts_numbers" in err[0]
 
 
-@pytest.mark.parametrize("formula, model", [("SrTiO3", "perov_5_csp_facts"), ("C8", "carbon_24_csp_facts")])
+@pytest.mark.parametrize("formula, model", [("SrTiO3", "perov_5_csp_facts"), ("C8", "carbon_24_csp_facts"), ("NaCl", "mp_20_csp_facts")])
 def test_predict_without_a_checkpoint_uses_the_csp_model_of_the_formulas_data(tmp_path, formula, model):
-    """``predict --formula X`` picks the shipped CSP-only model (Carbon-24's for carbon), records it,
+    """``predict --formula X`` picks the shipped CSP-only model (Carbon-24's for carbon, MP-20's for general chemistry), records it,
     and returns exactly that composition; a formula it cannot parse still gets predict's own error."""
     from pymatgen.core import Composition
 
@@ -424,6 +424,9 @@ def test_generate_without_a_checkpoint_uses_the_csp_model_when_the_prompt_names_
     assert default_generate_model("a cubic perovskite in space group Pm-3m") == "perov_5"
     assert default_generate_model("SrTiO3", free=True) == "perov_5"
     assert default_generate_model("") == "perov_5"
+    assert default_generate_model("rutile TiO2") == default_generate_model("a hexagonal GaN in P6_3mc") == "mp_20_csp_facts"
+    assert default_generate_model("diamond") == "mp_20_csp_facts"  # 2 atoms: outside Carbon-24's 6-24
+    assert default_generate_model("a tetragonal perovskite with formula PbTiO3, space group P4mm") == "mp_20_csp_facts"  # Perov-5 has no polar ABO3
 
 
 @pytest.mark.parametrize("formula, family", [
