@@ -106,3 +106,9 @@ def test_names_are_found_as_whole_words_and_elements_are_not_prototypes():
     assert find_name("a copper oxide") is None and find_name("tungsten metal") is None  # the elements, not the fcc/bcc prototypes
     assert find_name("diamondoid cages") is None and find_name("a rutile-type SnO2") == "rutile" and find_name("a rutile-like SnO2") == "rutile"
     assert find_name("rocksalt-derived") is None
+
+
+def test_words_the_model_cannot_honour_are_reported():
+    from tgdmat.text.prompts import qualitative_terms
+
+    assert qualitative_terms("a metallic, stable, layered MoS2") == ["metallic", "stable", "layered"]

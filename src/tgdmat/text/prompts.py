@@ -344,7 +344,7 @@ DATASET_PROPERTIES = {
 _QUALITATIVE = re.compile(
     r"\b(?:(?:wide|narrow|large|small|low|high|direct|indirect)\s+band\s*gap|band\s*gap|stable|unstable|metallic|metal|magnetic|"
     r"ferromagnetic|antiferromagnetic|superconduct\w*|semiconduct\w*|conduct\w*|insulat\w*|hard|soft|ferroelectric|piezoelectric|"
-    r"thermoelectric|transparent|porous|light|heavy|dense)\b", re.I)
+    r"thermoelectric|transparent|porous|layered|two-dimensional|2D|light|heavy|dense)\b", re.I)
 LENGTH_RANGE = (1.0, 100.0)
 ANGLE_RANGE = (30.0, 150.0)
 
