@@ -381,7 +381,7 @@ def test_evaluate_with_stated_lattice_numbers(tiny_checkpoint, tmp_path, capsys)
     assert len(err) == 1 and "model.facts_numbers" in err[0]
 
 
-@pytest.mark.parametrize("formula, model", [("SrTiO3", "perov_5_csp_facts"), ("C8", "carbon_24_csp_facts"), ("NaCl", "mp_20_csp_facts")])
+@pytest.mark.parametrize("formula, model", [("SrTiO3", "perov_5_csp_facts"), ("C8", "carbon_24_csp_facts"), ("NaCl", "mp_20_csp_facts"), ("C2", "mp_20_csp_facts")])
 def test_predict_without_a_checkpoint_uses_the_csp_model_of_the_formulas_data(tmp_path, formula, model):
     """``predict --formula X`` picks the shipped CSP-only model (Carbon-24's for carbon, MP-20's for general chemistry), records it,
     and returns exactly that composition; a formula it cannot parse still gets predict's own error."""

@@ -51,6 +51,10 @@ def _load_sampler(args, device: str = "cpu"):
     """The model with this run's sampler settings (precision, corrector scaling, integrator)."""
     from .sample import Sampler
 
+    if args.threads:  # the encoder and CHGNet use it too; the denoiser's passes get it from sampler.threads
+        import torch
+
+        torch.set_num_threads(args.threads)
     sampler = Sampler.load(args.checkpoint, device, args.precision)
     sampler.threads = args.threads  # None: the thread policy of tgdmat.threads
     if args.corrector:
@@ -217,11 +221,11 @@ def cmd_generate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .pretrained import default_predict_model
+    from .pretrained import atoms_as_written, default_predict_model
 
     _check_sampling(args)
     if not args.checkpoint:
-        args.checkpoint = default_predict_model(args.formula)
+        args.checkpoint = default_predict_model(args.formula, atoms_as_written(args.formula))
         print(f"model: {args.checkpoint} (the shipped model for this composition; --checkpoint chooses another)")
     sampler = _load_sampler(args, args.device)
     n = 1 if args.num_samples is None else args.num_samples

@@ -32,6 +32,14 @@ class CrystalPlan:
     fixed_sites: bool = False  # a named prototype fixed which element sits on which orbit: no site-order repair
 
 
+def template_plan(template: Template, **options) -> CrystalPlan:
+    """A plan that enforces ``template`` with its atom types in orbit order (``options``: the other CrystalPlan fields)."""
+    from pymatgen.core.periodic_table import Element
+
+    types = [Element(el).Z for el, letter in template.sites for _ in range(len(orbit_ops(template.spacegroup, letter)[0]))]
+    return CrystalPlan(len(types), template, types, **options)
+
+
 def spacegroup_pool(fields: PromptFields) -> list[int] | None:
     """The space groups a prompt allows: its group, the groups of its crystal system, or None."""
     if fields.spacegroup_number:
@@ -194,9 +202,8 @@ def plan_crystals(fields: PromptFields, sizes: list[int] | None, n: int, library
             if not templates:
                 raise SymmetryError(f"no Wyckoff combination of {_pool_name(fields)} holds {fields.formula} with {size} atoms per cell")
             tpl = templates[_choose(weights, 1, generator)[0]]
-            types = [Element(el).Z for el, letter in tpl.sites for _ in range(len(orbit_ops(tpl.spacegroup, letter)[0]))]
             # without stated coordination the model's own site choice beats the template prior: propose first
-            plans.append(CrystalPlan(size, tpl, types, propose=propose and not coordination and (lattice is None or lattice.is_empty())))
+            plans.append(template_plan(tpl, propose=propose and not coordination and (lattice is None or lattice.is_empty())))
         return plans
     if pool is None:
         return [CrystalPlan(size) for size in sizes]
@@ -211,19 +218,16 @@ def _prototype_plans(fields: PromptFields, sizes: list[int] | None, n: int) -> l
     """Plans for a named prototype: its Wyckoff template, decorated with the formula's elements
     where there is one (never proposed freely: the name fixes the sites), else with the orbits
     left for the model to fill."""
-    from pymatgen.core.periodic_table import Element
-
     from .prototypes import decorated_sites, library
 
     proto = library()[0][fields.prototype]
     if not fields.formula:
-        return [CrystalPlan(proto.num_atoms, Template(proto.spacegroup, tuple((None, letter) for _, letter in proto.sites)))] * n
-    tpl = Template(proto.spacegroup, decorated_sites(proto, fields.formula))
-    types = [Element(el).Z for el, letter in tpl.sites for _ in range(len(orbit_ops(tpl.spacegroup, letter)[0]))]
+        return [CrystalPlan(proto.num_atoms, Template(proto.spacegroup, tuple((None, letter) for _, letter in proto.sites))) for _ in range(n)]
     for size in sizes or [proto.num_atoms]:
         if size != proto.num_atoms:
             raise PromptError(f"the {proto.name} cell has {proto.num_atoms} atoms, not {size}")
-    return [CrystalPlan(proto.num_atoms, tpl, list(types), fixed_sites=True) for _ in range(len(sizes) if sizes else n)]
+    tpl = Template(proto.spacegroup, decorated_sites(proto, fields.formula))
+    return [template_plan(tpl, fixed_sites=True) for _ in range(len(sizes) if sizes else n)]
 
 
 def lattice_for_plans(lattice: LatticeTarget, density: float | None, plans: list[CrystalPlan], notes: list[str]) -> LatticeTarget | None:

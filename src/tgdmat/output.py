@@ -32,7 +32,7 @@ def describe_result(s) -> dict:
         sg_symbol, sg_number = sga.get_space_group_symbol(), sga.get_space_group_number()
         conventional = sga.get_conventional_standard_structure().lattice
     except Exception:
-        sg_symbol, sg_number, conventional = "P1", 1, s.lattice
+        sga, sg_symbol, sg_number, conventional = None, "P1", 1, s.lattice
     a, b, c = conventional.abc  # the conventional standard cell, as a chemist reads it (diamond: a = b = c = 3.57)
     alpha, beta, gamma = conventional.angles
     written = " ".join(f"{x:.4f}" for x in s.lattice.abc) + " " + " ".join(f"{x:.3f}" for x in s.lattice.angles)
@@ -52,7 +52,7 @@ def describe_result(s) -> dict:
         "struct_valid": bool(structure_valid(s)),
         "comp_valid": bool(composition_valid(s)),
         **assess(s).row(),
-        **symmetry_margin(s, SYMPREC),
+        **symmetry_margin(s, SYMPREC, sga),
         **moved,
     }
 

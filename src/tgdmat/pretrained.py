@@ -22,6 +22,7 @@ DEFAULT_PREDICT_MODEL = "perov_5_csp_facts"  # predict: the CSP-only model (meas
 CARBON_PREDICT_MODEL = "carbon_24_csp_facts"
 GENERAL_PREDICT_MODEL = "mp_20_csp_facts"  # every other composition of at most 20 atoms per cell (MP-20's elements)
 # the anion parts of Perov-5's ABX3 (every one of its 18,928 crystals has one of these seven)
+PEROVSKITE_ANION_ELEMENTS = ("O", "N", "F", "S")
 PEROVSKITE_ANIONS = ({"O": 3}, {"N": 3}, {"N": 2, "O": 1}, {"N": 1, "O": 2}, {"F": 1, "O": 2}, {"O": 2, "S": 1}, {"F": 1, "N": 1, "O": 1})
 
 
@@ -34,7 +35,7 @@ def composition_family(formula: str) -> str:
     counts = {str(e): int(round(n)) for e, n in comp.items()}
     if set(counts) == {"C"}:
         return "carbon"
-    anions = {e: n for e, n in counts.items() if e in ("O", "N", "F", "S")}
+    anions = {e: n for e, n in counts.items() if e in PEROVSKITE_ANION_ELEMENTS}
     cations = {e: n for e, n in counts.items() if e not in anions}
     if sum(counts.values()) == 5 and anions in PEROVSKITE_ANIONS and sorted(cations.values()) in ([1, 1], [2]):
         return "perovskite"
@@ -44,6 +45,21 @@ def composition_family(formula: str) -> str:
 CARBON_ATOMS = (6, 24)  # Carbon-24's cells; other carbon cells (diamond's 2-atom primitive cell) go to the general model
 
 
+def shipped(name: str) -> bool:
+    """Whether a model of this name ships with the package."""
+    return (CHECKPOINT_DIR / f"{name}.safetensors").exists()
+
+
+def atoms_as_written(formula: str) -> int | None:
+    """Atoms per cell of a formula as ``predict`` reads it ('C8' = 8, 'SrTiO3' = 5); None when it does not parse."""
+    from pymatgen.core import Composition
+
+    try:
+        return int(round(Composition(formula).num_atoms))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def default_predict_model(formula: str, num_atoms: int | None = None) -> str:
     """The shipped model ``predict`` uses when none is named: Carbon-24's for a carbon-only
     formula of 6-24 atoms, Perov-5's for a Perov-5-like ABX3, MP-20's for everything else (where shipped)."""
@@ -51,7 +67,7 @@ def default_predict_model(formula: str, num_atoms: int | None = None) -> str:
         family = composition_family(formula)
     except (ValueError, KeyError, TypeError, AttributeError):  # a bad formula is reported by predict itself
         return DEFAULT_PREDICT_MODEL
-    general = (CHECKPOINT_DIR / f"{GENERAL_PREDICT_MODEL}.safetensors").exists()
+    general = shipped(GENERAL_PREDICT_MODEL)
     if family == "carbon" and (num_atoms is None or CARBON_ATOMS[0] <= num_atoms <= CARBON_ATOMS[1] or not general):
         return CARBON_PREDICT_MODEL
     if family == "carbon":
@@ -68,7 +84,7 @@ def perovskite_data_holds(fields) -> str | None:
     or a 10- or 20-atom cell is outside it."""
     from pymatgen.core import Composition
 
-    anions = {str(e) for e in Composition(fields.formula).elements} & {"O", "N", "F", "S"}
+    anions = {str(e) for e in Composition(fields.formula).elements} & set(PEROVSKITE_ANION_ELEMENTS)
     if fields.num_atoms and fields.num_atoms != 5:
         return f"a {fields.num_atoms}-atom perovskite cell (Perov-5 has 5-atom cells only)"
     below_cubic = (fields.spacegroup_number and fields.spacegroup_number != 221) or fields.crystal_system not in (None, "cubic")
@@ -95,7 +111,7 @@ def choose_model(prompt: str, free: bool = False) -> tuple[str, str]:
     family = composition_family(fields.formula)
     if name == DEFAULT_PREDICT_MODEL and family == "perovskite":
         why = perovskite_data_holds(fields)
-        if why and (CHECKPOINT_DIR / f"{GENERAL_PREDICT_MODEL}.safetensors").exists():
+        if why and shipped(GENERAL_PREDICT_MODEL):
             return GENERAL_PREDICT_MODEL, f"{why}: the general model, whose Materials Project data hold real distortions"
         return name, "a Perov-5-like perovskite" + (f"; note: {why}" if why else "")
     return name, {"carbon": "pure carbon", "perovskite": "a Perov-5-like perovskite"}.get(family, "general chemistry (MP-20's elements, up to 20 atoms)")

@@ -550,9 +550,9 @@ def generate(prompt: str, n: int = 16, checkpoint: str | None = None, **kwargs) 
 
 def predict(formula: str, text: str | None = None, n: int = 1, checkpoint: str | None = None, **kwargs) -> list:
     """Crystal structure prediction for a composition (optionally guided by text); default model by ``default_predict_model``."""
-    from .pretrained import default_predict_model
+    from .pretrained import atoms_as_written, default_predict_model
 
-    result = Sampler.load(checkpoint or default_predict_model(formula), kwargs.pop("device", "cpu")).predict(formula, text, n, **kwargs)
+    result = Sampler.load(checkpoint or default_predict_model(formula, atoms_as_written(formula)), kwargs.pop("device", "cpu")).predict(formula, text, n, **kwargs)
     return result.with_summaries()
 
 

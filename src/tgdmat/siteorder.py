@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import combinations
 
-from .conditioning import CrystalPlan
+from .conditioning import CrystalPlan, template_plan
 from .metrics.quality import assess, quality_score
 from .symmetry import Template, orbit_ops, wyckoff_orbits
 
@@ -35,14 +35,6 @@ def exchanged_templates(structure, cations: set[str], symprec: float = 0.1) -> l
             swap = {a: b, b: a}
             out.append(Template(group, tuple(sorted((swap.get(el, el), letter) for el, letter in sites))))
     return out
-
-
-def template_plan(template: Template) -> CrystalPlan:
-    """A plan that enforces ``template`` with its atom types in orbit order."""
-    from pymatgen.core.periodic_table import Element
-
-    types = [Element(el).Z for el, letter in template.sites for _ in range(len(orbit_ops(template.spacegroup, letter)[0]))]
-    return CrystalPlan(len(types), template, types)
 
 
 @dataclass

@@ -467,11 +467,12 @@ def _min_distance(structure) -> float:
 MARGIN = 2.0  # a group holds with margin when spglib still finds it at this multiple of the tolerance
 
 
-def symmetry_margin(structure, symprec: float = 0.1) -> dict:
+def symmetry_margin(structure, symprec: float = 0.1, analyzer=None) -> dict:
     """Whether the crystal's space group at ``symprec`` survives at MARGIN times it, and if not, how
     far it is from the larger group found there: the largest atomic displacement (Å) between the
     crystal and its symmetrised form in that group, and the c/a of its conventional cell. A group
-    that only a nudge below the tolerance gives ("pseudo-symmetric") is then visible per crystal."""
+    that only a nudge below the tolerance gives ("pseudo-symmetric") is then visible per crystal.
+    ``analyzer``: a SpacegroupAnalyzer of the structure at ``symprec`` already made by the caller."""
     import warnings
 
     from pymatgen.analysis.structure_matcher import StructureMatcher
@@ -480,7 +481,7 @@ def symmetry_margin(structure, symprec: float = 0.1) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            low = SpacegroupAnalyzer(structure, symprec=symprec)
+            low = analyzer or SpacegroupAnalyzer(structure, symprec=symprec)
             high = SpacegroupAnalyzer(structure, symprec=MARGIN * symprec)
             g_low, g_high = low.get_space_group_number(), high.get_space_group_number()
             conv = low.get_conventional_standard_structure()

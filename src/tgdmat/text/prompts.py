@@ -276,7 +276,7 @@ def parse_prompt(text: str) -> PromptFields:
         fields.spacegroup_number = number
         fields.spacegroup_symbol = spacegroup_symbol(number)
     else:
-        sg = _spacegroup_in_tokens([tok.strip(".,;:") for tok in re.findall(r"[A-Za-z0-9().\-/_]+", text)])
+        sg = _spacegroup_in_tokens([tok.strip(".,;:") for tok in tokens])
         if sg:
             fields.spacegroup_number, fields.spacegroup_symbol = sg
     for name in CRYSTAL_SYSTEMS:
