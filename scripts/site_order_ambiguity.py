@@ -89,6 +89,7 @@ def model_report(checkpoint: str, split: str, seeds: int, workers: int) -> dict:
     from tgdmat.metrics.matching import pair_rms
     from tgdmat.metrics.validity import composition_valid
     from tgdmat.sample import Sampler
+    from tgdmat.options import SamplingOptions
 
     sampler = Sampler.load(checkpoint)
     sampler.model.compile_network()
@@ -98,7 +99,7 @@ def model_report(checkpoint: str, split: str, seeds: int, workers: int) -> dict:
     hit = np.zeros((seeds, len(table)), bool)
     swapped = np.zeros((seeds, len(table)), bool)
     for j in range(seeds):
-        preds = _sample_batches(sampler, table, None, True, sampler.cfg.diffusion.sample_steps, 1.0, j, 256, False)
+        preds = _sample_batches(sampler, table, None, True, SamplingOptions(seed=j, batch_size=256, site_order="model"), False)
         rms = pair_rms(preds, targets, workers)
         hit[j] = [r is not None and p is not None and bool(composition_valid(p)) for r, p in zip(rms, preds)]
         misses = [i for i in range(len(table)) if not hit[j, i] and preds[i] is not None and site_order(preds[i])]

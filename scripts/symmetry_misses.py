@@ -17,6 +17,7 @@ from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from tgdmat.data import load_split
 from tgdmat.evaluate import condition_plans, eval_subset, prompt_embeddings, table_facts_for
 from tgdmat.sample import Sampler
+from tgdmat.options import SamplingOptions
 
 TOLERANCES = (1e-4, 1e-3, 1e-2, 0.1)
 
@@ -47,7 +48,7 @@ def main() -> None:
     emb = prompt_embeddings(sampler, table, "test", "short")
     facts = table_facts_for(sampler, table, "test", "short")
     plans, failed = condition_plans(sampler, table, 0, typed=True)
-    generated = sampler.sample_plans(plans, emb, args.steps, 1.0, 0, 64, False, facts=facts)
+    generated = sampler.sample_plans(plans, emb, SamplingOptions(steps=args.steps, batch_size=64), facts=facts)
     kinds: Counter = Counter()
     rows = []
     for s, fields, plan in zip(generated, table.fields, plans):

@@ -121,35 +121,32 @@ def test_a_small_run_draws_its_proposals_in_one_batched_pass(monkeypatch):
     candidate with the template's group, else its enforced draw."""
     from types import SimpleNamespace
 
-    import tgdmat.sample as sample_module
+    import tgdmat.proposals as proposals
     from tgdmat.conditioning import CrystalPlan
-    from tgdmat.sample import PROPOSAL_ROUNDS, Condition, Sampler
+    from tgdmat.options import SamplingOptions
+    from tgdmat.proposals import PROPOSAL_ROUNDS, sample_with_proposals
+    from tgdmat.sample import Condition, Draw
     from tgdmat.symmetry import Template
 
     calls = []
-
-    def fake_sample(self, plans, cond, *args, **kwargs):
-        calls.append(len(plans))
-        # enforced draws carry the template's group 221; free candidate r of crystal k has group 221 only where r == k
-        return [SimpleNamespace(sg=221, tag=("enforced", i)) if p.template is not None else SimpleNamespace(sg=None, tag=("free", i)) for i, p in enumerate(plans)]
-
-    monkeypatch.setattr(sample_module, "_spacegroup_number", lambda s: s.sg)
     tpl = Template(221, (("Sr", "a"), ("Ti", "b"), ("O", "c")))
     plans = [CrystalPlan(5, tpl, [38, 22, 8, 8, 8], propose=True) for _ in range(3)]
     n = len(plans)
 
-    def tagged(self, plans_, cond, *args, **kwargs):
-        out = fake_sample(self, plans_, cond)
+    def draw(plans_, context, options, on_batch):
+        calls.append(len(plans_))
+        # enforced draws carry the template's group 221; free candidate r of crystal k has group 221 only where r == k
+        out = [SimpleNamespace(sg=221, tag=("enforced", i)) if p.template is not None else SimpleNamespace(sg=None, tag=("free", i)) for i, p in enumerate(plans_)]
         for j in range(n, len(out)):  # free candidates: round r = (j - n) // n, crystal k = (j - n) % n
             r, k = divmod(j - n, n)
             out[j].sg = 221 if r == k else 1
         return out
 
-    monkeypatch.setattr(Sampler, "_sample", tagged)
-    sampler = Sampler.__new__(Sampler)
-    got = sampler._sample_with_proposals(plans, Condition(None, None), 3, 1.0, 0, 64, None, None, False, None, None)
+    monkeypatch.setattr(proposals, "spacegroup_number", lambda s: s.sg)
+    context = Draw(Condition(None, None))
+    got = sample_with_proposals(draw, plans, context, SamplingOptions(steps=3, batch_size=64), None)
     assert calls == [n + PROPOSAL_ROUNDS * n]  # one pass for everything
     assert [s.tag[0] for s in got] == ["free", "free", "free"] and [s.tag[1] for s in got] == [n + 0, n + n + 1, n + 2 * n + 2]
     calls.clear()
-    got = sampler._sample_with_proposals(plans, Condition(None, None), 3, 1.0, 0, 4, None, None, False, None, None)  # does not fit: rounds in turn
+    got = sample_with_proposals(draw, plans, context, SamplingOptions(steps=3, batch_size=4), None)  # does not fit: rounds in turn
     assert len(calls) > 1

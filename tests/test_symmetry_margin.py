@@ -29,6 +29,7 @@ def test_groups_survive_a_cif_round_trip_with_margin(proto):
         assert SpacegroupAnalyzer(again, symprec=symprec).get_space_group_number() == proto.spacegroup
     margin = symmetry_margin(again)
     assert margin["pseudo_symmetric"] is False and margin["group_at_2x_symprec"] == proto.spacegroup
+    assert margin["nearest_larger_group"] != proto.spacegroup  # another group, found only at 0.5 Å or 1 Å, or none
 
 
 def test_a_nudged_cubic_perovskite_is_reported_pseudo_symmetric():
@@ -37,7 +38,9 @@ def test_a_nudged_cubic_perovskite_is_reported_pseudo_symmetric():
     assert SpacegroupAnalyzer(nudged, symprec=0.1).get_space_group_number() == 99
     assert m["pseudo_symmetric"] and m["group_at_2x_symprec"] == 221 and 0.03 < m["distortion_A"] < 0.1 and abs(m["c_over_a"] - 1.0025) < 1e-3
     polar = Structure(Lattice.tetragonal(3.90, 4.15), ["Pb", "Ti", "O", "O", "O"], [[0, 0, 0], [0.5, 0.5, 0.54], [0.5, 0.5, 0.11], [0.5, 0, 0.61], [0, 0.5, 0.61]])
-    assert symmetry_margin(polar) == {"group_at_2x_symprec": 99, "pseudo_symmetric": False, "distortion_A": None, "c_over_a": 1.0641}
+    m = symmetry_margin(polar)  # a real polar distortion: P4mm with margin, 0.3 Å from Pm-3m
+    assert {k: m[k] for k in ("group_at_2x_symprec", "pseudo_symmetric", "nearest_larger_group", "c_over_a")} == {"group_at_2x_symprec": 99, "pseudo_symmetric": False, "nearest_larger_group": 221, "c_over_a": 1.0641}
+    assert 0.25 < m["distortion_A"] < 0.35
 
 
 def test_a_requested_group_that_only_a_nudge_gives_fails_the_margin_check():

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .config import ModelConfig, load_config
+from .options import SamplingOptions
 
 
 def _peak_rss_mb() -> float:
@@ -94,7 +95,7 @@ def speed_sample(checkpoint: str | None = None, steps_list=(1000, 300, 100), n: 
     rows = []
     for steps, step_lr, corrector, precision, integrator in itertools.product(steps_list, step_lrs, correctors, precisions, integrators):
         cfg = dataclasses.replace(base.cfg, diffusion=dataclasses.replace(base.cfg.diffusion, corrector_rescale=corrector == "rescaled", integrator=integrator))
-        sampler = dataclasses.replace(base, cfg=cfg, precision=precision)
+        sampler = dataclasses.replace(base, cfg=cfg, options=dataclasses.replace(base.options, precision=precision))
         lr = cfg.diffusion.step_lr if step_lr is None else step_lr
         row = {"steps": steps, "integrator": integrator, "step_lr": lr, "corrector": corrector if lr > 0 else "none", "precision": precision,
                "network_passes": steps * (2 if lr > 0 else 1), "torch_threads": torch.get_num_threads()}
@@ -102,7 +103,7 @@ def speed_sample(checkpoint: str | None = None, steps_list=(1000, 300, 100), n: 
         row.update(n=res["n"], crystals_per_second=res["crystals_per_second"], match_rate=round(res["match_rate"], 4), rmse=round(res["rmse"], 4), exact=round(res["exact_match_rate"], 4))
         if table is not None and cfg.diffusion.task != "csp":
             start = time.time()
-            _sample_batches(sampler, table, emb, False, steps, 1.0, seed, batch_size, False, lr)
+            _sample_batches(sampler, table, emb, False, SamplingOptions(steps=steps, seed=seed, batch_size=batch_size, step_lr=lr, site_order="model"), False)
             row["generate_crystals_per_second"] = round(len(table) / (time.time() - start), 2)
         row["peak_rss_mb"] = round(_peak_rss_mb(), 1)
         rows.append(row)
@@ -132,7 +133,7 @@ def speed_reference(checkpoint: str | None = None, n: int = 64, steps: int = 100
     table = eval_subset(load_split(cfg.data.dataset, "test", progress=False), n)
     emb = prompt_embeddings(base, table, "test", eval_prompt_kind(base, None))
     start = time.time()
-    _sample_batches(sampler, table, emb, True, steps, 1.0, seed, batch_size, False, cfg.diffusion.step_lr)
+    _sample_batches(sampler, table, emb, True, SamplingOptions(steps=steps, seed=seed, batch_size=batch_size, step_lr=cfg.diffusion.step_lr, site_order="model"), False)
     seconds = time.time() - start
     return {"configuration": sampler.source, "parameters": sum(p.numel() for p in model.parameters()), "steps": steps, "step_lr": cfg.diffusion.step_lr,
             "network_passes": 2 * steps, "n": len(table), "torch_threads": torch.get_num_threads(), "crystals_per_second": round(len(table) / seconds, 3), "peak_rss_mb": round(_peak_rss_mb(), 1)}

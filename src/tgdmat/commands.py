@@ -47,23 +47,26 @@ def _sampler_meta(sampler) -> dict:
     return {"precision": sampler.precision, "corrector": "rescaled" if d.corrector_rescale else "fixed", "step_lr": d.step_lr, "integrator": d.integrator, "compiled": sampler.model.compiled}
 
 
-def _load_sampler(args, device: str = "cpu"):
-    """The model with this run's sampler settings (precision, corrector scaling, integrator)."""
+def _load_sampler(args, options):
+    """The model, loaded and set up as this run's options say (precision, corrector scaling, integrator, compilation)."""
     from .sample import Sampler
 
-    if args.threads:  # the encoder and CHGNet use it too; the denoiser's passes get it from sampler.threads
+    if options.threads:  # the encoder and CHGNet use it too; the denoiser's passes get it from the options
         import torch
 
-        torch.set_num_threads(args.threads)
-    sampler = Sampler.load(args.checkpoint, device, args.precision)
-    sampler.threads = args.threads  # None: the thread policy of tgdmat.threads
-    if args.corrector:
-        sampler.cfg.diffusion.corrector_rescale = args.corrector == "rescaled"
-    if args.integrator:
-        sampler.cfg.diffusion.integrator = args.integrator
-    if args.compile:
-        sampler.model.compile_network()
-    return sampler
+        torch.set_num_threads(options.threads)
+    return Sampler.load(args.checkpoint, getattr(args, "device", "cpu"), options)
+
+
+def sampling_options(args, **overrides):
+    """The run's SamplingOptions from the command line (evaluate starts from its own defaults), checked once."""
+    from .options import SamplingOptions
+
+    if args.command == "evaluate":
+        from .evaluate import EVALUATION
+
+        return EVALUATION.updated_from(args, **overrides)
+    return SamplingOptions().updated_from(args, **overrides)
 
 
 def _report(rows: list[dict], out: str, result) -> None:
@@ -122,25 +125,16 @@ def _ranked(structures: list, meta: dict, args) -> tuple[list, str, dict]:
     return [structures[i] for i in keep], args.out, meta
 
 
-def _check_sampling(args) -> None:
-    """Every sampling option, checked before any work starts (one clear line each)."""
-    import math
-
+def _check_sampling(args):
+    """Every sampling option, checked before any work starts (one clear line each); the run's options."""
     if args.num_samples is not None and not 1 <= args.num_samples <= 100_000:
         raise ValueError(f"number of samples (-n) must be in 1..100000, not {args.num_samples}")
-    if args.steps is not None and not 1 <= args.steps <= 10_000:
-        raise ValueError(f"--steps must be in 1..10000, not {args.steps}")
-    if not math.isfinite(args.guidance) or not 0.0 <= args.guidance <= 20.0:
-        raise ValueError(f"--guidance must be a finite number in 0..20, not {args.guidance}")
-    if not 1 <= args.batch_size <= 4096:
-        raise ValueError(f"--batch-size must be in 1..4096, not {args.batch_size}")
-    if not 0 <= args.seed < 2**63:
-        raise ValueError(f"--seed must be in 0..2^63-1, not {args.seed}")
     if getattr(args, "atoms", None) is not None and not 1 <= args.atoms <= 200:
         raise ValueError(f"--atoms must be in 1..200, not {args.atoms}")
-    _check_threads(args.threads)
+    options = sampling_options(args, enforce=not getattr(args, "free", False))
     _check_device(args.device)
     _check_rank(args)
+    return options
 
 
 def _check_threads(threads: int | None) -> None:
@@ -206,46 +200,45 @@ def _sample_locked(args, meta: dict, run, sampler) -> int:
 def cmd_generate(args) -> int:
     from .pretrained import choose_model
 
-    _check_sampling(args)
+    options = _check_sampling(args)
     if not args.checkpoint:
         args.checkpoint, why = choose_model(args.prompt, args.free)
         print(f"model: {args.checkpoint} ({why})")
-    sampler = _load_sampler(args, args.device)
+    sampler = _load_sampler(args, options)
     n = 16 if args.num_samples is None else args.num_samples
-    steps = args.steps or sampler.cfg.diffusion.sample_steps
-    meta = {"command": "generate", "prompt": args.prompt, "checkpoint": args.checkpoint, "n": n, "steps": steps, "guidance": args.guidance, "seed": args.seed, "free": args.free, "batch_size": args.batch_size, **_sampler_meta(sampler)}
+    options = sampler.resolved()
+    meta = {"command": "generate", "prompt": args.prompt, "checkpoint": args.checkpoint, "n": n, "steps": options.steps, "guidance": options.guidance, "seed": options.seed, "free": args.free, "batch_size": options.batch_size, **_sampler_meta(sampler)}
     return _sample_to(args, meta, lambda on_batch: sampler.generate(
-        args.prompt, n, steps=steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
-        num_atoms=args.atoms, strict=not args.allow_out_of_scope, progress=not args.quiet, free=args.free, on_batch=on_batch, site_order=args.site_order,
+        args.prompt, n, options, num_atoms=args.atoms, strict=not args.allow_out_of_scope, progress=not args.quiet, on_batch=on_batch,
     ), sampler)
 
 
 def cmd_predict(args) -> int:
     from .pretrained import atoms_as_written, default_predict_model
 
-    _check_sampling(args)
+    options = _check_sampling(args)
     if not args.checkpoint:
         args.checkpoint = default_predict_model(args.formula, atoms_as_written(args.formula))
         print(f"model: {args.checkpoint} (the shipped model for this composition; --checkpoint chooses another)")
-    sampler = _load_sampler(args, args.device)
+    sampler = _load_sampler(args, options)
     n = 1 if args.num_samples is None else args.num_samples
-    steps = args.steps or sampler.cfg.diffusion.sample_steps
-    meta = {"command": "predict", "formula": args.formula, "text": args.text, "checkpoint": args.checkpoint, "n": n, "steps": steps, "guidance": args.guidance, "seed": args.seed, "batch_size": args.batch_size, **_sampler_meta(sampler)}
+    options = sampler.resolved()
+    meta = {"command": "predict", "formula": args.formula, "text": args.text, "checkpoint": args.checkpoint, "n": n, "steps": options.steps, "guidance": options.guidance, "seed": options.seed, "batch_size": options.batch_size, **_sampler_meta(sampler)}
     return _sample_to(args, meta, lambda on_batch: sampler.predict(
-        args.formula, args.text, n, steps=steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
-        strict=not args.allow_out_of_scope, progress=not args.quiet, on_batch=on_batch, site_order=args.site_order,
+        args.formula, args.text, n, options, strict=not args.allow_out_of_scope, progress=not args.quiet, on_batch=on_batch,
     ), sampler)
 
 
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_csp, evaluate_gen, markdown_table, write_json
 
-    _check_threads(args.threads)
-    sampler = _load_sampler(args)
+    options = sampling_options(args)
+    sampler = _load_sampler(args, options)
+    common = dict(workers=args.workers, data_root=args.data_root, progress=not args.quiet, prompt=args.prompt)
     if args.task == "csp":
-        result = evaluate_csp(sampler, args.split, args.limit, args.steps, args.k, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, args.step_lr, args.prompt, args.enforce, args.facts, not args.no_network_facts, args.rank, args.stated_lattice, args.site_order)
+        result = evaluate_csp(sampler, args.split, args.limit, args.k, sampler.options, facts=args.facts, network_facts=not args.no_network_facts, stated_lattice=args.stated_lattice, site_breakdown=args.site_order is not None, **common)
     else:
-        result = evaluate_gen(sampler, args.split, args.limit or 1000, args.steps, args.guidance, args.seed, args.batch_size, args.workers, args.data_root, not args.quiet, not args.no_coverage, args.stability, args.prompt, args.enforce)
+        result = evaluate_gen(sampler, args.split, args.limit or 1000, sampler.options, coverage_metrics=not args.no_coverage, stability=args.stability, **common)
     result["command"] = args.command_line
     if args.json:
         write_json(result, args.json)

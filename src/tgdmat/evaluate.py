@@ -19,9 +19,11 @@ from .atomic import atomic_path, atomic_write_text
 from .config import EVAL_PROMPT_KINDS
 from .data import cache_root, load_split, protocol_name
 from .data.csv import CrystalTable
+from .options import SamplingOptions
 from .sample import Sampler
-from .siteorder import check_site_order
 from .text.prompts import PromptFields, short_prompt
+
+EVALUATION = SamplingOptions(batch_size=256, enforce=False, site_order="model")  # evaluate's defaults: the model's free sampling
 
 
 def eval_subset(table: CrystalTable, limit: int | None, seed: int = 0) -> CrystalTable:
@@ -72,21 +74,21 @@ def table_facts_for(sampler: Sampler, table: CrystalTable, split: str, kind: str
     return table_facts(table, sampler.cfg.data.dataset, split, kind == "long", lattice=lattice, properties=numbers and kind == "short")
 
 
-def _sample_batches(sampler: Sampler, table: CrystalTable, emb: torch.Tensor | None, csp: bool, steps: int, guidance: float, seed: int, batch_size: int, progress: bool, step_lr: float | None = None, facts=None, site_order: str = "model"):
+def _sample_batches(sampler: Sampler, table: CrystalTable, emb: torch.Tensor | None, csp: bool, options: SamplingOptions, progress: bool, facts=None):
     """One free sample per crystal of ``table`` (same atoms per cell; same types for CSP), through
-    the product's own batch loop; ``site_order="bond-valence"``: doubted cation site orders are
-    repaired as ``predict`` does (``siteorder``)."""
+    the product's own batch loop; ``options.site_order == "bond-valence"``: doubted cation site
+    orders are repaired as ``predict`` does (``siteorder``)."""
     from .conditioning import CrystalPlan
 
     c = table.crystals
     types = torch.split(c.atom_types, c.num_atoms.tolist())
     plans = [CrystalPlan(int(n), None, t.tolist() if csp else None, propose=False) for n, t in zip(c.num_atoms.tolist(), types)]
-    out = sampler.sample_plans(plans, emb, steps, guidance, seed, batch_size, progress, free_types=not csp, step_lr=step_lr, facts=facts)
-    if site_order == "model":
+    out = sampler.sample_plans(plans, emb, options, free_types=not csp, facts=facts, progress=progress)
+    if options.site_order == "model":
         return out
-    from .siteorder import repair_site_order
+    from .siteorder import redrawer, repair_site_order
 
-    return repair_site_order(out, plans, sampler.redrawer(emb, steps, guidance, seed, batch_size, facts=facts, step_lr=step_lr))[0]
+    return repair_site_order(out, plans, redrawer(sampler, emb, options, facts=facts))[0]
 
 
 def site_order_breakdown(preds: list, targets: list, workers: int) -> dict:
@@ -134,24 +136,25 @@ def condition_plans(sampler: Sampler, table: CrystalTable, seed: int, typed: boo
     return plans, failed
 
 
-def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test", limit: int | None = None, steps: int | None = None, k: int = 1, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, step_lr: float | None = None, prompt: str | None = None, enforce: bool = False, facts: bool = False, network_facts: bool = True, rank: str | None = None, stated_lattice: bool = False, site_order: str | None = None) -> dict:
+def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test", limit: int | None = None, k: int = 1, options: SamplingOptions | None = None, *, workers: int = 2, data_root: str | None = None, progress: bool = True, prompt: str | None = None, facts: bool = False, network_facts: bool = True, stated_lattice: bool = False, site_breakdown: bool = False, **option_values) -> dict:
     """Match rate and RMSE of CSP on a split (best of ``k`` samples when k > 1).
 
     ``checkpoint``: a shipped name, a ``.safetensors`` path, or an already loaded ``Sampler``.
-    ``enforce``: the test prompt's space group is kept at every step (a Wyckoff template chosen
+    ``options`` (default ``EVALUATION``; keyword ``option_values`` such as steps or seed replace
+    theirs): sample j of k uses seed + j. ``options.enforce``: the test prompt's space group is kept at every step (a Wyckoff template chosen
     from the training templates for the composition, as the product does for a user); ``facts``:
     the coordination numbers of each crystal's long description choose the template's sites;
     ``network_facts`` (models built with facts): the network reads each test crystal's stated
     facts (space group; with long descriptions per-element coordination and bond lengths);
-    ``rank`` ("energy" or "bond-valence"): also the top-1 match rate when the k samples of each
+    ``options.rank`` ("energy" or "bond-valence"): also the top-1 match rate when the k samples of each
     crystal are ranked by CHGNet energy per atom or by bond-valence plausibility (``ranked_top1``,
     for every power of two up to k); ``stated_lattice``
     (models built with ``model.facts_numbers``): the network also reads each test crystal's
     conventional lattice parameters, volume per atom and c/a, as a prompt stating them gives them
     (not enforced by the sampler). ``lattice_within_2pct``: share of first samples whose a, b, c
-    are within 2% of the test crystal's. ``site_order`` (free sampling): "bond-valence" repairs
-    doubted cation site orders as ``predict`` does, "model" keeps the model's own; either one also
-    reports ``site_order_breakdown`` (default None: the model's own, no breakdown).
+    are within 2% of the test crystal's. ``options.site_order`` (free sampling): "bond-valence"
+    repairs doubted cation site orders as ``predict`` does, "model" keeps the model's own;
+    ``site_breakdown`` also reports ``site_order_breakdown``.
     """
     from .metrics import match_rate_rmse, match_rate_rmse_k
     from .metrics.adherence import lattice_within
@@ -161,10 +164,10 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
     cfg = sampler.cfg
     if stated_lattice and not (cfg.model.facts and cfg.model.facts_numbers and network_facts):
         raise ValueError("stated lattice numbers need a model built with model.facts_numbers (and network facts on)")
-    steps = steps or cfg.diffusion.sample_steps
+    options = sampler.resolved((options or EVALUATION).with_values(**option_values))
+    steps, step_lr, seed, enforce, rank = options.steps, options.step_lr, options.seed, options.enforce, options.rank
     table = eval_subset(load_split(cfg.data.dataset, split, data_root or cfg.data.data_root), limit)
     targets = table.structures()
-    step_lr = cfg.diffusion.step_lr if step_lr is None else step_lr
     kind = eval_prompt_kind(sampler, prompt)
     emb = prompt_embeddings(sampler, table, split, kind)
     stated = table_facts_for(sampler, table, split, kind, stated_lattice) if network_facts else None
@@ -179,11 +182,9 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
             texts = descriptions_for(cfg.data.dataset, split, table.ids)
         for j in range(k):
             plans, failed = condition_plans(sampler, table, seed + j, typed=True, texts=texts)
-            samples.append(sampler.sample_plans(plans, emb, steps, guidance, seed + j, batch_size, progress, step_lr=step_lr, facts=stated))
+            samples.append(sampler.sample_plans(plans, emb, options.with_seed(seed + j), facts=stated, progress=progress))
     else:
-        if site_order is not None:
-            check_site_order(site_order)
-        samples = [_sample_batches(sampler, table, emb, True, steps, guidance, seed + j, batch_size, progress, step_lr, stated, site_order or "model") for j in range(k)]
+        samples = [_sample_batches(sampler, table, emb, True, options.with_seed(seed + j), progress, stated) for j in range(k)]
     seconds = time.time() - t0
     if k == 1:
         metrics = match_rate_rmse(samples[0], targets, workers=workers, progress=progress)
@@ -194,13 +195,13 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
     metrics["lattice_within_2pct"] = lattice_within(samples[0], targets)
     if enforce:
         metrics.update(supergroup_moves(samples[0]))
-    elif site_order is not None:
+    elif site_breakdown:
         metrics.update(site_order_breakdown(samples[0], targets, workers))
     return {
         "task": "csp", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset, data_root or cfg.data.data_root), "split": split,
         "checkpoint": str(checkpoint), "text": cfg.model.use_text, "prompt": kind if cfg.model.use_text else None, "n": len(table), "k": k, "steps": steps, "step_lr": step_lr,
         "corrector_rescale": cfg.diffusion.corrector_rescale, "precision": sampler.precision, "compiled": sampler.model.compiled,
-        "guidance": guidance, "seed": seed, "enforce_spacegroup": enforce, "description_facts": facts, "network_facts": stated is not None, "stated_lattice": stated_lattice and stated is not None, "site_order": None if enforce else site_order, "no_template": failed, "sampling_seconds": round(seconds, 1),
+        "guidance": options.guidance, "seed": seed, "enforce_spacegroup": enforce, "description_facts": facts, "network_facts": stated is not None, "stated_lattice": stated_lattice and stated is not None, "site_order": None if enforce or not (site_breakdown or options.site_order != "model") else options.site_order, "no_template": failed, "sampling_seconds": round(seconds, 1),
         "crystals_per_second": round(k * len(table) / seconds, 3), **metrics,
     }
 
@@ -307,10 +308,11 @@ def quality_rates(generated: list, reference: list) -> dict:
     }
 
 
-def evaluate_gen(checkpoint: "str | Sampler | None" = None, split: str = "test", num_samples: int = 1000, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 256, workers: int = 2, data_root: str | None = None, progress: bool = True, coverage_metrics: bool = True, stability: int = 0, prompt: str | None = None, enforce: bool = False) -> dict:
+def evaluate_gen(checkpoint: "str | Sampler | None" = None, split: str = "test", num_samples: int = 1000, options: SamplingOptions | None = None, *, workers: int = 2, data_root: str | None = None, progress: bool = True, coverage_metrics: bool = True, stability: int = 0, prompt: str | None = None, **option_values) -> dict:
     """De novo generation conditioned on ``num_samples`` test prompts; CDVAE metrics + adherence.
 
-    ``enforce``: the product's binding mode (formula, space group and atoms per cell of each test
+    ``options`` (default ``EVALUATION``; keyword ``option_values`` replace theirs).
+    ``options.enforce``: the product's binding mode (formula, space group and atoms per cell of each test
     prompt enforced by construction, as ``tgdmat generate`` does); otherwise the model's free de novo
     sampling, conditioned on the text only. A CSP-only model is evaluated with ``enforce`` only."""
     from .metrics import coverage, property_distances, validity
@@ -318,9 +320,10 @@ def evaluate_gen(checkpoint: "str | Sampler | None" = None, split: str = "test",
     sampler = checkpoint if isinstance(checkpoint, Sampler) else Sampler.load(checkpoint)
     checkpoint = sampler.source if isinstance(checkpoint, Sampler) else checkpoint
     cfg = sampler.cfg
+    options = sampler.resolved((options or EVALUATION).with_values(**option_values))
+    steps, seed, enforce = options.steps, options.seed, options.enforce
     if cfg.diffusion.task == "csp" and not enforce:  # with --enforce each prompt's formula fixes the types, as `generate` does
         raise CspOnlyModel(f"{checkpoint}: trained for CSP only (task csp); it has no free de novo generation to evaluate (use --enforce)")
-    steps = steps or cfg.diffusion.sample_steps
     full = load_split(cfg.data.dataset, split, data_root or cfg.data.data_root)
     conditions = eval_subset(full, num_samples, seed)
     kind = eval_prompt_kind(sampler, prompt)
@@ -330,14 +333,14 @@ def evaluate_gen(checkpoint: "str | Sampler | None" = None, split: str = "test",
     failed = 0
     if enforce:
         plans, failed = condition_plans(sampler, conditions, seed, typed=True)
-        generated = sampler.sample_plans(plans, emb, steps, guidance, seed, batch_size, progress, facts=stated)
+        generated = sampler.sample_plans(plans, emb, options, facts=stated, progress=progress)
     else:
-        generated = _sample_batches(sampler, conditions, emb, False, steps, guidance, seed, batch_size, progress, facts=stated)
+        generated = _sample_batches(sampler, conditions, emb, False, options, progress, facts=stated)
     seconds = time.time() - t0
     result = {
         "task": "gen", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset, data_root or cfg.data.data_root), "split": split,
         "checkpoint": str(checkpoint), "text": cfg.model.use_text, "prompt": kind if cfg.model.use_text else None, "n": len(generated), "steps": steps,
-        "corrector_rescale": cfg.diffusion.corrector_rescale, "precision": sampler.precision, "compiled": sampler.model.compiled, "guidance": guidance, "seed": seed, "enforce": enforce, "no_template": failed, "sampling_seconds": round(seconds, 1),
+        "corrector_rescale": cfg.diffusion.corrector_rescale, "precision": sampler.precision, "compiled": sampler.model.compiled, "guidance": options.guidance, "seed": seed, "enforce": enforce, "no_template": failed, "sampling_seconds": round(seconds, 1),
         "crystals_per_second": round(len(generated) / seconds, 3),
     }
     result.update(validity(generated))

@@ -7,28 +7,26 @@ pymatgen Structures; ``tgdmat.output`` writes them (CIFs, one extxyz, a JSON/CSV
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from .crystal import MAX_Z
 from .pretrained import ModelInfo, encoder_spec, load_checkpoint
-from .siteorder import check_site_order
+from .options import SamplingOptions, split_options
+from .request import Request, read_request, stated_facts
+from .siteorder import sample_settling_sites
 from .text.encoder import TextEncoder
 from .conditioning import CrystalPlan, lattice_for_plans, plan_crystals, spacegroup_pool, stoichiometry_for
 from .diffusion.joint import resolve_precision, respaced_steps
 from .symmetry import LatticeTarget, SymmetryConstraint, Template
 from .prototypes import prototype_cell_size
 from .threads import pass_threads
-from .text.facts import Facts, canonical_properties, crystal_facts, element_coordination
-from .text.prompts import (
-    SYMPREC, PromptError, PromptFields, honoured_properties, normalize_prompt, parse_lattice, parse_prompt, parse_properties,
-    qualitative_terms, short_prompt, structure_fields,
-)
+from .text.facts import Facts, element_coordination
+from .text.prompts import SYMPREC, PromptError, PromptFields, parse_prompt, short_prompt
 
 MAX_ATOMS = 200  # per crystal: the fully connected graph grows as N^2
-PROPOSAL_ROUNDS = 3  # free samples tried per crystal before its Wyckoff template is enforced
 
 
 def padded_batch(start: int, total: int, batch_size: int, pad: bool) -> list[int]:
@@ -56,26 +54,62 @@ class Condition:
         return Condition(self.text[index] if self.text is not None else None, self.facts.select(index) if self.facts is not None else None)
 
 
+@dataclass(frozen=True)
+class Draw:
+    """A pass's inputs besides its plans and options: conditions, lattice targets, whether types are drawn, the bar."""
+
+    cond: Condition
+    lattice: LatticeTarget | None = None
+    free_types: bool = False
+    bar: "SamplingProgress | None" = None
+
+    def select(self, index) -> "Draw":
+        """The same pass for the plans at ``index`` (their rows of the conditions)."""
+        return replace(self, cond=self.cond.select(index))
+
+    def unconstrained(self) -> "Draw":
+        """The same pass without lattice targets (a free proposal is the model's own answer)."""
+        return replace(self, lattice=None)
+
+
 @dataclass
 class Sampler:
-    """A loaded model with its text encoder, ready to sample."""
+    """A loaded model with its text encoder, ready to sample: loading, scope, conditioning and the
+    batch loop. Prompt reading lives in ``request``, planning in ``conditioning``, the proposal
+    policy in ``proposals`` and the site-order policy in ``siteorder``."""
 
     model: torch.nn.Module
     cfg: object
     info: ModelInfo
     device: str = "cpu"
     source: str | None = None  # the shipped name or path it was loaded from
-    precision: str = "fp32"  # the denoiser's arithmetic while sampling: fp32 or bf16 (see diffusion.joint.network_precision)
-    threads: int | None = None  # intra-op threads; None: chosen per batch by tgdmat.threads.ThreadTuner
+    options: SamplingOptions = field(default_factory=SamplingOptions)  # the default options of every run
     _encoder: TextEncoder | None = None
     _templates: object = None
 
     @staticmethod
-    def load(checkpoint: str | None = None, device: str = "cpu", precision: str = "fp32") -> "Sampler":
-        """A shipped model by name or a checkpoint path; ``precision`` fp32, bf16 or auto (bf16 where native)."""
-        precision = resolve_precision(precision, device)
+    def load(checkpoint: str | None = None, device: str = "cpu", options: SamplingOptions | None = None) -> "Sampler":
+        """A shipped model by name or a checkpoint path, set up as ``options`` say (precision: fp32,
+        bf16 or auto = bf16 where native; corrector, integrator, compilation); they are also the
+        default options of every run."""
+        options = options or SamplingOptions()
         model, cfg, info = load_checkpoint(checkpoint, device)
-        return Sampler(model, cfg, info, device, checkpoint, precision)
+        options = replace(options, precision=resolve_precision(options.precision, device))
+        if options.corrector:
+            cfg.diffusion.corrector_rescale = options.corrector == "rescaled"
+        if options.integrator:
+            cfg.diffusion.integrator = options.integrator
+        if options.compile:
+            model.compile_network()
+        return Sampler(model, cfg, info, device, checkpoint, options)
+
+    @property
+    def precision(self) -> str:
+        return self.options.precision
+
+    @property
+    def threads(self) -> int | None:
+        return self.options.threads
 
     @property
     def uses_text(self) -> bool:
@@ -95,13 +129,6 @@ class Sampler:
         """True for models trained on long (robocrys) descriptions: user text goes to the encoder as typed."""
         return self.uses_text and self.cfg.data.prompt == "long"
 
-    @staticmethod
-    def _long_text(text: str) -> str:
-        text = " ".join(text.split())
-        if len(text.split()) < 20:
-            print("tgdmat: warning: this model was trained on long descriptions (about 150 words, see `tgdmat describe`); a short prompt is out of its training distribution", file=sys.stderr)
-        return text
-
     def allowed_types(self) -> torch.Tensor | None:
         """Atomic numbers seen in training: de novo types are drawn among these only."""
         if not self.info.elements:
@@ -109,6 +136,11 @@ class Sampler:
         from pymatgen.core.periodic_table import Element
 
         return torch.tensor([Element(e).Z for e in self.info.elements], dtype=torch.long)
+
+    def resolved(self, options: SamplingOptions | None = None) -> SamplingOptions:
+        """A run's options (this sampler's own where none are given) with the model's defaults filled in."""
+        d = self.cfg.diffusion
+        return (options or self.options).resolved(d.sample_steps, d.step_lr)
 
     # -------------------------------------------------------------- scope checks
     def check_scope(self, num_atoms: list[int], elements: list[str] | None, strict: bool = True) -> None:
@@ -160,12 +192,16 @@ class Sampler:
             self._templates = load_templates(self.info.dataset)
         return self._templates
 
-    def sample_plans(self, plans: list[CrystalPlan], text: "str | torch.Tensor | None", steps=None, guidance: float = 1.0, seed: int = 0, batch_size: int = 64, progress: "bool | SamplingProgress" = False, lattice: LatticeTarget | None = None, free_types: bool = False, on_batch=None, step_lr: float | None = None, facts: Facts | None = None) -> list:
+    def sample_plans(self, plans: list[CrystalPlan], text: "str | torch.Tensor | None", options: SamplingOptions | None = None, *, lattice: LatticeTarget | None = None, free_types: bool = False, facts: Facts | None = None, progress: "bool | SamplingProgress" = False, on_batch=None) -> list:
         """Structures for per-crystal plans: types fixed where a plan gives them, Wyckoff orbits and
-        crystal system enforced where it has a template, ``lattice`` targets on every crystal.
-        ``text``: one prompt for all, or per-plan embeddings (len(plans), D). ``facts``: the stated
-        facts, one row for all or one per plan (models built with facts). ``on_batch(structures)``
-        is called after each finished batch; ``progress`` shows one bar over every batch and round."""
+        crystal system enforced where it has a template (a proposed plan's free draws tried first,
+        ``proposals``), ``lattice`` targets on every crystal. ``text``: one prompt for all, or
+        per-plan embeddings (len(plans), D). ``facts``: the stated facts, one row for all or one per
+        plan (models built with facts). ``on_batch(structures)`` is called after each finished
+        batch; ``progress`` shows one bar over every batch and round (or is a bar to count on)."""
+        from .proposals import sample_with_proposals
+
+        options = self.resolved(options)
         if isinstance(text, torch.Tensor):
             emb = text
         else:
@@ -173,93 +209,49 @@ class Sampler:
             emb = emb.expand(len(plans), -1) if emb is not None else None
         if facts is not None and len(facts) == 1 and len(plans) > 1:
             facts = facts.select([0] * len(plans))
-        cond = Condition(emb, facts if self.cfg.model.facts else None)
         own = progress is True  # a SamplingProgress passed in (site-order redraws) keeps counting on the caller's bar
-        bar = self.progress_bar(len(plans), steps, batch_size) if own else (progress if isinstance(progress, SamplingProgress) else None)
+        bar = self.progress_bar(len(plans), options) if own else (progress if isinstance(progress, SamplingProgress) else None)
+        draw = Draw(Condition(emb, facts if self.cfg.model.facts else None), lattice, free_types, bar)
         try:
-            return self._sample_with_proposals(plans, cond, steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr)
+            return sample_with_proposals(self._sample, plans, draw, options, on_batch)
         finally:
             if own and bar is not None:
                 bar.close()
 
-    def progress_bar(self, num_crystals: int, steps, batch_size: int) -> "SamplingProgress":
+    def progress_bar(self, num_crystals: int, options: SamplingOptions | None = None) -> "SamplingProgress":
         """One bar over every pass of a run, counted in denoising steps."""
-        network_steps = len(respaced_steps(self.cfg.diffusion.timesteps, steps or self.cfg.diffusion.sample_steps)) - 1
-        return SamplingProgress(num_crystals, network_steps, batch_size)
+        options = self.resolved(options)
+        network_steps = len(respaced_steps(self.cfg.diffusion.timesteps, options.steps)) - 1
+        return SamplingProgress(num_crystals, network_steps, options.batch_size)
 
-    def _sample_with_proposals(self, plans, cond: "Condition", steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr) -> list:
-        proposed = [i for i, p in enumerate(plans) if p.propose and p.template is not None]
-        if not proposed:
-            return self._sample(plans, cond, steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr)
-        if len(plans) + PROPOSAL_ROUNDS * len(proposed) <= batch_size:
-            return self._sample_proposals_batched(plans, proposed, cond, steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr)
-        # a run larger than a batch: the rounds one after another cost less compute (most crystals keep a free draw)
-        # the model's own answer first; the template only where it misses the group
-        kept: dict[int, object] = {}
-        pending = proposed
-        for r in range(PROPOSAL_ROUNDS):
-            free = [CrystalPlan(plans[i].num_atoms, None, sorted(plans[i].atom_types)) for i in pending]
-            first = self._sample(free, cond.select(pending), steps, guidance, seed + 7919 * (r + 1), batch_size, bar, None, free_types, None, step_lr)
-            kept.update({i: s for i, s in zip(pending, first) if _spacegroup_number(s) == plans[i].template.spacegroup})
-            pending = [i for i in pending if i not in kept]
-        rest = [i for i in range(len(plans)) if i not in kept]
-        redo = self._sample([plans[i] for i in rest], cond.select(rest), steps, guidance, seed, batch_size, bar, lattice, free_types, None, step_lr)
-        out = [None] * len(plans)
-        for i, s in kept.items():
-            out[i] = s
-        for i, s in zip(rest, redo):
-            out[i] = s
-        if on_batch is not None:
-            on_batch(out)
-        return out
-
-    def _sample_proposals_batched(self, plans, proposed: list[int], cond: "Condition", steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr) -> list:
-        """The proposal rounds as one batched draw (a run that fits one batch: latency, not compute,
-        is what counts): every plan as planned, and PROPOSAL_ROUNDS free candidates of each proposed
-        one, in the same trajectory; a proposed crystal keeps its first free candidate that has the
-        template's group (the model's own answer), else its enforced draw."""
-        free = [CrystalPlan(plans[i].num_atoms, None, sorted(plans[i].atom_types)) for _ in range(PROPOSAL_ROUNDS) for i in proposed]
-        rows = list(range(len(plans))) + [i for _ in range(PROPOSAL_ROUNDS) for i in proposed]
-        drawn = self._sample(list(plans) + free, cond.select(rows), steps, guidance, seed, batch_size, bar, lattice, free_types, None, step_lr)
-        out = drawn[: len(plans)]
-        candidates = drawn[len(plans):]
-        for r in reversed(range(PROPOSAL_ROUNDS)):  # the earliest free candidate with the group wins
-            for k, i in enumerate(proposed):
-                s = candidates[r * len(proposed) + k]
-                if _spacegroup_number(s) == plans[i].template.spacegroup:
-                    out[i] = s
-        if on_batch is not None:
-            on_batch(out)
-        return out
-
-    def _sample(self, plans: list[CrystalPlan], cond: "Condition", steps, guidance, seed, batch_size, bar, lattice, free_types, on_batch, step_lr) -> list:
-        """The sampler over plans in batches (see ``sample_plans``)."""
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        out = []
+    def _sample(self, plans: list[CrystalPlan], draw: Draw, options: SamplingOptions, on_batch=None) -> list:
+        """The batch loop: every plan in batches of ``options.batch_size``, one trajectory each."""
+        gen = torch.Generator(device=self.device).manual_seed(options.seed)
+        out, batch_size, lattice, bar = [], options.batch_size, draw.lattice, draw.bar
         if bar is not None:
             bar.add_pass(len(plans))
         for start in range(0, len(plans), batch_size):
             index = padded_batch(start, len(plans), batch_size, self.model.compiled)
             batch = [plans[i] for i in index]
             counts = torch.tensor([p.num_atoms for p in batch])
-            typed = all(p.atom_types is not None for p in batch) and not free_types
+            typed = all(p.atom_types is not None for p in batch) and not draw.free_types
             types = torch.tensor([z for p in batch for z in p.atom_types], dtype=torch.long) if typed else None
             sym = None
             if any(p.template is not None for p in batch):
                 targets = [lattice] * len(batch) if lattice is not None and not lattice.is_empty() else None
                 sym = SymmetryConstraint.build([p.template or Template(1, tuple((None, "a") for _ in range(p.num_atoms))) for p in batch], targets)
-            c = cond.select(index)
+            c = draw.cond.select(index)
             with pass_threads(counts, self.threads) as tuner:
                 crystals = self.model.sample(
-                    counts, c.text, types, steps=steps or self.cfg.diffusion.sample_steps, guidance=guidance, generator=gen, progress=_ticker(tuner, bar),
-                    allowed_types=self.allowed_types(), symmetry=sym, step_lr=step_lr, precision=self.precision,
+                    counts, c.text, types, steps=options.steps, guidance=options.guidance, generator=gen, progress=_ticker(tuner, bar),
+                    allowed_types=self.allowed_types(), symmetry=sym, step_lr=options.step_lr, precision=self.precision,
                     corrector_rescale=self.cfg.diffusion.corrector_rescale, facts=c.facts, integrator=self.cfg.diffusion.integrator,
                 )
             structures = crystals.to_structures()
             kept = min(batch_size, len(plans) - start)  # padding crystals are dropped here
             structures, batch = structures[:kept], batch[:kept]  # padding sits at the end: sym's first rows stay aligned
             if sym is not None:
-                structures = _keep_groups(structures, batch, sym, seed + start)
+                structures = _keep_groups(structures, batch, sym, options.seed + start)
             out.extend(structures)
             if bar is not None:
                 bar.done(len(structures))
@@ -267,68 +259,29 @@ class Sampler:
                 on_batch(structures)
         return out
 
+    def request(self, prompt: str, num_atoms: int | None = None) -> Request:
+        """What a free-text prompt asks of this model (``request.read_request``)."""
+        return read_request(prompt, self.info.dataset, self.long_text, num_atoms)
+
     def stated_facts(self, fields: PromptFields, text: str | None, notes: list[str] | None = None, lattice: LatticeTarget | None = None, plans: list[CrystalPlan] | None = None) -> Facts | None:
-        """The facts this model reads as numbers (models built with ``model.facts``): the prompt's
-        space group or crystal system, for long descriptions each element's coordination number
-        and mean bond length, and with ``model.facts_numbers`` the stated lattice numbers, volume
-        (per atom of each plan) and property values. What is read is added to ``notes``."""
-        if not self.cfg.model.facts:
-            return None
-        numbers = {}
-        if self.cfg.model.facts_numbers:
-            numbers.update(canonical_properties(fields.properties, self.info.dataset))
-            if lattice is not None:
-                numbers.update({k: v for k, v in lattice.as_dict().items() if k != "volume"})
-        facts = crystal_facts(fields.spacegroup_number, fields.crystal_system, text if self.long_text else None, numbers)
-        if not self.cfg.model.facts_shapes:  # this network does not read shapes: do not report them as read
-            facts.shape.zero_()
-        volume = lattice.volume if (lattice is not None and self.cfg.model.facts_numbers) else None
-        if volume is not None and plans:
-            from .symmetry import CENTERING_MULTIPLICITY, centering
+        """The facts this model's network reads (``request.stated_facts``)."""
+        return stated_facts(self.cfg.model, self.info.dataset, self.long_text, fields, text, notes, lattice, plans)
 
-            def per_atom(p: CrystalPlan) -> float:  # the stated volume is the conventional cell's
-                return volume / (CENTERING_MULTIPLICITY[centering(p.template.spacegroup) if p.template else "P"] * p.num_atoms)
-
-            facts = Facts.cat([facts.with_numbers({"volume_per_atom": per_atom(p)}) for p in plans])
-        if notes is not None:
-            notes.append("facts read as numbers: " + facts.describe())
-        return facts
-
-    def request(self, prompt: str, num_atoms: int | None = None) -> "Request":
-        """What a free-text prompt asks for: fields, lattice targets, the text the encoder sees, notes."""
-        text, fields = normalize_prompt(prompt)
-        notes = [f"read from the prompt: {fields.summary()}"] if not fields.is_empty() else ["read from the prompt: nothing the model can enforce (no formula, elements, space group, crystal system, prototype or numbers)"]
-        stated = parse_properties(prompt)
-        props, unknown = honoured_properties(stated, self.info.dataset)
-        if unknown:
-            notes.append(f"ignored: {', '.join(unknown)} (not in this model's {self.info.dataset} training data)")
-        fields.properties.update(props)
-        words = [w for w in qualitative_terms(prompt) if not (w == "band gap" and "band_gap" in stated)]
-        if words:
-            notes.append(f"ignored: {', '.join(words)} (words without a number; the model cannot honour them)")
-        lat = parse_lattice(prompt)
-        density = lat.pop("density", None)
-        if num_atoms:
-            fields.num_atoms = num_atoms
-        if self.long_text:
-            text = self._long_text(prompt)
-        elif not fields.is_empty():
-            text = short_prompt(fields)
-        return Request(fields, LatticeTarget(**lat), density, text, notes)
-
-    def generate(self, prompt: str, n: int = 16, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 64, num_atoms: int | None = None, strict: bool = True, progress: bool = False, free: bool = False, on_batch=None, site_order: str = "bond-valence") -> "Generation":
+    def generate(self, prompt: str, n: int = 16, options: SamplingOptions | None = None, *, num_atoms: int | None = None, strict: bool = True, progress: bool = False, on_batch=None, **option_values) -> "Generation":
         """Crystals from a text prompt. What the prompt states is binding: a formula fixes the types
         (and named elements a stoichiometry over them), a space group or crystal system is kept
-        at every step, stated lattice parameters are met. ``free=True``: the model's own de novo
-        sampling, conditioned on the text only. ``site_order``: as for ``predict``, where the
-        prompt fixes the atom types (never with ``free``)."""
-        check_site_order(site_order)
+        at every step, stated lattice parameters are met. ``options.enforce=False`` (``free=True``):
+        the model's own de novo sampling, conditioned on the text only. ``options.site_order``: as
+        for ``predict``, where the prompt fixes the atom types. Keyword ``option_values`` (steps,
+        seed, ...) replace those of ``options``."""
+        options = (options or self.options).with_values(**option_values)
         req = self.request(prompt, num_atoms)
         fields = req.fields
         _check_n(n)
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator().manual_seed(options.seed)
         if not self.uses_text:
             print("tgdmat: warning: this model was trained without text; the prompt only sets the number of atoms", file=sys.stderr)
+        free = not options.enforce
         if free:
             counts = self.atoms_for(fields, n, gen)
             self.check_scope(counts, fields.elements, strict)
@@ -351,19 +304,20 @@ class Sampler:
         lattice = lattice_for_plans(req.lattice, req.density, plans, req.notes)
         facts = self.stated_facts(fields, req.text, req.notes, lattice, plans)
         if free:
-            structures = self.sample_plans(plans, req.text, steps, guidance, seed, batch_size, progress, lattice, free_types=True, on_batch=on_batch, facts=facts)
+            structures = self.sample_plans(plans, req.text, options, lattice=lattice, free_types=True, facts=facts, progress=progress, on_batch=on_batch)
         else:
-            structures = self._sample_settling_sites(plans, req.text, steps, guidance, seed, batch_size, progress, lattice, on_batch, facts, site_order, req.notes)
+            structures = sample_settling_sites(self, plans, req.text, options, lattice, facts, req.notes, progress, on_batch)
         return Generation(structures, req.text, fields, lattice, _with_note(req.notes, supergroup_note(structures)))
 
-    def predict(self, formula: str, text: str | None = None, n: int = 1, steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 64, strict: bool = True, progress: bool = False, on_batch=None, site_order: str = "bond-valence") -> "Generation":
+    def predict(self, formula: str, text: str | None = None, n: int = 1, options: SamplingOptions | None = None, *, strict: bool = True, progress: bool = False, on_batch=None, **option_values) -> "Generation":
         """Structures for a composition as written (e.g. 'SrTiO3' = 5 atoms, 'Sr2Ti2O6' = 10); a
-        space group, crystal system or lattice parameters in ``text`` are enforced. ``site_order``:
-        "bond-valence" samples again, with the cations exchanged between their Wyckoff orbits, the
-        crystals whose bonding flags a cation on the wrong site, and keeps the more plausible draw
-        (``siteorder``); "model" keeps the model's own order."""
+        space group, crystal system or lattice parameters in ``text`` are enforced.
+        ``options.site_order``: "bond-valence" samples again, with the cations exchanged between
+        their Wyckoff orbits, the crystals whose bonding flags a cation on the wrong site, and keeps
+        the more plausible draw (``siteorder``); "model" keeps the model's own order."""
         from pymatgen.core import Composition
 
+        options = (options or self.options).with_values(**option_values)
         comp_fields = parse_prompt(formula)
         if not comp_fields.formula:
             raise PromptError(f"'{formula}' is not a chemical formula (e.g. SrTiO3)")
@@ -374,7 +328,7 @@ class Sampler:
         _check_n(n)
         if any(el.Z > MAX_Z for el in comp.elements):
             raise PromptError(f"elements beyond Z={MAX_Z} are not supported")
-        req = self.request(text, None) if text else Request(PromptFields(), LatticeTarget(), None, None, [])
+        req = self.request(text, None) if text else Request.empty()
         if req.fields.prototype:  # "--text rutile": the prototype's cell
             size = prototype_cell_size(req.fields.prototype, comp_fields.formula, size)
         self.check_scope([size], comp_fields.elements, strict)
@@ -385,75 +339,13 @@ class Sampler:
             if self.long_text:
                 print("tgdmat: warning: this model was trained on long descriptions; with no --text it sees only a short prompt", file=sys.stderr)
             prompt_text = short_prompt(fields)
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator().manual_seed(options.seed)
         coordination = element_coordination(text) if (text and self.long_text) else None
         plans = plan_crystals(fields, [size] * n, n, self.templates(), self.info.num_atoms_hist, gen, req.lattice, coordination)
         lattice = lattice_for_plans(req.lattice, req.density, plans, req.notes)
         facts = self.stated_facts(fields, prompt_text, req.notes, lattice, plans)
-        structures = self._sample_settling_sites(plans, prompt_text, steps, guidance, seed, batch_size, progress, lattice, on_batch, facts, site_order, req.notes)
+        structures = sample_settling_sites(self, plans, prompt_text, options, lattice, facts, req.notes, progress, on_batch)
         return Generation(structures, prompt_text, fields, lattice, _with_note(req.notes, supergroup_note(structures)))
-
-    def redrawer(self, text, steps, guidance: float, seed: int, batch_size: int, lattice=None, facts=None, step_lr: float | None = None, bar: "SamplingProgress | None" = None):
-        """``resample(indices, plans)`` for ``siteorder.repair_site_order``: samples new plans for the
-        crystals at ``indices`` with their text (one prompt, or their rows of per-crystal
-        embeddings) and facts, a new seed each call (seed + 104,729 k); its passes join ``bar``."""
-        draws = iter(range(1, 1_000_000))
-
-        def resample(index: list[int], new_plans: list[CrystalPlan]) -> list:
-            t = text[index] if isinstance(text, torch.Tensor) else text
-            f = facts.select(index) if facts is not None and len(facts) > 1 else facts
-            return self.sample_plans(new_plans, t, steps, guidance, seed + 104_729 * next(draws), batch_size, bar or False, lattice, step_lr=step_lr, facts=f)
-
-        return resample
-
-    def _sample_settling_sites(self, plans: list[CrystalPlan], text, steps, guidance: float, seed: int, batch_size: int, progress: bool, lattice, on_batch, facts, site_order: str, notes: list[str]) -> list:
-        """``sample_plans``, then, with ``site_order="bond-valence"`` and atom types given, the
-        doubted cation site orders of each finished batch repaired before it reaches ``on_batch``
-        (``siteorder.repair_site_order``; a note says what was redrawn), so finished work is
-        still written batch by batch."""
-        check_site_order(site_order)
-        if site_order == "model" or any(p.atom_types is None or p.fixed_sites for p in plans):
-            return self.sample_plans(plans, text, steps, guidance, seed, batch_size, progress, lattice, on_batch=on_batch, facts=facts)
-        from .siteorder import SiteRepair, repair_site_order
-
-        settled: list = []
-        repaired = SiteRepair([], [])
-        bar = self.progress_bar(len(plans), steps, batch_size) if progress else None
-        resample = self.redrawer(text, steps, guidance, seed, batch_size, lattice, facts, bar=bar)
-
-        def settle(batch: list) -> None:
-            start = len(settled)
-            shift = lambda index: [start + i for i in index]  # noqa: E731 (batch positions -> plan indices)
-            try:
-                fixed, rep = repair_site_order(batch, plans[start : start + len(batch)], lambda index, new: resample(shift(index), new))
-            except KeyboardInterrupt:  # interrupted while repairing: the batch as drawn is still finished work
-                if on_batch is not None:
-                    on_batch(batch)
-                raise
-            settled.extend(fixed)
-            repaired.tried.extend(shift(rep.tried))
-            repaired.kept.extend(shift(rep.kept))
-            if on_batch is not None:
-                on_batch(fixed)
-
-        try:
-            self.sample_plans(plans, text, steps, guidance, seed, batch_size, bar or False, lattice, on_batch=settle, facts=facts)
-        finally:
-            if bar is not None:
-                bar.close()
-        notes.extend([repaired.note()] if repaired.note() else [])
-        return settled
-
-
-@dataclass
-class Request:
-    """A parsed prompt: fields, lattice targets, density, the encoder's text, notes for the user."""
-
-    fields: PromptFields
-    lattice: LatticeTarget
-    density: float | None
-    text: str | None
-    notes: list[str]
 
 
 @dataclass
@@ -526,15 +418,6 @@ def _with_note(notes: list[str], note: str | None) -> list[str]:
     return notes + [note] if note else notes
 
 
-def _spacegroup_number(structure) -> int:
-    """spglib space group at the tolerance the summary uses (1 when spglib fails)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return int(structure_fields(structure).spacegroup_number)
-
-
 def _check_n(n: int) -> None:
     if n < 1 or n > 100_000:
         raise ValueError(f"number of samples must be in 1..100000, not {n}")
@@ -544,7 +427,9 @@ def generate(prompt: str, n: int = 16, checkpoint: str | None = None, **kwargs) 
     """Crystals (pymatgen Structures) from a text prompt with a shipped or given model; default model by ``default_generate_model``."""
     from .pretrained import default_generate_model
 
-    result = Sampler.load(checkpoint or default_generate_model(prompt, kwargs.get("free", False)), kwargs.pop("device", "cpu")).generate(prompt, n, **kwargs)
+    options, rest = split_options(kwargs)
+    device = rest.pop("device", "cpu")
+    result = Sampler.load(checkpoint or default_generate_model(prompt, not options.enforce), device, options).generate(prompt, n, options, **rest)
     return result.with_summaries()
 
 
@@ -552,7 +437,9 @@ def predict(formula: str, text: str | None = None, n: int = 1, checkpoint: str |
     """Crystal structure prediction for a composition (optionally guided by text); default model by ``default_predict_model``."""
     from .pretrained import atoms_as_written, default_predict_model
 
-    result = Sampler.load(checkpoint or default_predict_model(formula, atoms_as_written(formula)), kwargs.pop("device", "cpu")).predict(formula, text, n, **kwargs)
+    options, rest = split_options(kwargs)
+    device = rest.pop("device", "cpu")
+    result = Sampler.load(checkpoint or default_predict_model(formula, atoms_as_written(formula)), device, options).predict(formula, text, n, options, **rest)
     return result.with_summaries()
 
 

@@ -109,4 +109,58 @@ def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symp
     return out, SiteRepair(sorted(tried), sorted(kept))
 
 
-__all__ = ["MISFIT", "SiteRepair", "check_site_order", "doubted", "exchanged_templates", "repair_site_order", "template_plan"]
+REDRAW_SEED = 104_729  # redraw k of a run samples with seed + REDRAW_SEED * k
+
+
+def redrawer(sampler, text, options, lattice=None, facts=None, bar=None):
+    """``resample(indices, plans)`` for ``repair_site_order``: ``sampler`` draws new plans for the
+    crystals at ``indices`` with their text (one prompt, or their rows of per-crystal embeddings)
+    and facts, a new seed each call (seed + REDRAW_SEED k); its passes join ``bar``."""
+    draws = iter(range(1, 1_000_000))
+
+    def resample(index: list[int], new_plans: list[CrystalPlan]) -> list:
+        t = text[index] if hasattr(text, "shape") else text  # per-crystal embeddings, or one prompt
+        f = facts.select(index) if facts is not None and len(facts) > 1 else facts
+        return sampler.sample_plans(new_plans, t, options.with_seed(options.seed + REDRAW_SEED * next(draws)), lattice=lattice, facts=f, progress=bar or False)
+
+    return resample
+
+
+def sample_settling_sites(sampler, plans: list[CrystalPlan], text, options, lattice=None, facts=None, notes: list[str] | None = None, progress: bool = False, on_batch=None) -> list:
+    """``sampler.sample_plans``, then, with ``options.site_order == "bond-valence"`` and atom types
+    given, the doubted cation site orders of each finished batch repaired before it reaches
+    ``on_batch`` (a note in ``notes`` says what was redrawn), so finished work is still written
+    batch by batch."""
+    if options.site_order == "model" or any(p.atom_types is None or p.fixed_sites for p in plans):
+        return sampler.sample_plans(plans, text, options, lattice=lattice, facts=facts, progress=progress, on_batch=on_batch)
+    settled: list = []
+    repaired = SiteRepair([], [])
+    bar = sampler.progress_bar(len(plans), options) if progress else None
+    resample = redrawer(sampler, text, options, lattice, facts, bar)
+
+    def settle(batch: list) -> None:
+        start = len(settled)
+        shift = lambda index: [start + i for i in index]  # noqa: E731 (batch positions -> plan indices)
+        try:
+            fixed, rep = repair_site_order(batch, plans[start : start + len(batch)], lambda index, new: resample(shift(index), new))
+        except KeyboardInterrupt:  # interrupted while repairing: the batch as drawn is still finished work
+            if on_batch is not None:
+                on_batch(batch)
+            raise
+        settled.extend(fixed)
+        repaired.tried.extend(shift(rep.tried))
+        repaired.kept.extend(shift(rep.kept))
+        if on_batch is not None:
+            on_batch(fixed)
+
+    try:
+        sampler.sample_plans(plans, text, options, lattice=lattice, facts=facts, progress=bar or False, on_batch=settle)
+    finally:
+        if bar is not None:
+            bar.close()
+    if notes is not None and repaired.note():
+        notes.append(repaired.note())
+    return settled
+
+
+__all__ = ["MISFIT", "SiteRepair", "check_site_order", "doubted", "exchanged_templates", "redrawer", "repair_site_order", "sample_settling_sites", "template_plan"]

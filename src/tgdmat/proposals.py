@@ -1,0 +1,96 @@
+"""Free proposals before enforcement: the model's own answer first, the Wyckoff template only where it misses.
+
+A plan marked ``propose`` (a stated space group with a formula) is first sampled freely, up to
+PROPOSAL_ROUNDS times; a free candidate that spglib finds in the template's group is kept as it
+is (the model's own structure), and only the crystals no candidate satisfied are drawn inside
+the template's subspace. A run that fits one batch draws every round in the same trajectory
+(latency is what counts there); a larger run draws the rounds in turn (most crystals keep an
+early free draw, so that costs less compute).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from .conditioning import CrystalPlan
+from .options import SamplingOptions
+
+PROPOSAL_ROUNDS = 3  # free samples tried per crystal before its Wyckoff template is enforced
+ROUND_SEED = 7919  # round r of the sequential rounds samples with seed + ROUND_SEED * (r + 1)
+
+# draw(plans, draw_context, options, on_batch) -> structures: the sampler's batch loop
+DrawFn = Callable[..., list]
+
+
+def free_plan(plan: CrystalPlan) -> CrystalPlan:
+    """The plan's composition and size without its template: the model's own free draw."""
+    return CrystalPlan(plan.num_atoms, None, sorted(plan.atom_types))
+
+
+def proposed(plans: list[CrystalPlan]) -> list[int]:
+    """Indices of the plans whose free draws are tried before their template."""
+    return [i for i, p in enumerate(plans) if p.propose and p.template is not None]
+
+
+def spacegroup_number(structure) -> int:
+    """spglib space group at the tolerance the summary uses (1 when spglib fails)."""
+    import warnings
+
+    from .text.prompts import structure_fields
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return int(structure_fields(structure).spacegroup_number)
+
+
+def has_template_group(structure, plan: CrystalPlan) -> bool:
+    """The free draw already has the group its plan's template asks for."""
+    return spacegroup_number(structure) == plan.template.spacegroup
+
+
+def sample_with_proposals(draw: DrawFn, plans: list[CrystalPlan], context, options: SamplingOptions, on_batch) -> list:
+    """Structures for ``plans``, each proposed plan's free candidates tried before its template
+    (see the module docstring); ``context`` is the sampler's per-run conditions (``Draw``)."""
+    todo = proposed(plans)
+    if not todo:
+        return draw(plans, context, options, on_batch)
+    if len(plans) + PROPOSAL_ROUNDS * len(todo) <= options.batch_size:
+        return _batched(draw, plans, todo, context, options, on_batch)
+    kept: dict[int, object] = {}
+    pending = todo
+    for r in range(PROPOSAL_ROUNDS):
+        free = [free_plan(plans[i]) for i in pending]
+        first = draw(free, context.select(pending).unconstrained(), options.with_seed(options.seed + ROUND_SEED * (r + 1)), None)
+        kept.update({i: s for i, s in zip(pending, first) if has_template_group(s, plans[i])})
+        pending = [i for i in pending if i not in kept]
+    rest = [i for i in range(len(plans)) if i not in kept]
+    redo = draw([plans[i] for i in rest], context.select(rest), options, None)
+    out = [None] * len(plans)
+    for i, s in kept.items():
+        out[i] = s
+    for i, s in zip(rest, redo):
+        out[i] = s
+    if on_batch is not None:
+        on_batch(out)
+    return out
+
+
+def _batched(draw: DrawFn, plans: list[CrystalPlan], todo: list[int], context, options: SamplingOptions, on_batch) -> list:
+    """Every plan as planned and PROPOSAL_ROUNDS free candidates of each proposed one in one
+    trajectory; a proposed crystal keeps its earliest free candidate with the template's group,
+    else its enforced draw."""
+    free = [free_plan(plans[i]) for _ in range(PROPOSAL_ROUNDS) for i in todo]
+    rows = list(range(len(plans))) + [i for _ in range(PROPOSAL_ROUNDS) for i in todo]
+    drawn = draw(list(plans) + free, context.select(rows), options, None)
+    out = drawn[: len(plans)]
+    candidates = drawn[len(plans):]
+    for r in reversed(range(PROPOSAL_ROUNDS)):  # the earliest free candidate with the group wins
+        for k, i in enumerate(todo):
+            s = candidates[r * len(todo) + k]
+            if has_template_group(s, plans[i]):
+                out[i] = s
+    if on_batch is not None:
+        on_batch(out)
+    return out
+
+
+__all__ = ["PROPOSAL_ROUNDS", "free_plan", "proposed", "sample_with_proposals", "spacegroup_number"]

@@ -1,0 +1,31 @@
+"""One frozen options object per sampling run: checked once, derived copies for seeds, the API's keywords folded in."""
+import dataclasses
+import math
+
+import pytest
+
+from tgdmat.options import SamplingOptions, split_options
+
+
+@pytest.mark.parametrize("bad, words", [
+    (dict(steps=0), "--steps"), (dict(guidance=math.nan), "--guidance"), (dict(batch_size=0), "--batch-size"),
+    (dict(seed=-1), "--seed"), (dict(threads=0), "--threads"), (dict(step_lr=math.inf), "--step-lr"),
+    (dict(site_order="oracle"), "site_order"), (dict(rank="luck"), "rank"), (dict(precision="half"), "precision"),
+])
+def test_an_option_out_of_range_is_one_clear_line(bad, words):
+    with pytest.raises(ValueError, match=words):
+        SamplingOptions(**bad)
+
+
+def test_options_are_frozen_and_derived_copies_change_only_what_they_say():
+    o = SamplingOptions(steps=50, seed=3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.seed = 4
+    assert o.with_seed(9) == dataclasses.replace(o, seed=9) and o.seed == 3
+    assert o.resolved(300, 1e-5) == dataclasses.replace(o, step_lr=1e-5)  # the stated steps stay, the model's step size fills in
+    assert SamplingOptions().resolved(300, 1e-5).steps == 300
+
+
+def test_the_python_api_keywords_fold_into_the_options():
+    options, rest = split_options({"steps": 10, "free": True, "num_atoms": 5, "device": "cpu", "options": SamplingOptions(seed=2)})
+    assert options == SamplingOptions(steps=10, seed=2, enforce=False) and rest == {"num_atoms": 5, "device": "cpu"}
