@@ -150,3 +150,22 @@ def test_a_small_run_draws_its_proposals_in_one_batched_pass(monkeypatch):
     calls.clear()
     got = sample_with_proposals(draw, plans, context, SamplingOptions(steps=3, batch_size=4), None)  # does not fit: rounds in turn
     assert len(calls) > 1
+
+
+def test_candidates_drawn_in_one_batch_keep_the_most_plausible_per_crystal():
+    """A run that fits one batch draws k candidates per crystal: k is what fits (with the free
+    proposals), and each crystal keeps its most plausible candidate, the earliest on a tie."""
+    from tgdmat.conditioning import CrystalPlan
+    from tgdmat.siteorder import MAX_CANDIDATES, best_candidates, candidates_per_crystal
+    from tgdmat.symmetry import Template
+
+    tpl = Template(221, (("Ba", "a"), ("Ti", "b"), ("O", "c")))
+    proposed = [CrystalPlan(5, tpl, [56, 22, 8, 8, 8], propose=True) for _ in range(4)]
+    assert candidates_per_crystal(proposed, 64) == 4 and candidates_per_crystal(proposed * 2, 64) == 2 and candidates_per_crystal(proposed * 8, 64) == 0
+    assert candidates_per_crystal([CrystalPlan(5)], 64) == MAX_CANDIDATES
+    right = lambda: _perovskite(4.0, "Ba", "Ti")  # noqa: E731
+    anti = lambda: _perovskite(4.55, "Ti", "Ba")  # noqa: E731 (Ba in the octahedron)
+    drawn = [anti(), right(), anti(), right(), right(), anti()]  # k = 3 blocks of n = 2 crystals
+    best = best_candidates(drawn, 2)
+    assert best[0] is drawn[4]  # crystal 0: only its third candidate has Ba on the A site
+    assert best[1] is drawn[1]  # crystal 1: right at once; the tie with its second candidate keeps the first

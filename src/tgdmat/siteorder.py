@@ -43,10 +43,15 @@ class SiteRepair:
 
     tried: list[int]
     kept: list[int]
+    candidates: int = 1  # drawn per crystal in the first pass
 
     def note(self) -> str | None:
         if not self.tried:
             return None
+        if self.candidates > 1:
+            return (f"site order: {self.candidates} candidates of each crystal were drawn in one batch and the most plausible by bond valence kept; "
+                    f"{len(self.tried)} crystal(s) kept another than the first draw or had their cations exchanged between Wyckoff orbits "
+                    f"(sample {', '.join(map(str, self.kept)) or '-'} changed); --site-order model keeps the model's own order")
         return (f"site order: {len(self.tried)} crystal(s) had cations whose bond valences doubt their sites and were drawn again (with "
                 f"their cations exchanged between Wyckoff orbits, then afresh); {len(self.kept)} of them were more plausible and replace the first draw "
                 f"(sample {', '.join(map(str, self.kept)) or '-'}); --site-order model keeps the model's own order")
@@ -68,14 +73,15 @@ def doubted(q) -> bool:
     return any("bond-valence" in r for r in q.reasons) or q.bond_valence_misfit > MISFIT
 
 
-def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symprecs: tuple[float, ...] = SYMPRECS) -> tuple[list, SiteRepair]:
+def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symprecs: tuple[float, ...] = SYMPRECS, fresh: bool = True) -> tuple[list, SiteRepair]:
     """The structures with doubted site orders repaired. Each round (one per ``symprecs``) draws every
     doubted crystal again with its cations exchanged between its orbits at that tolerance (where
     they allow an exchange), then the ones still doubted afresh from their own ``plans`` (the model
     may choose another framework), which the next round's exchange starts from.
     ``resample(indices, plans)`` samples plans for those crystals with the first draw's text and
     facts and a new seed each call; a redraw replaces a crystal only when it is more plausible
-    (``quality_score``)."""
+    (``quality_score``). ``fresh=False``: the exchanges only (the second and last pass after a
+    batched draw of candidates)."""
     out, source = list(structures), list(structures)  # best so far; the draw the next exchange starts from
     qualities = [assess(s) for s in out]
     tried, kept = set(), set()
@@ -102,7 +108,7 @@ def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symp
         if exchange:
             redraw([i for i, _ in exchange], [p for _, p in exchange])
         again = still_doubted()
-        if not again:
+        if not again or not fresh:
             break
         for i, s in zip(again, redraw(again, [plans[i] for i in again])):
             source[i] = s
@@ -110,6 +116,24 @@ def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symp
 
 
 REDRAW_SEED = 104_729  # redraw k of a run samples with seed + REDRAW_SEED * k
+MAX_CANDIDATES = 4  # a run that fits one batch draws up to this many candidates per crystal in one trajectory
+
+
+def candidates_per_crystal(plans: list[CrystalPlan], batch_size: int) -> int:
+    """How many candidates of every crystal (each with its free proposals) fit one batch, at most
+    MAX_CANDIDATES; below 2 the rounds are drawn in turn, as for a large run."""
+    from .proposals import PROPOSAL_ROUNDS, proposed
+
+    width = len(plans) + PROPOSAL_ROUNDS * len(proposed(plans))
+    return min(MAX_CANDIDATES, batch_size // max(width, 1))
+
+
+def best_candidates(drawn: list, n: int) -> list:
+    """Per crystal, its most plausible of the candidates drawn as ``k`` blocks of ``n``
+    (``quality_score``: fewest flags, then the lowest bond-valence misfit; ties: the earliest)."""
+    k = len(drawn) // n
+    scores = [quality_score(assess(s)) if s is not None else (1 << 30, float("inf")) for s in drawn]
+    return [drawn[min(range(k), key=lambda j: scores[j * n + i]) * n + i] for i in range(n)]
 
 
 def redrawer(sampler, text, options, lattice=None, facts=None, bar=None):
@@ -119,23 +143,65 @@ def redrawer(sampler, text, options, lattice=None, facts=None, bar=None):
     draws = iter(range(1, 1_000_000))
 
     def resample(index: list[int], new_plans: list[CrystalPlan]) -> list:
-        t = text[index] if hasattr(text, "shape") else text  # per-crystal embeddings, or one prompt
-        f = facts.select(index) if facts is not None and len(facts) > 1 else facts
-        return sampler.sample_plans(new_plans, t, options.with_seed(options.seed + REDRAW_SEED * next(draws)), lattice=lattice, facts=f, progress=bar or False)
+        return sampler.sample_plans(new_plans, _rows(text, index), options.with_seed(options.seed + REDRAW_SEED * next(draws)), lattice=lattice, facts=_rows(facts, index), progress=bar or False)
 
     return resample
 
 
 def sample_settling_sites(sampler, plans: list[CrystalPlan], text, options, lattice=None, facts=None, notes: list[str] | None = None, progress: bool = False, on_batch=None) -> list:
     """``sampler.sample_plans``, then, with ``options.site_order == "bond-valence"`` and atom types
-    given, the doubted cation site orders of each finished batch repaired before it reaches
-    ``on_batch`` (a note in ``notes`` says what was redrawn), so finished work is still written
-    batch by batch."""
+    given, the doubted cation site orders repaired (a note in ``notes`` says what was redrawn).
+    A run that fits one batch draws several candidates per crystal in one trajectory and keeps
+    the most plausible, then exchanges the orbits of what is still doubted in one more pass at
+    most (latency); a larger run repairs each finished batch in rounds before it reaches
+    ``on_batch``, so finished work is still written batch by batch."""
     if options.site_order == "model" or any(p.atom_types is None or p.fixed_sites for p in plans):
         return sampler.sample_plans(plans, text, options, lattice=lattice, facts=facts, progress=progress, on_batch=on_batch)
+    bar = sampler.progress_bar(len(plans), options) if progress else None
+    try:
+        k = candidates_per_crystal(plans, options.batch_size)
+        if k >= 2:
+            settled, repaired = _settle_in_one_batch(sampler, plans, text, options, lattice, facts, bar, k)
+            if on_batch is not None:
+                on_batch(settled)
+        else:
+            settled, repaired = _settle_batch_by_batch(sampler, plans, text, options, lattice, facts, bar, on_batch)
+    finally:
+        if bar is not None:
+            bar.close()
+    if notes is not None and repaired.note():
+        notes.append(repaired.note())
+    return settled
+
+
+def _rows(value, index: list[int]):
+    """Per-crystal embeddings or facts for the crystals at ``index`` (one prompt or one facts row stays as it is)."""
+    import torch
+
+    if isinstance(value, torch.Tensor):  # per-crystal embeddings
+        return value[index]
+    if value is None or isinstance(value, str) or len(value) == 1:
+        return value
+    return value.select(index)
+
+
+def _settle_in_one_batch(sampler, plans, text, options, lattice, facts, bar, k: int):
+    """``k`` candidates of every crystal in one trajectory, the most plausible kept; then one pass
+    at most, exchanging the orbits of the crystals still doubted (``repair_site_order``, no fresh draws)."""
+    n = len(plans)
+    rows = [i for _ in range(k) for i in range(n)]
+    drawn = sampler.sample_plans([plans[i] for i in rows], _rows(text, rows), options, lattice=lattice, facts=_rows(facts, rows), progress=bar or False)
+    best = best_candidates(drawn, n)
+    resample = redrawer(sampler, text, options, lattice, facts, bar)
+    fixed, rep = repair_site_order(best, plans, resample, symprecs=SYMPRECS[:1], fresh=False)
+    chosen = [i for i in range(n) if best[i] is not drawn[i]]  # a later candidate replaced the first draw
+    return fixed, SiteRepair(sorted(set(rep.tried) | set(chosen)), sorted(set(rep.kept) | set(chosen)), k)
+
+
+def _settle_batch_by_batch(sampler, plans, text, options, lattice, facts, bar, on_batch):
+    """Each finished batch repaired in rounds (exchange, then afresh, per tolerance) before ``on_batch``."""
     settled: list = []
     repaired = SiteRepair([], [])
-    bar = sampler.progress_bar(len(plans), options) if progress else None
     resample = redrawer(sampler, text, options, lattice, facts, bar)
 
     def settle(batch: list) -> None:
@@ -153,14 +219,8 @@ def sample_settling_sites(sampler, plans: list[CrystalPlan], text, options, latt
         if on_batch is not None:
             on_batch(fixed)
 
-    try:
-        sampler.sample_plans(plans, text, options, lattice=lattice, facts=facts, progress=bar or False, on_batch=settle)
-    finally:
-        if bar is not None:
-            bar.close()
-    if notes is not None and repaired.note():
-        notes.append(repaired.note())
-    return settled
+    sampler.sample_plans(plans, text, options, lattice=lattice, facts=facts, progress=bar or False, on_batch=settle)
+    return settled, repaired
 
 
 __all__ = ["MISFIT", "SiteRepair", "check_site_order", "doubted", "exchanged_templates", "redrawer", "repair_site_order", "sample_settling_sites", "template_plan"]
