@@ -152,20 +152,24 @@ def test_a_small_run_draws_its_proposals_in_one_batched_pass(monkeypatch):
     assert len(calls) > 1
 
 
-def test_candidates_drawn_in_one_batch_keep_the_most_plausible_per_crystal():
-    """A run that fits one batch draws k candidates per crystal: k is what fits (with the free
-    proposals), and each crystal keeps its most plausible candidate, the earliest on a tie."""
+def test_fresh_redraws_that_fit_one_pass_are_drawn_at_once():
+    """With a pass width, the crystals still doubted after the orbit exchange get their fresh
+    candidates in one resample call (k each, as many as fit, at most MAX_CANDIDATES) and the
+    repair ends there; each crystal takes a candidate only while it is still doubted."""
     from tgdmat.conditioning import CrystalPlan
-    from tgdmat.siteorder import MAX_CANDIDATES, best_candidates, candidates_per_crystal
-    from tgdmat.symmetry import Template
+    from tgdmat.siteorder import MAX_CANDIDATES, repair_site_order
 
-    tpl = Template(221, (("Ba", "a"), ("Ti", "b"), ("O", "c")))
-    proposed = [CrystalPlan(5, tpl, [56, 22, 8, 8, 8], propose=True) for _ in range(4)]
-    assert candidates_per_crystal(proposed, 64) == 4 and candidates_per_crystal(proposed * 2, 64) == 2 and candidates_per_crystal(proposed * 8, 64) == 0
-    assert candidates_per_crystal([CrystalPlan(5)], 64) == MAX_CANDIDATES
-    right = lambda: _perovskite(4.0, "Ba", "Ti")  # noqa: E731
     anti = lambda: _perovskite(4.55, "Ti", "Ba")  # noqa: E731 (Ba in the octahedron)
-    drawn = [anti(), right(), anti(), right(), right(), anti()]  # k = 3 blocks of n = 2 crystals
-    best = best_candidates(drawn, 2)
-    assert best[0] is drawn[4]  # crystal 0: only its third candidate has Ba on the A site
-    assert best[1] is drawn[1]  # crystal 1: right at once; the tie with its second candidate keeps the first
+    right = lambda: _perovskite(4.0, "Ba", "Ti")  # noqa: E731
+    plans = [CrystalPlan(5, None, [56, 22, 8, 8, 8]) for _ in range(2)]
+    calls = []
+
+    def resample(index, new_plans):
+        calls.append(list(index))
+        if len(calls) == 1:  # the orbit exchange: still anti-site
+            return [anti() for _ in index]
+        return [right() if j % MAX_CANDIDATES == 1 else anti() for j, _ in enumerate(index)]  # the second candidate of each is right
+
+    out, rep = repair_site_order([anti(), anti()], plans, resample, width=64)
+    assert len(calls) == 2 and calls[1] == [0] * MAX_CANDIDATES + [1] * MAX_CANDIDATES
+    assert all(s.species[0].symbol == "Ba" for s in out) and rep.kept == [0, 1]

@@ -43,15 +43,10 @@ class SiteRepair:
 
     tried: list[int]
     kept: list[int]
-    candidates: int = 1  # drawn per crystal in the first pass
 
     def note(self) -> str | None:
         if not self.tried:
             return None
-        if self.candidates > 1:
-            return (f"site order: {self.candidates} candidates of each crystal were drawn in one batch and the most plausible by bond valence kept; "
-                    f"{len(self.tried)} crystal(s) kept another than the first draw or had their cations exchanged between Wyckoff orbits "
-                    f"(sample {', '.join(map(str, self.kept)) or '-'} changed); --site-order model keeps the model's own order")
         return (f"site order: {len(self.tried)} crystal(s) had cations whose bond valences doubt their sites and were drawn again (with "
                 f"their cations exchanged between Wyckoff orbits, then afresh); {len(self.kept)} of them were more plausible and replace the first draw "
                 f"(sample {', '.join(map(str, self.kept)) or '-'}); --site-order model keeps the model's own order")
@@ -73,15 +68,17 @@ def doubted(q) -> bool:
     return any("bond-valence" in r for r in q.reasons) or q.bond_valence_misfit > MISFIT
 
 
-def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symprecs: tuple[float, ...] = SYMPRECS, fresh: bool = True) -> tuple[list, SiteRepair]:
+def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symprecs: tuple[float, ...] = SYMPRECS, width: int | None = None) -> tuple[list, SiteRepair]:
     """The structures with doubted site orders repaired. Each round (one per ``symprecs``) draws every
     doubted crystal again with its cations exchanged between its orbits at that tolerance (where
     they allow an exchange), then the ones still doubted afresh from their own ``plans`` (the model
     may choose another framework), which the next round's exchange starts from.
     ``resample(indices, plans)`` samples plans for those crystals with the first draw's text and
     facts and a new seed each call; a redraw replaces a crystal only when it is more plausible
-    (``quality_score``). ``fresh=False``: the exchanges only (the second and last pass after a
-    batched draw of candidates)."""
+    (``quality_score``) and while it is still doubted. ``width`` (crystals one pass can hold):
+    where at least two fresh candidates of every crystal still doubted after the first exchange
+    fit, up to MAX_CANDIDATES of each are drawn in that one pass and the repair ends there (at
+    most three passes in all instead of five in turn)."""
     out, source = list(structures), list(structures)  # best so far; the draw the next exchange starts from
     qualities = [assess(s) for s in out]
     tried, kept = set(), set()
@@ -89,9 +86,9 @@ def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symp
     def redraw(todo: list[int], new_plans: list[CrystalPlan]) -> list:
         tried.update(todo)
         drawn = resample(todo, new_plans)
-        for i, s in zip(todo, drawn):
+        for i, s in zip(todo, drawn):  # candidates of one crystal in turn, as sequential redraws
             q = assess(s) if s is not None else None
-            if q is not None and quality_score(q) < quality_score(qualities[i]):
+            if q is not None and doubted(qualities[i]) and quality_score(q) < quality_score(qualities[i]):
                 out[i], qualities[i] = s, q
                 kept.add(i)
         return drawn
@@ -108,7 +105,12 @@ def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symp
         if exchange:
             redraw([i for i, _ in exchange], [p for _, p in exchange])
         again = still_doubted()
-        if not again or not fresh:
+        if not again:
+            break
+        k = min(MAX_CANDIDATES, width // _pass_width([plans[i] for i in again])) if width else 1
+        if k >= 2:  # every fresh redraw at once: k candidates of each crystal in one pass
+            todo = [i for i in again for _ in range(k)]
+            redraw(todo, [plans[i] for i in todo])
             break
         for i, s in zip(again, redraw(again, [plans[i] for i in again])):
             source[i] = s
@@ -116,24 +118,14 @@ def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symp
 
 
 REDRAW_SEED = 104_729  # redraw k of a run samples with seed + REDRAW_SEED * k
-MAX_CANDIDATES = 4  # a run that fits one batch draws up to this many candidates per crystal in one trajectory
+MAX_CANDIDATES = 4  # fresh redraws of a doubted crystal drawn at once, where they fit one batch
 
 
-def candidates_per_crystal(plans: list[CrystalPlan], batch_size: int) -> int:
-    """How many candidates of every crystal (each with its free proposals) fit one batch, at most
-    MAX_CANDIDATES; below 2 the rounds are drawn in turn, as for a large run."""
+def _pass_width(plans: list[CrystalPlan]) -> int:
+    """Crystals one draw of ``plans`` puts in a batch: each plan and its free proposals."""
     from .proposals import PROPOSAL_ROUNDS, proposed
 
-    width = len(plans) + PROPOSAL_ROUNDS * len(proposed(plans))
-    return min(MAX_CANDIDATES, batch_size // max(width, 1))
-
-
-def best_candidates(drawn: list, n: int) -> list:
-    """Per crystal, its most plausible of the candidates drawn as ``k`` blocks of ``n``
-    (``quality_score``: fewest flags, then the lowest bond-valence misfit; ties: the earliest)."""
-    k = len(drawn) // n
-    scores = [quality_score(assess(s)) if s is not None else (1 << 30, float("inf")) for s in drawn]
-    return [drawn[min(range(k), key=lambda j: scores[j * n + i]) * n + i] for i in range(n)]
+    return len(plans) + PROPOSAL_ROUNDS * len(proposed(plans))
 
 
 def redrawer(sampler, text, options, lattice=None, facts=None, bar=None):
@@ -150,22 +142,15 @@ def redrawer(sampler, text, options, lattice=None, facts=None, bar=None):
 
 def sample_settling_sites(sampler, plans: list[CrystalPlan], text, options, lattice=None, facts=None, notes: list[str] | None = None, progress: bool = False, on_batch=None) -> list:
     """``sampler.sample_plans``, then, with ``options.site_order == "bond-valence"`` and atom types
-    given, the doubted cation site orders repaired (a note in ``notes`` says what was redrawn).
-    A run that fits one batch draws several candidates per crystal in one trajectory and keeps
-    the most plausible, then exchanges the orbits of what is still doubted in one more pass at
-    most (latency); a larger run repairs each finished batch in rounds before it reaches
-    ``on_batch``, so finished work is still written batch by batch."""
+    given, the doubted cation site orders of each finished batch repaired before it reaches
+    ``on_batch`` (a note in ``notes`` says what was redrawn), the fresh redraws as candidates
+    drawn in one pass where they fit a batch (``repair_site_order``'s ``width``), so finished
+    work is still written batch by batch."""
     if options.site_order == "model" or any(p.atom_types is None or p.fixed_sites for p in plans):
         return sampler.sample_plans(plans, text, options, lattice=lattice, facts=facts, progress=progress, on_batch=on_batch)
     bar = sampler.progress_bar(len(plans), options) if progress else None
     try:
-        k = candidates_per_crystal(plans, options.batch_size)
-        if k >= 2:
-            settled, repaired = _settle_in_one_batch(sampler, plans, text, options, lattice, facts, bar, k)
-            if on_batch is not None:
-                on_batch(settled)
-        else:
-            settled, repaired = _settle_batch_by_batch(sampler, plans, text, options, lattice, facts, bar, on_batch)
+        settled, repaired = _settle_batch_by_batch(sampler, plans, text, options, lattice, facts, bar, on_batch)
     finally:
         if bar is not None:
             bar.close()
@@ -185,19 +170,6 @@ def _rows(value, index: list[int]):
     return value.select(index)
 
 
-def _settle_in_one_batch(sampler, plans, text, options, lattice, facts, bar, k: int):
-    """``k`` candidates of every crystal in one trajectory, the most plausible kept; then one pass
-    at most, exchanging the orbits of the crystals still doubted (``repair_site_order``, no fresh draws)."""
-    n = len(plans)
-    rows = [i for _ in range(k) for i in range(n)]
-    drawn = sampler.sample_plans([plans[i] for i in rows], _rows(text, rows), options, lattice=lattice, facts=_rows(facts, rows), progress=bar or False)
-    best = best_candidates(drawn, n)
-    resample = redrawer(sampler, text, options, lattice, facts, bar)
-    fixed, rep = repair_site_order(best, plans, resample, symprecs=SYMPRECS[:1], fresh=False)
-    chosen = [i for i in range(n) if best[i] is not drawn[i]]  # a later candidate replaced the first draw
-    return fixed, SiteRepair(sorted(set(rep.tried) | set(chosen)), sorted(set(rep.kept) | set(chosen)), k)
-
-
 def _settle_batch_by_batch(sampler, plans, text, options, lattice, facts, bar, on_batch):
     """Each finished batch repaired in rounds (exchange, then afresh, per tolerance) before ``on_batch``."""
     settled: list = []
@@ -208,7 +180,7 @@ def _settle_batch_by_batch(sampler, plans, text, options, lattice, facts, bar, o
         start = len(settled)
         shift = lambda index: [start + i for i in index]  # noqa: E731 (batch positions -> plan indices)
         try:
-            fixed, rep = repair_site_order(batch, plans[start : start + len(batch)], lambda index, new: resample(shift(index), new))
+            fixed, rep = repair_site_order(batch, plans[start : start + len(batch)], lambda index, new: resample(shift(index), new), width=options.batch_size)
         except KeyboardInterrupt:  # interrupted while repairing: the batch as drawn is still finished work
             if on_batch is not None:
                 on_batch(batch)
