@@ -6,7 +6,7 @@ import torch
 
 from tgdmat.diffusion.coords import WrappedNormalCoords, score_norm, wrapped_normal_log_density, wrapped_normal_score
 from tgdmat.diffusion.joint import respaced_steps
-from tgdmat.diffusion.lattice import LatticeDDPM, cosine_alphas_cumprod
+from tgdmat.diffusion.lattice import MAX_LATTICE_LENGTH, LatticeDDPM, clip_lattice, cosine_alphas_cumprod
 from tgdmat.diffusion.types import MASK, AbsorbingTypes
 
 
@@ -24,6 +24,28 @@ def test_lattice_marginal_mean_and_variance():
     ab = float(ddpm.alphas_cumprod[t])
     assert torch.allclose(lt.mean(0), math.sqrt(ab) * l0, atol=0.01)
     assert torch.allclose(lt.var(0), torch.full((3, 3), 1 - ab), atol=0.01)
+
+
+def test_first_respaced_step_does_not_magnify_a_small_noise_error():
+    """At t = T, sqrt(abar_T) = 5e-5: a 1% error of the predicted noise once gave L_0 of
+    thousands of Angstrom and cells of 10^6 A^3 per atom after a 100-step sampler's first jump."""
+    ddpm = LatticeDDPM(1000)
+    g = torch.Generator().manual_seed(0)
+    l_t = torch.randn(64, 3, 3, generator=g)
+    eps_hat = l_t + 0.01 * torch.randn(64, 3, 3, generator=g)  # nearly right, as a network is
+    l_s = ddpm.reverse_step(l_t, eps_hat, 1000, 990, torch.zeros(64, 3, 3))
+    assert float(l_s.norm(dim=-1).max()) < 3.0  # noise-sized, not 0.0156 * 20,000 * error
+    unclipped = LatticeDDPM(1000, max_length=float("inf")).reverse_step(l_t, eps_hat, 1000, 990, torch.zeros(64, 3, 3))
+    assert float(unclipped.norm(dim=-1).max()) > 10.0  # the failure the clip prevents
+
+
+def test_lattice_clip_leaves_real_cells_alone_and_keeps_directions():
+    cell = torch.tensor([[[4.0, 0, 0], [0.5, 5.0, 0], [0.2, 0.3, 46.0]]])
+    assert torch.equal(clip_lattice(cell), cell)  # the longest benchmark vector is 47 A
+    long = torch.tensor([[[400.0, 0, 0], [0, 3.0, 0], [300.0, 400.0, 0]]])
+    clipped = clip_lattice(long)
+    assert torch.allclose(clipped.norm(dim=-1), torch.tensor([[MAX_LATTICE_LENGTH, 3.0, MAX_LATTICE_LENGTH]]))
+    assert torch.allclose(clipped[0, 2] / clipped[0, 2].norm(), long[0, 2] / long[0, 2].norm())
 
 
 def test_lattice_reverse_step_keeps_the_marginal():

@@ -378,3 +378,21 @@ def test_metals_and_intermetallics_are_not_held_to_charge_balance():
     assert any("charge-balanced" in r for r in assess(_perovskite(4.0, "K", "Na", "F")).reasons)
     sro2 = Structure(Lattice.tetragonal(3.56, 6.62), ["Sr", "Sr", "O", "O", "O", "O"], [[0, 0, 0], [0.5, 0.5, 0.5], [0, 0, 0.39], [0, 0, 0.61], [0.5, 0.5, 0.11], [0.5, 0.5, 0.89]])
     assert assess(sro2).charge_balanced
+
+
+def test_bond_valence_sum_equals_pymatgens_without_its_slow_import():
+    """Our O'Keeffe-Brese sum gives pymatgen's numbers (Sr and Ti in SrTiO3, Zn in ZnS, S with a
+    negative sum), so the flags did not move when the 1.7 s import left predict's start-up."""
+    from pymatgen.analysis.bond_valence import calculate_bv_sum
+    from pymatgen.core import Lattice, Structure
+
+    from tgdmat.metrics.quality import bond_valence_sum
+
+    perovskite = Structure(Lattice.cubic(3.905), ["Sr", "Ti", "O", "O", "O"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    sphalerite = Structure.from_spacegroup("F-43m", Lattice.cubic(5.41), ["Zn", "S"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    for structure in (perovskite, sphalerite):
+        neighbours = structure.get_all_neighbors(3.5)
+        for i, shell in enumerate(neighbours):
+            assert bond_valence_sum(structure, i, shell) == pytest.approx(calculate_bv_sum(structure[i], shell), rel=1e-12)
+    ti = bond_valence_sum(perovskite, 1, perovskite.get_all_neighbors(3.5)[1])
+    assert 3.5 < ti < 4.5  # Ti4+

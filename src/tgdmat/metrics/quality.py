@@ -10,6 +10,8 @@ oxide or halide anions need not balance (it may be metallic). One overall flag w
 """
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -102,10 +104,53 @@ def min_distance(structure) -> float:
     return float(min(d.min(), min(structure.lattice.abc)))
 
 
+# O'Keeffe & Brese (JACS 1991, 113, 3226): bonds to these elements count negative when they are
+# the more electronegative partner; b = 0.31 A in their universal bond-valence parameters.
+BV_ELECTRONEGATIVE = frozenset("H B C Si N P As Sb O S Se Te F Cl Br I".split())
+BV_B = 0.31
+
+
+@functools.lru_cache(maxsize=1)
+def _bv_parameters() -> dict:
+    """O'Keeffe-Brese r and c per element, from the 2 KB table pymatgen ships.
+
+    Read with PyYAML here: importing pymatgen's bond_valence module also parses its 34 KB ICSD
+    table through ruamel, 1.7 s of every predict's start-up, and the checks never use it."""
+    import importlib.util
+    import os
+
+    import yaml
+
+    folder = os.path.dirname(importlib.util.find_spec("pymatgen.core").origin)
+    with open(os.path.join(folder, "bvparam_1991.yaml"), encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def bond_valence_sum(structure, i: int, shell: list) -> float:
+    """O'Keeffe-Brese bond-valence sum of site ``i`` over its neighbours ``shell``.
+
+    R_ij = r_i + r_j - r_i r_j (sqrt(c_i) - sqrt(c_j))^2 / (c_i r_i + c_j r_j), v_ij =
+    exp((R_ij - d_ij) / b), counted negative where the site is the more electronegative partner
+    (the same numbers as pymatgen's calculate_bv_sum). KeyError: an element without parameters."""
+    from pymatgen.core import Element
+
+    params = _bv_parameters()
+    el1 = structure[i].specie.symbol
+    r1, c1 = params[el1]["r"], params[el1]["c"]
+    x1 = Element(el1).X
+    total = 0.0
+    for n in shell:
+        el2 = n.specie.symbol
+        if el1 == el2 or not (el1 in BV_ELECTRONEGATIVE or el2 in BV_ELECTRONEGATIVE):
+            continue
+        r2, c2 = params[el2]["r"], params[el2]["c"]
+        r0 = r1 + r2 - r1 * r2 * (math.sqrt(c1) - math.sqrt(c2)) ** 2 / (c1 * r1 + c2 * r2)
+        total += math.exp((r0 - n.nn_distance) / BV_B) * (1 if x1 < Element(el2).X else -1)
+    return total
+
+
 def assess(structure) -> Quality:
     """Run every check on one pymatgen Structure."""
-    from pymatgen.analysis.bond_valence import calculate_bv_sum
-
     symbols = [site.specie.symbol for site in structure]
     elements = set(symbols)
     q = Quality(min_distance=min_distance(structure))
@@ -155,7 +200,7 @@ def assess(structure) -> Quality:
         if any(n.specie.symbol not in BVS_ANIONS for n in shell):
             continue  # pnictide, carbide, boride shells: no reliable bond-valence judgement
         try:
-            bvs = float(calculate_bv_sum(structure[i], shell))
+            bvs = float(bond_valence_sum(structure, i, shell))
         except (KeyError, ValueError):
             continue  # no bond-valence parameters for this pair
         if bvs <= 0:
