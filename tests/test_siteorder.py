@@ -152,10 +152,10 @@ def test_a_small_run_draws_its_proposals_in_one_batched_pass(monkeypatch):
     assert len(calls) > 1
 
 
-def test_fresh_redraws_that_fit_one_pass_are_drawn_at_once():
-    """With a pass width, the crystals still doubted after the orbit exchange get their fresh
-    candidates in one resample call (k each, as many as fit, at most MAX_CANDIDATES) and the
-    repair ends there; each crystal takes a candidate only while it is still doubted."""
+def test_exchanges_and_fresh_redraws_that_fit_one_pass_are_drawn_at_once():
+    """With a pass width, every doubted crystal's orbit exchange and k fresh candidates (as many
+    as fit, at most MAX_CANDIDATES) go into one resample call and the repair ends there; each
+    crystal takes a candidate only while it is still doubted."""
     from tgdmat.conditioning import CrystalPlan
     from tgdmat.siteorder import MAX_CANDIDATES, repair_site_order
 
@@ -166,10 +166,44 @@ def test_fresh_redraws_that_fit_one_pass_are_drawn_at_once():
 
     def resample(index, new_plans):
         calls.append(list(index))
-        if len(calls) == 1:  # the orbit exchange: still anti-site
-            return [anti() for _ in index]
-        return [right() if j % MAX_CANDIDATES == 1 else anti() for j, _ in enumerate(index)]  # the second candidate of each is right
+        return [anti() if j < 2 else (right() if (j - 2) % MAX_CANDIDATES == 1 else anti()) for j, _ in enumerate(index)]  # exchanges still anti-site; the second fresh candidate of each right
 
     out, rep = repair_site_order([anti(), anti()], plans, resample, width=64)
-    assert len(calls) == 2 and calls[1] == [0] * MAX_CANDIDATES + [1] * MAX_CANDIDATES
+    assert calls == [[0, 1] + [0] * MAX_CANDIDATES + [1] * MAX_CANDIDATES]
     assert all(s.species[0].symbol == "Ba" for s in out) and rep.kept == [0, 1]
+    calls.clear()
+    repair_site_order([anti(), anti()], plans, resample, width=None)  # no width (evaluate): rounds in turn
+    assert len(calls) > 1
+
+
+def test_a_small_run_draws_candidates_in_its_first_pass_and_keeps_the_first_plausible():
+    """predict --formula BaTiO3 -n 2: MAX_CANDIDATES of each crystal in one trajectory; a crystal
+    keeps its first candidate with a plausible site order, and no repair pass follows when every
+    crystal has one."""
+    from tgdmat.conditioning import CrystalPlan
+    from tgdmat.options import SamplingOptions
+    from tgdmat.siteorder import MAX_CANDIDATES, choose_candidate, first_candidates, sample_settling_sites
+
+    anti = lambda: _perovskite(4.55, "Ti", "Ba")  # noqa: E731
+    right = lambda: _perovskite(4.0, "Ba", "Ti")  # noqa: E731
+    plans = [CrystalPlan(5, None, [56, 22, 8, 8, 8]) for _ in range(2)]
+    assert first_candidates(plans, 64) == MAX_CANDIDATES and first_candidates(plans * 6, 64) == 5 and first_candidates(plans * 20, 64) == 1
+    chosen, later = choose_candidate([anti(), right(), anti()])
+    assert chosen.species[0].symbol == "Ba" and later
+    assert choose_candidate([right(), anti()])[1] is False
+
+    class FakeSampler:
+        calls: list = []
+
+        def sample_plans(self, new_plans, text, options, **kw):
+            self.calls.append(len(new_plans))
+            return [right() if j % MAX_CANDIDATES == 2 else anti() for j in range(len(new_plans))]
+
+        def progress_bar(self, *a):
+            return None
+
+    sampler, notes, written = FakeSampler(), [], []
+    out = sample_settling_sites(sampler, plans, None, SamplingOptions(batch_size=64, site_order="bond-valence"), notes=notes, on_batch=written.append)
+    assert sampler.calls == [2 * MAX_CANDIDATES]  # one pass, no repair
+    assert all(s.species[0].symbol == "Ba" for s in out) and written == [out]
+    assert "more plausible for 2 of them" in notes[0]

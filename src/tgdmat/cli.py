@@ -7,7 +7,7 @@ import shlex
 import sys
 
 from . import commands
-from .config import EVAL_PROMPT_KINDS, RANKINGS, SITE_ORDERS
+from .config import EVAL_PROMPT_KINDS, INTEGRATORS, RANKINGS, SITE_ORDERS
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -31,7 +31,7 @@ def _precision_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: chosen per batch from its size and the measured step times, see tgdmat.threads)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="the denoiser's arithmetic: bf16 is about 2x faster on CPUs with AVX-512 BF16/AMX and on GPUs at the same match rate; auto picks bf16 where it is native, else fp32 (see the README's Speed section)")
     p.add_argument("--corrector", choices=["fixed", "rescaled"], help="Langevin corrector step: per step, or times the respacing stride (default: the model's, see its card)")
-    p.add_argument("--integrator", choices=["ancestral", "ode"], help="predictor step: reverse SDE, or probability-flow ODE + DDIM (default: the model's)")
+    p.add_argument("--integrator", choices=INTEGRATORS, help="predictor step: reverse SDE, probability-flow ODE + DDIM, or the reverse SDE with a second-order multistep correction for the coordinates (default: the model's)")
     p.add_argument("--compile", action="store_true", help="run the denoiser through torch.compile (inductor): one compilation per batch shape (seconds to a minute), then faster passes (see the README's Speed section)")
 
 
@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--step-lr", type=float, nargs="+", help="sample: corrector step sizes to compare (0 = predictor only; default: the model's)")
     v.add_argument("--corrector", nargs="+", choices=["fixed", "rescaled"], default=["fixed"], help="sample: Langevin step per step (fixed) or times the respacing stride (rescaled)")
     v.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32"], help="sample: the denoiser's arithmetic")
-    v.add_argument("--integrator", nargs="+", choices=["ancestral", "ode"], default=["ancestral"], help="sample: predictor step (reverse SDE, or probability-flow ODE + DDIM)")
+    v.add_argument("--integrator", nargs="+", choices=INTEGRATORS, default=["ancestral"], help="sample: predictor step (reverse SDE, probability-flow ODE + DDIM, or second-order multistep SDE)")
     v.add_argument("--match-limit", type=int, default=500, help="sample: test crystals sampled and matched per setting (throughput is timed on the same run)")
     v.add_argument("--json")
     v.set_defaults(func=commands.cmd_speed)
@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--sample-steps", type=int)
     x.add_argument("--step-lr", type=float)
     x.add_argument("--corrector", choices=["fixed", "rescaled"], help="new default Langevin step scaling (rescaled: times the respacing stride)")
-    x.add_argument("--integrator", choices=["ancestral", "ode"], help="new default predictor step")
+    x.add_argument("--integrator", choices=INTEGRATORS, help="new default predictor step")
     x.set_defaults(func=commands.cmd_export)
     return p
 

@@ -10,7 +10,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 PROMPT_KINDS = ("short", "long")
 EVAL_PROMPT_KINDS = (*PROMPT_KINDS, "formula")  # evaluate also offers formula: only what `predict --formula X` states
 LR_SCHEDULES = ("constant", "cosine")
-INTEGRATORS = ("ancestral", "ode")
+INTEGRATORS = ("ancestral", "ode", "multistep")
 SITE_ORDERS = ("bond-valence", "model")  # predict: repair cation site orders the bond-valence check flags (siteorder), or keep the model's
 RANKINGS = ("energy", "bond-valence")  # --rank: CHGNet energy per atom, or plausibility of bonding (metrics.quality)
 
@@ -51,7 +51,7 @@ class DiffusionConfig:
     step_lr: float = 1e-5  # Langevin corrector step size at sampling (DiffCSP: 5e-7 Perov-5, 1e-5 MP-20)
     sample_steps: int = 1000  # default number of reverse steps at sampling (fewer: respaced)
     corrector_rescale: bool = False  # Langevin step x respacing stride, so fewer steps keep the corrector's total step
-    integrator: str = "ancestral"  # sampler predictor: ancestral (reverse SDE) or ode (probability flow for F, DDIM for L)
+    integrator: str = "ancestral"  # sampler predictor: ancestral (reverse SDE), ode (probability flow for F, DDIM for L) or multistep (the reverse SDE with a second-order correction for F)
 
     def __post_init__(self) -> None:
         if self.integrator not in INTEGRATORS:

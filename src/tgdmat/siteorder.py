@@ -47,8 +47,8 @@ class SiteRepair:
     def note(self) -> str | None:
         if not self.tried:
             return None
-        return (f"site order: {len(self.tried)} crystal(s) had cations whose bond valences doubt their sites and were drawn again (with "
-                f"their cations exchanged between Wyckoff orbits, then afresh); {len(self.kept)} of them were more plausible and replace the first draw "
+        return (f"site order: {len(self.tried)} crystal(s) had a first draw whose cations' bond valences doubt their sites; another candidate "
+                f"(drawn beside it, with the cations exchanged between Wyckoff orbits, or afresh) was more plausible for {len(self.kept)} of them "
                 f"(sample {', '.join(map(str, self.kept)) or '-'}); --site-order model keeps the model's own order")
 
 
@@ -76,9 +76,9 @@ def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symp
     ``resample(indices, plans)`` samples plans for those crystals with the first draw's text and
     facts and a new seed each call; a redraw replaces a crystal only when it is more plausible
     (``quality_score``) and while it is still doubted. ``width`` (crystals one pass can hold):
-    where at least two fresh candidates of every crystal still doubted after the first exchange
-    fit, up to MAX_CANDIDATES of each are drawn in that one pass and the repair ends there (at
-    most three passes in all instead of five in turn)."""
+    where the exchange of every doubted crystal and at least two fresh candidates of each fit,
+    they are drawn together in one pass (the exchange first, then up to MAX_CANDIDATES fresh
+    ones) and the repair ends there: one repair pass instead of rounds in turn."""
     out, source = list(structures), list(structures)  # best so far; the draw the next exchange starts from
     qualities = [assess(s) for s in out]
     tried, kept = set(), set()
@@ -102,23 +102,46 @@ def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symp
             templates = exchanged_templates(source[i], {el for el, v in qualities[i].oxidation.items() if v > 0}, symprec) if source[i] is not None else []
             if templates:
                 exchange.append((i, template_plan(templates[0])))
+        doubtful = still_doubted()
+        room = width - _pass_width([p for _, p in exchange]) if width else 0
+        k = min(MAX_CANDIDATES, room // _pass_width([plans[i] for i in doubtful])) if width and doubtful else 0
+        if k >= 2:  # the exchanges and k fresh candidates of every doubted crystal in one pass
+            todo = [i for i, _ in exchange] + [i for i in doubtful for _ in range(k)]
+            redraw(todo, [p for _, p in exchange] + [plans[i] for i in todo[len(exchange):]])
+            break
         if exchange:
             redraw([i for i, _ in exchange], [p for _, p in exchange])
         again = still_doubted()
         if not again:
-            break
-        k = min(MAX_CANDIDATES, width // _pass_width([plans[i] for i in again])) if width else 1
-        if k >= 2:  # every fresh redraw at once: k candidates of each crystal in one pass
-            todo = [i for i in again for _ in range(k)]
-            redraw(todo, [plans[i] for i in todo])
             break
         for i, s in zip(again, redraw(again, [plans[i] for i in again])):
             source[i] = s
     return out, SiteRepair(sorted(tried), sorted(kept))
 
 
+def first_candidates(plans: list[CrystalPlan], width: int) -> int:
+    """Candidates of every crystal the first pass draws: as many as fit one pass of ``width``
+    crystals with their free proposals (at most MAX_CANDIDATES), else 1 (large runs keep one draw each)."""
+    k = min(MAX_CANDIDATES, width // _pass_width(plans)) if plans else 1
+    return k if k >= 2 else 1
+
+
+def choose_candidate(candidates: list) -> tuple[object, bool]:
+    """(the crystal kept of one crystal's candidates, whether it is a later one): the first whose
+    site order is not doubted, else the most plausible (lowest ``quality_score``)."""
+    qualities = [assess(s) if s is not None else None for s in candidates]
+    for j, q in enumerate(qualities):
+        if q is not None and not doubted(q):
+            return candidates[j], j > 0
+    scored = [(quality_score(q), j) for j, q in enumerate(qualities) if q is not None]
+    if not scored:
+        return candidates[0], False
+    j = min(scored)[1]
+    return candidates[j], j > 0
+
+
 REDRAW_SEED = 104_729  # redraw k of a run samples with seed + REDRAW_SEED * k
-MAX_CANDIDATES = 4  # fresh redraws of a doubted crystal drawn at once, where they fit one batch
+MAX_CANDIDATES = 8  # candidates of a crystal drawn at once (first pass, fresh redraws), where they fit one batch
 
 
 def _pass_width(plans: list[CrystalPlan]) -> int:
@@ -171,10 +194,14 @@ def _rows(value, index: list[int]):
 
 
 def _settle_batch_by_batch(sampler, plans, text, options, lattice, facts, bar, on_batch):
-    """Each finished batch repaired in rounds (exchange, then afresh, per tolerance) before ``on_batch``."""
+    """Each finished batch repaired (exchange and fresh candidates) before ``on_batch``; a run
+    that fits one pass draws ``first_candidates`` of every crystal in its first pass instead."""
     settled: list = []
     repaired = SiteRepair([], [])
     resample = redrawer(sampler, text, options, lattice, facts, bar)
+    k = first_candidates(plans, options.batch_size)
+    if k > 1:
+        return _settle_in_one_pass(sampler, plans, text, options, lattice, facts, bar, on_batch, resample, k)
 
     def settle(batch: list) -> None:
         start = len(settled)
@@ -195,4 +222,19 @@ def _settle_batch_by_batch(sampler, plans, text, options, lattice, facts, bar, o
     return settled, repaired
 
 
-__all__ = ["MISFIT", "SiteRepair", "check_site_order", "doubted", "exchanged_templates", "redrawer", "repair_site_order", "sample_settling_sites", "template_plan"]
+def _settle_in_one_pass(sampler, plans, text, options, lattice, facts, bar, on_batch, resample, k):
+    """k candidates of every crystal in one trajectory, the first plausible one kept per crystal,
+    then one repair pass at most for the crystals whose candidates were all doubted."""
+    index = [i for i in range(len(plans)) for _ in range(k)]
+    drawn = sampler.sample_plans([plans[i] for i in index], _rows(text, index), options, lattice=lattice, facts=_rows(facts, index), progress=bar or False)
+    chosen = [choose_candidate(drawn[i * k : (i + 1) * k]) for i in range(len(plans))]
+    first = [c for c, _ in chosen]
+    fixed, rep = repair_site_order(first, plans, resample, symprecs=SYMPRECS[:1], width=options.batch_size)
+    tried = sorted(set(rep.tried) | {i for i, (_, later) in enumerate(chosen) if later})
+    kept = sorted(set(rep.kept) | {i for i, (_, later) in enumerate(chosen) if later})
+    if on_batch is not None:
+        on_batch(fixed)
+    return fixed, SiteRepair(tried, kept)
+
+
+__all__ = ["MISFIT", "SiteRepair", "check_site_order", "choose_candidate", "doubted", "first_candidates", "exchanged_templates", "redrawer", "repair_site_order", "sample_settling_sites", "template_plan"]

@@ -247,7 +247,8 @@ class TGDMat(nn.Module):
         stride (t - s), so fewer steps keep the corrector's total step of the full schedule.
         ``facts``: what the prompt states, per crystal, for models built with ``model.facts``.
         ``integrator`` (default ``diffusion.integrator``): "ancestral" reverse-diffusion steps, or
-        "ode": the probability-flow ODE for F and DDIM for L (deterministic between corrector steps).
+        "ode": the probability-flow ODE for F and DDIM for L (deterministic between corrector steps);
+        "multistep": the ancestral step with a second-order multistep correction for F (``WrappedNormalCoords.multistep_terms``).
         """
         d = self.cfg.diffusion
         dev = next(self.parameters()).device
@@ -306,6 +307,7 @@ class TGDMat(nn.Module):
             p = sym.move(p, drift, std * randn(sym.num_orbits, 3) if std else 0.0)
             return sym.positions(p)
 
+        memory = None  # the multistep integrator's previous denoised coordinates and step
         for t, s in pairs:
             out = self._denoise(a, f, l, t, graph, text_emb, guidance, precision, facts)
             if step_lr > 0:
@@ -321,7 +323,11 @@ class TGDMat(nn.Module):
             if sym is not None:
                 l = sym.lattice(l, with_targets=False)
             score = self.coords.score(score_hat, t)
-            f = move(f, self.coords.ode_terms(score, t, s) if ode else self.coords.predictor_terms(score, t, s))
+            if integrator == "multistep":
+                drift, std, memory = self.coords.multistep_terms(score, t, s, f, memory)
+                f = move(f, (drift, std))
+            else:
+                f = move(f, self.coords.ode_terms(score, t, s) if ode else self.coords.predictor_terms(score, t, s))
             if not csp:
                 if type_bias is not None:
                     logits = logits + type_bias
