@@ -29,3 +29,21 @@ def test_options_are_frozen_and_derived_copies_change_only_what_they_say():
 def test_the_python_api_keywords_fold_into_the_options():
     options, rest = split_options({"steps": 10, "free": True, "num_atoms": 5, "device": "cpu", "options": SamplingOptions(seed=2)})
     assert options == SamplingOptions(steps=10, seed=2, enforce=False) and rest == {"num_atoms": 5, "device": "cpu"}
+
+
+def test_a_runs_integrator_and_corrector_reach_the_sampler_as_at_load_time():
+    """Options given to one run (the Python API, evaluate_csp) were once ignored for the
+    integrator and corrector: only those given when the model was loaded counted."""
+    import numpy as np
+
+    from tgdmat.sample import Sampler
+
+    def coordinates(sampler, **kw):
+        gen = sampler.predict("SrTiO3", n=2, steps=4, threads=1, site_order="model", **kw)
+        return np.concatenate([s.frac_coords.ravel() for s in gen.structures])
+
+    plain = Sampler.load("perov_5_csp_facts")
+    for option in (dict(integrator="multistep"), dict(corrector="fixed")):
+        per_run = coordinates(plain, **option)
+        assert not np.allclose(per_run, coordinates(plain))  # it changes the draw
+        assert np.allclose(per_run, coordinates(Sampler.load("perov_5_csp_facts", options=SamplingOptions(**option))))

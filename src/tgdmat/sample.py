@@ -245,7 +245,8 @@ class Sampler:
                 crystals = self.model.sample(
                     counts, c.text, types, steps=options.steps, guidance=options.guidance, generator=gen, progress=_ticker(tuner, bar),
                     allowed_types=self.allowed_types(), symmetry=sym, step_lr=options.step_lr, precision=self.precision,
-                    corrector_rescale=self.cfg.diffusion.corrector_rescale, facts=c.facts, integrator=self.cfg.diffusion.integrator,
+                    corrector_rescale=self.cfg.diffusion.corrector_rescale if options.corrector is None else options.corrector == "rescaled", facts=c.facts,
+                    integrator=options.integrator or self.cfg.diffusion.integrator,
                 )
             structures = crystals.to_structures()
             kept = min(batch_size, len(plans) - start)  # padding crystals are dropped here
