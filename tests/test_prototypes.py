@@ -1,7 +1,7 @@
 """Prototype and mineral names as templates, and the spellings of free text chemists write."""
 import pytest
 
-from tgdmat.prototypes import PrototypeError, decorated_sites, decorated_structure, find_name, library, resolve
+from tgdmat.prototypes import decorated_sites, decorated_structure, find_name, library, resolve
 from tgdmat.text.prompts import PromptError, parse_prompt
 
 # name, formula -> (space group, prototype's anonymous formula, atoms per primitive cell)
