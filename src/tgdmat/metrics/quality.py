@@ -196,7 +196,10 @@ def assess(structure) -> Quality:
             q.reasons.append(f"{el} site {i} has no anion within {max(_reach(radii, el, a) for a in elements if oxi.get(a, 0) < 0):.1f} Å")
             continue
         nearest = min(n.nn_distance for n in shell)
-        q.coordination.setdefault(el, []).append(int(sum(n.nn_distance <= SHELL * nearest for n in shell)))
+        cn = int(sum(n.nn_distance <= SHELL * nearest for n in shell))
+        q.coordination.setdefault(el, []).append(cn)
+        if cn == 1 and el != "H" and elements & IONIC_ANIONS:
+            q.reasons.append(f"{el} site {i} has a single anion neighbour (a cation of an oxide or halide solid has at least two)")
         if any(n.specie.symbol not in BVS_ANIONS for n in shell):
             continue  # pnictide, carbide, boride shells: no reliable bond-valence judgement
         try:
