@@ -265,9 +265,35 @@ def test_concurrent_embedding_writers_keep_every_entry(tmp_path, capsys):
         pool.map(_add_embeddings, [(str(tmp_path), f"writer{k}") for k in range(3)])
     store = EmbeddingStore(tmp_path, EncoderSpec())
     assert all(store.has(f"writer{k} text {j}") for k in range(3) for j in range(40))
-    store.path.write_bytes(b"damaged")
+    from tgdmat.text.encoder import _text_key
+
+    store.shard_path(_text_key("writer0 text 0")).write_bytes(b"damaged")
     fresh = EmbeddingStore(tmp_path, EncoderSpec())
     assert not fresh.has("writer0 text 0") and "is damaged" in capsys.readouterr().err
+    assert fresh.has("writer1 text 0") or _text_key("writer1 text 0")[:2] == _text_key("writer0 text 0")[:2]
+
+
+def test_embedding_store_reads_only_the_shards_it_needs_and_splits_an_old_single_file(tmp_path):
+    """A prompt's lookup reads one shard, not every cached embedding; an earlier single-file
+    cache becomes shards once and keeps its entries."""
+    from tgdmat.text.encoder import EmbeddingStore, EncoderSpec, _text_key
+
+    texts = [f"prompt {i}" for i in range(300)]
+    vectors = np.arange(300 * 4, dtype=np.float32).reshape(300, 4)
+    spec = EncoderSpec()
+    old = EmbeddingStore(tmp_path / "a", spec)
+    old.add(texts, vectors)
+    keys = np.array([_text_key(t) for t in texts], dtype="U32")
+    legacy = tmp_path / "b" / (old.folder.name + ".npz")
+    legacy.parent.mkdir()
+    np.savez(legacy, keys=keys, vectors=vectors)  # the layout of earlier versions
+    EmbeddingStore(tmp_path / "b", spec)  # splits the single file
+    for root in ("a", "b"):
+        store = EmbeddingStore(tmp_path / root, spec)
+        assert np.array_equal(store.get(["prompt 7"]), vectors[7:8])
+        assert len(store._shards) == 1  # one shard read for one prompt
+        assert np.array_equal(store.get(texts), vectors)
+    assert not legacy.exists() and len(list((tmp_path / "b" / old.folder.name).glob("*.npz"))) > 100
 
 
 def test_a_killed_describe_leaves_no_orphaned_workers(tmp_path):

@@ -132,65 +132,96 @@ def _text_key(text: str) -> str:
 
 
 class EmbeddingStore:
-    """Embeddings on disk, one .npz per encoder identity (keys = text hashes; no pickles).
+    """Embeddings on disk, one folder per encoder identity, sharded by text hash into 256 .npz
+    files (keys = text hashes; no pickles), read lazily: a prompt's lookup reads one shard of a
+    few hundred kilobytes instead of every embedding training ever cached (85 MB after MP-20),
+    and a new prompt rewrites only its shard.
 
     Writers merge under a file lock with what is on disk, so concurrent runs keep each other's
-    entries; a damaged file is reported and rebuilt.
+    entries; a damaged shard is reported and rebuilt. A single-file cache of earlier versions is
+    split into shards once.
     """
+
+    SHARD_CHARS = 2  # hex characters of the key that name its shard: 256 shards
 
     def __init__(self, cache_dir: str | Path, spec: EncoderSpec):
         slug = hashlib.sha256(spec.key.encode()).hexdigest()[:16]
-        self.path = Path(cache_dir) / f"embeddings-{slug}.npz"
-        self._index: dict[str, int] = {}
-        self._vectors = np.zeros((0, 0), dtype=np.float32)
-        keys, vectors = self._read()
-        self._merge(keys, vectors)
+        self.folder = Path(cache_dir) / f"embeddings-{slug}"
+        self._shards: dict[str, dict[str, np.ndarray]] = {}
+        legacy = Path(cache_dir) / f"embeddings-{slug}.npz"
+        if legacy.is_file():
+            self._migrate(legacy)
 
-    def _read(self) -> tuple[np.ndarray, np.ndarray]:
-        """(keys, vectors) on disk; empty when there is no file, with a warning when it is damaged."""
-        empty = (np.zeros(0, dtype="U32"), np.zeros((0, 0), dtype=np.float32))
-        if not self.path.exists():
-            return empty
+    def shard_path(self, key: str) -> Path:
+        return self.folder / f"{key[: self.SHARD_CHARS]}.npz"
+
+    def _read(self, path: Path) -> dict[str, np.ndarray]:
+        """{key: vector} of one file; empty when there is none, with a warning when it is damaged."""
+        if not path.exists():
+            return {}
         try:
-            with np.load(self.path, allow_pickle=False) as data:
+            with np.load(path, allow_pickle=False) as data:
                 keys, vectors = data["keys"], data["vectors"]
             if keys.ndim != 1 or vectors.ndim != 2 or len(keys) != len(vectors) or not np.isfinite(vectors).all():
                 raise ValueError("inconsistent arrays")
-            return keys, vectors.astype(np.float32, copy=False)
+            vectors = vectors.astype(np.float32, copy=False)
+            return {str(k): vectors[i] for i, k in enumerate(keys)}
         except Exception as exc:
-            print(f"warning: embedding cache {self.path} is damaged ({type(exc).__name__}); rebuilding it", file=sys.stderr)
-            return empty
+            print(f"warning: embedding cache {path} is damaged ({type(exc).__name__}); rebuilding it", file=sys.stderr)
+            return {}
 
-    def _merge(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        new = [i for i, k in enumerate(keys) if str(k) not in self._index]
-        if not new:
-            return
-        if self._vectors.size and vectors.shape[1] != self._vectors.shape[1]:
-            return  # another encoder's dimension under the same name: keep ours
-        start = len(self._index)
-        self._vectors = vectors[new] if start == 0 else np.concatenate([self._vectors, vectors[new]])
-        for j, i in enumerate(new):
-            self._index[str(keys[i])] = start + j
+    def _shard(self, key: str) -> dict[str, np.ndarray]:
+        name = key[: self.SHARD_CHARS]
+        if name not in self._shards:
+            self._shards[name] = self._read(self.shard_path(key))
+        return self._shards[name]
 
     def has(self, text: str) -> bool:
-        return _text_key(text) in self._index
+        key = _text_key(text)
+        return key in self._shard(key)
 
     def get(self, texts: Sequence[str]) -> np.ndarray:
-        return self._vectors[[self._index[_text_key(t)] for t in texts]]
+        keys = [_text_key(t) for t in texts]
+        return np.stack([self._shard(k)[k] for k in keys]) if keys else np.zeros((0, 0), dtype=np.float32)
 
     def add(self, texts: Sequence[str], vectors: np.ndarray) -> None:
         if not np.isfinite(vectors).all():
             raise EncoderError("the text encoder returned non-finite embeddings; nothing was cached")
-        self._merge(np.array([_text_key(t) for t in texts], dtype="U32"), vectors.astype(np.float32, copy=False))
+        self._write({_text_key(t): v for t, v in zip(texts, vectors.astype(np.float32, copy=False))})
+
+    def _write(self, entries: dict[str, np.ndarray]) -> None:
+        """Add ``entries`` in memory and to their shards on disk (merged under the lock)."""
+        by_shard: dict[str, dict[str, np.ndarray]] = {}
+        for key, vector in entries.items():
+            by_shard.setdefault(key[: self.SHARD_CHARS], {})[key] = vector
+        for name, new in by_shard.items():
+            shard = self._shard(name)
+            dims = {v.shape[-1] for v in shard.values()}
+            new = {k: v for k, v in new.items() if not dims or v.shape[-1] in dims}  # another encoder's dimension under the same name: keep ours
+            shard.update(new)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path.with_suffix(".lock"), "a") as lock:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with open(self.folder / "lock", "a") as lock:
                 import fcntl
 
                 fcntl.flock(lock, fcntl.LOCK_EX)  # merge with entries other writers added meanwhile
-                self._merge(*self._read())
-                keys = np.array(sorted(self._index, key=self._index.get), dtype="U32")
-                with atomic_path(self.path) as tmp:
-                    np.savez(tmp, keys=keys, vectors=self._vectors)
+                for name in by_shard:
+                    shard = self._shards[name]
+                    for key, vector in self._read(self.shard_path(name)).items():
+                        shard.setdefault(key, vector)
+                    keys = sorted(shard)
+                    with atomic_path(self.shard_path(name)) as tmp:
+                        np.savez(tmp, keys=np.array(keys, dtype="U32"), vectors=np.stack([shard[k] for k in keys]))
         except OSError as exc:
-            print(f"warning: embedding cache {self.path} not written ({exc.strerror or exc}); continuing without it", file=sys.stderr)
+            print(f"warning: embedding cache {self.folder} not written ({exc.strerror or exc}); continuing without it", file=sys.stderr)
+
+    def _migrate(self, legacy: Path) -> None:
+        """Split an earlier single-file cache into shards once, then remove it."""
+        entries = self._read(legacy)
+        if entries:
+            self._write(entries)
+        try:
+            if self.folder.is_dir() or not entries:
+                legacy.unlink()
+        except OSError:
+            pass
