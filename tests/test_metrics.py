@@ -138,6 +138,10 @@ def test_wasserstein_of_identical_sets_is_zero():
     out = property_distances(structs, structs)
     assert out["wdist_density"] == pytest.approx(0.0) and out["wdist_num_elems"] == pytest.approx(0.0)
     assert property_distances([diamond()], [srtio3()])["wdist_num_elems"] == pytest.approx(2.0)
+    hist = property_distances([diamond()], [srtio3(), rocksalt()])["distributions"]
+    assert hist["num_elements"] == [1, 2, 3] and hist["num_elements_generated"] == [1.0, 0.0, 0.0] and hist["num_elements_test"] == [0.0, 0.5, 0.5]
+    assert sum(hist["density_generated"]) == pytest.approx(1.0) and sum(hist["density_test"]) == pytest.approx(1.0)
+    assert len(hist["density_edges"]) == len(hist["density_test"]) + 1
 
 
 # ------------------------------------------------------------------ adherence

@@ -312,4 +312,26 @@ def property_distances(gen: Sequence, test: Sequence, valid_only: bool = True) -
         "wdist_num_elems": float(wasserstein_distance(nel_g, nel_t)),
         "n_gen": len(gen),
         "n_test": len(test),
+        "distributions": property_histograms(dens_g, dens_t, nel_g, nel_t),
+    }
+
+
+DENSITY_BIN = 0.25  # g/cm^3 per histogram bin
+DENSITY_MAX = 25.0  # g/cm^3: the last bin holds everything denser (osmium, the densest element, is 22.6)
+
+
+def property_histograms(dens_g: np.ndarray, dens_t: np.ndarray, nel_g: np.ndarray, nel_t: np.ndarray) -> dict:
+    """Shares of generated and test crystals per density bin and per number of elements (what the
+    two Wasserstein distances compare), small enough to keep in a result JSON and plot from it."""
+    top = min(max(float(dens_g.max()), float(dens_t.max())), DENSITY_MAX)
+    edges = np.arange(0.0, top + DENSITY_BIN, DENSITY_BIN)
+    dens_g, dens_t = (np.clip(d, 0.0, edges[-1]) for d in (dens_g, dens_t))  # a collapsed cell counts in the last bin
+    counts = np.arange(1, int(max(nel_g.max(), nel_t.max())) + 1)
+    share = lambda x, bins: (np.histogram(x, bins)[0] / len(x)).round(5).tolist()  # noqa: E731
+    return {
+        "density_edges": edges.round(3).tolist(),
+        "density_generated": share(dens_g, edges), "density_test": share(dens_t, edges),
+        "num_elements": counts.tolist(),
+        "num_elements_generated": [round(float(np.mean(nel_g == k)), 5) for k in counts],
+        "num_elements_test": [round(float(np.mean(nel_t == k)), 5) for k in counts],
     }
