@@ -105,6 +105,36 @@ def speed_figure(plt) -> Path | None:
     return _save(plt, fig, "speed.png")
 
 
+GENERATION = ("perov_5_csp_facts, 500 Perov-5 test prompts enforced", "generation/gen_perov_5_csp_facts_500_enforced_hist.json")
+
+
+def generation_figure(plt) -> Path | None:
+    """Density and number-of-elements distributions of generated crystals against the test set."""
+    label, rel = GENERATION
+    r = load(rel)
+    if r is None or "distributions" not in r:
+        return None
+    h = r["distributions"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2))
+    edges = h["density_edges"]
+    centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+    width = edges[1] - edges[0]
+    left.bar(centres, h["density_test"], width=width, color="0.6", label="test set")
+    left.step(centres, h["density_generated"], where="mid", color="C0", label="generated")
+    left.set_xlabel("density (g/cm³)")
+    left.set_ylabel("share of crystals")
+    left.set_title(f"W(density) = {r['wdist_density']:.3f}", fontsize=9)
+    left.legend(fontsize=8)
+    k = h["num_elements"]
+    right.bar([x - 0.2 for x in k], h["num_elements_test"], width=0.4, color="0.6", label="test set")
+    right.bar([x + 0.2 for x in k], h["num_elements_generated"], width=0.4, color="C0", label="generated")
+    right.set_xticks(k)
+    right.set_xlabel("number of elements")
+    right.set_title(f"W(#elements) = {r['wdist_num_elems']:.3f}", fontsize=9)
+    fig.suptitle(f"Generation: {label} ({r['n']} crystals)", fontsize=9)
+    return _save(plt, fig, "generation.png")
+
+
 def main() -> int:
     import matplotlib
 
@@ -112,7 +142,7 @@ def main() -> int:
     import matplotlib.pyplot as plt
 
     FIGURES.mkdir(parents=True, exist_ok=True)
-    made = [csp_figure(plt, d) for d in OURS] + [adherence_figure(plt), speed_figure(plt)]
+    made = [csp_figure(plt, d) for d in OURS] + [adherence_figure(plt), speed_figure(plt), generation_figure(plt)]
     for path in made:
         if path is not None:
             print(path.relative_to(ROOT))
