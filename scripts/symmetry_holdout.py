@@ -42,7 +42,8 @@ def crystal_row(structure, requested: int) -> dict:
     summary = structure.properties.get("summary", {})
     return {"formula": again.composition.reduced_formula, "group_at_0.1": group, **margin,
             "holds_with_margin": group == requested and margin["group_at_2x_symprec"] == requested,
-            "summary_pseudo_symmetric": summary.get("pseudo_symmetric"), "summary_distortion_A": summary.get("distortion_A")}
+            "summary_pseudo_symmetric": summary.get("pseudo_symmetric"), "summary_distortion_A": summary.get("distortion_A"),
+            "quality": summary.get("quality"), "quality_reasons": summary.get("quality_reasons"), "coordination": summary.get("coordination")}
 
 
 def main() -> int:
@@ -73,12 +74,14 @@ def main() -> int:
         rows.append({"prompt": prompt, "model": model, "why": why, "requested": requested, "n": len(crystals), "holds_with_margin": held,
                      "silently_labelled": silent, "seconds": round(time.time() - start, 1), "crystals": crystals})
         dist = ", ".join(f"{c['distortion_A']}" for c in crystals)
-        print(f"{prompt:64s} {model:20s} margin {held}/{len(crystals)}  silent {silent}  distortion Å [{dist}]  ({rows[-1]['seconds']} s)", flush=True)
+        ok = sum(c["quality"] == "ok" for c in crystals)
+        print(f"{prompt:64s} {model:20s} margin {held}/{len(crystals)}  silent {silent}  quality ok {ok}/{len(crystals)}  distortion Å [{dist}]  ({rows[-1]['seconds']} s)", flush=True)
     done = [r for r in rows if "n" in r]
     total = sum(r["n"] for r in done)
     summary = {"prompts": len(PROMPTS), "sampled": len(done), "crystals": total,
                "holds_with_margin": sum(r["holds_with_margin"] for r in done) / max(total, 1),
                "silently_labelled": sum(r["silently_labelled"] for r in done),
+               "quality_ok": sum(c["quality"] == "ok" for r in done for c in r["crystals"]) / max(total, 1),
                "distortion_recorded": sum(c["summary_distortion_A"] is not None or c["nearest_larger_group"] is None for r in done for c in r["crystals"]) / max(total, 1)}
     print(json.dumps(summary))
     if args.json:
