@@ -18,9 +18,9 @@ OURS = {
     "perov_5": [("perov_5_long_facts (long)", "full/csp_perov_5_long_facts_full.json"), ("perov_5_csp_facts (short + facts)", "full/csp_perov_5_csp_facts_full.json"),
                 ("perov_5_csp (short)", "speed/full_perov_5_csp_bf16_300_rescaled.json"), ("perov_5_csp_notext (none)", "full/csp_perov_5_csp_notext_full.json")],
     "carbon_24": [("carbon_24_long_facts (long)", "full/csp_carbon_24_long_facts_full.json"), ("carbon_24_csp_facts (short + facts), 1000 steps", "full/csp_carbon_24_csp_facts_full_s1000_compiled.json")],
-    "mp_20": [("mp_20_csp_facts, space group enforced, test_pilot1000 (seeded part)", "mp_20/csp_mp_20_csp_facts_300_enforce.json"),
-              ("mp_20_csp_facts (short + facts), test_pilot1000", "mp_20/csp_mp_20_csp_facts_pilot1000.json"),
-              ("the same model after 82 min (history)", "mp_20/csp_mp_20_csp_facts_82min_pilot1000.json")],
+    "mp_20": [("mp_20_csp_facts (short + facts), test_pilot1000", "mp_20/csp_mp_20_csp_facts_pilot1000.json"),
+              ("its stage-1 weights (82 min), today's sampler", "mp_20/csp_mp_20_csp_facts_stage1_clip_pilot1000.json"),
+              ("stage-1 weights before the lattice fix (history)", "mp_20/csp_mp_20_csp_facts_82min_pilot1000.json")],
 }
 # published rows (standard splits, 1 sample), quoted: (label, match %)
 PUBLISHED = {

@@ -122,8 +122,16 @@ def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symp
 def first_candidates(plans: list[CrystalPlan], width: int) -> int:
     """Candidates of every crystal the first pass draws: as many as fit one pass of ``width``
     crystals with their free proposals (at most MAX_CANDIDATES), else 1 (large runs keep one draw each)."""
+    if not any(_may_be_doubted(p) for p in plans):
+        return 1  # one cation element at most (carbon, NaCl): no site order to doubt, no candidates to pay for
     k = min(MAX_CANDIDATES, width // _pass_width(plans)) if plans else 1
     return k if k >= 2 else 1
+
+
+def _may_be_doubted(plan: CrystalPlan) -> bool:
+    """Whether a plan's composition can have a doubted site order: two cations need at least
+    three elements (two cations and an anion)."""
+    return plan.atom_types is not None and len(set(plan.atom_types)) >= 3
 
 
 def choose_candidate(candidates: list) -> tuple[object, bool]:
