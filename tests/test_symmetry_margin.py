@@ -53,3 +53,25 @@ def test_a_requested_group_that_only_a_nudge_gives_fails_the_margin_check():
     assert prompt_checks(nudged, fields)["spacegroup"] and not prompt_checks(nudged, fields)["spacegroup_with_margin"]
     assert prompt_checks(polar, fields)["spacegroup_with_margin"]
     assert adherence([nudged, polar], fields)["spacegroup_with_margin"] == 0.5
+
+
+def test_a_group_spglib_loses_entirely_at_twice_the_tolerance_is_reported_as_not_holding(monkeypatch):
+    """Atoms closer than 0.2 Å: spglib finds the group at 0.1 Å and no symmetry at all at 0.2 Å.
+    That crystal does not keep its group with margin, and says so (it was left unreported)."""
+    import pymatgen.symmetry.analyzer as analyzer
+    from pymatgen.core import Lattice, Structure
+
+    from tgdmat.symmetry import symmetry_margin
+
+    real = analyzer.SpacegroupAnalyzer
+
+    class FailsWhenLoose(real):
+        def __init__(self, structure, symprec=0.01, *args, **kwargs):
+            if symprec > 0.15:
+                raise analyzer.SymmetryUndeterminedError("Unable to determine symmetry")
+            super().__init__(structure, symprec, *args, **kwargs)
+
+    monkeypatch.setattr(analyzer, "SpacegroupAnalyzer", FailsWhenLoose)
+    rocksalt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    out = symmetry_margin(rocksalt)
+    assert out["group_at_2x_symprec"] is None and out["pseudo_symmetric"] is True and out["c_over_a"] == 1.0

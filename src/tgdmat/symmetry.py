@@ -487,19 +487,22 @@ def symmetry_margin(structure, symprec: float = 0.1, analyzer=None) -> dict:
             low = analyzer or SpacegroupAnalyzer(structure, symprec=symprec)
             g_low = low.get_space_group_number()
             conv = low.get_conventional_standard_structure()
-            looser = []
-            for factor in LOOSER:
-                sga = SpacegroupAnalyzer(structure, symprec=factor * symprec)
-                looser.append((sga.get_space_group_number(), sga))
-                if looser[-1][0] != g_low:
-                    break
         except Exception:
             return empty
+        looser = []
+        for factor in LOOSER:
+            try:
+                sga = SpacegroupAnalyzer(structure, symprec=factor * symprec)
+                looser.append((sga.get_space_group_number(), sga))
+            except Exception:  # no symmetry at all at the looser tolerance (atoms closer than it): the group does not survive
+                looser.append((None, None))
+            if looser[-1][0] != g_low:
+                break
     a, _, c = conv.lattice.abc
     g_high = looser[0][0]
     out = {"group_at_2x_symprec": g_high, "pseudo_symmetric": g_high != g_low, "nearest_larger_group": None, "distortion_A": None, "c_over_a": round(c / a, 4)}
     group, sga = looser[-1]
-    if group != g_low:
+    if group is not None and group != g_low:
         out["nearest_larger_group"] = group
         out["distortion_A"] = _displacement(structure, sga)
     return out
