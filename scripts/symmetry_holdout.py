@@ -36,20 +36,18 @@ def crystal_row(structure, requested: int) -> dict:
     from tgdmat.symmetry import symmetry_margin
 
     summary = structure.properties.get("summary", {})
+    reported = {"summary_pseudo_symmetric": summary.get("pseudo_symmetric"), "summary_distortion_A": summary.get("distortion_A"),
+                **{k: summary.get(k) for k in ("quality", "quality_reasons", "coordination")}}  # what the user's summary says of it
     try:
         again = structure_from_cif(structure_to_cif(structure))  # CrystalError: pymatgen cannot read it back (e.g. two atoms on one point)
         sga = SpacegroupAnalyzer(again, symprec=0.1)
         group = sga.get_space_group_number()
     except Exception as exc:  # unreadable CIF, or spglib finds no symmetry at all: the group does not hold
         return {"formula": structure.composition.reduced_formula, "group_at_0.1": None, "group_at_2x_symprec": None, "nearest_larger_group": None,
-                "distortion_A": None, "holds_with_margin": False, "round_trip_error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}", "summary_pseudo_symmetric": summary.get("pseudo_symmetric"),
-                "summary_distortion_A": summary.get("distortion_A"), "quality": summary.get("quality"), "quality_reasons": summary.get("quality_reasons"),
-                "coordination": summary.get("coordination")}
+                "distortion_A": None, "holds_with_margin": False, "round_trip_error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}", **reported}
     margin = symmetry_margin(again, 0.1, sga)
     return {"formula": again.composition.reduced_formula, "group_at_0.1": group, **margin,
-            "holds_with_margin": group == requested and margin["group_at_2x_symprec"] == requested,
-            "summary_pseudo_symmetric": summary.get("pseudo_symmetric"), "summary_distortion_A": summary.get("distortion_A"),
-            "quality": summary.get("quality"), "quality_reasons": summary.get("quality_reasons"), "coordination": summary.get("coordination")}
+            "holds_with_margin": group == requested and margin["group_at_2x_symprec"] == requested, **reported}
 
 
 def main() -> int:

@@ -189,9 +189,10 @@ def test_a_small_run_draws_candidates_in_its_first_pass_and_keeps_the_first_plau
     plans = [CrystalPlan(5, None, [56, 22, 8, 8, 8]) for _ in range(2)]
     assert first_candidates(plans, 64) == MAX_CANDIDATES and first_candidates(plans * 6, 64) == 5 and first_candidates(plans * 20, 64) == 1
     assert first_candidates([CrystalPlan(8, None, [6] * 8)], 64) == 1 and first_candidates([CrystalPlan(2, None, [11, 17])], 64) == 1  # carbon, NaCl: nothing to doubt
-    chosen, later = choose_candidate([anti(), right(), anti()])
-    assert chosen.species[0].symbol == "Ba" and later
-    assert choose_candidate([right(), anti()])[1] is False
+    candidates = [anti(), right(), anti()]
+    j, qualities = choose_candidate(candidates)
+    assert candidates[j].species[0].symbol == "Ba" and j == 1 and len(qualities) == 3
+    assert choose_candidate([right(), anti()])[0] == 0
 
     class FakeSampler:
         calls: list = []

@@ -68,7 +68,7 @@ def doubted(q) -> bool:
     return any("bond-valence" in r for r in q.reasons) or q.bond_valence_misfit > MISFIT
 
 
-def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symprecs: tuple[float, ...] = SYMPRECS, width: int | None = None) -> tuple[list, SiteRepair]:
+def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symprecs: tuple[float, ...] = SYMPRECS, width: int | None = None, qualities: list | None = None) -> tuple[list, SiteRepair]:
     """The structures with doubted site orders repaired. Each round (one per ``symprecs``) draws every
     doubted crystal again with its cations exchanged between its orbits at that tolerance (where
     they allow an exchange), then the ones still doubted afresh from their own ``plans`` (the model
@@ -78,9 +78,10 @@ def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symp
     (``quality_score``) and while it is still doubted. ``width`` (crystals one pass can hold):
     where the exchange of every doubted crystal and at least two fresh candidates of each fit,
     they are drawn together in one pass (the exchange first, then up to MAX_CANDIDATES fresh
-    ones) and the repair ends there: one repair pass instead of rounds in turn."""
+    ones) and the repair ends there: one repair pass instead of rounds in turn. ``qualities``:
+    the structures' assessments where the caller already made them."""
     out, source = list(structures), list(structures)  # best so far; the draw the next exchange starts from
-    qualities = [assess(s) for s in out]
+    qualities = list(qualities) if qualities is not None else [assess(s) for s in out]
     tried, kept = set(), set()
 
     def redraw(todo: list[int], new_plans: list[CrystalPlan]) -> list:
@@ -124,7 +125,7 @@ def first_candidates(plans: list[CrystalPlan], width: int) -> int:
     crystals with their free proposals (at most MAX_CANDIDATES), else 1 (large runs keep one draw each)."""
     if not any(_may_be_doubted(p) for p in plans):
         return 1  # one cation element at most (carbon, NaCl): no site order to doubt, no candidates to pay for
-    k = min(MAX_CANDIDATES, width // _pass_width(plans)) if plans else 1
+    k = min(MAX_CANDIDATES, width // _pass_width(plans))
     return k if k >= 2 else 1
 
 
@@ -134,18 +135,13 @@ def _may_be_doubted(plan: CrystalPlan) -> bool:
     return plan.atom_types is not None and len(set(plan.atom_types)) >= 3
 
 
-def choose_candidate(candidates: list) -> tuple[object, bool]:
-    """(the crystal kept of one crystal's candidates, whether it is a later one): the first whose
+def choose_candidate(candidates: list) -> tuple[int, list]:
+    """(index of the crystal kept of one crystal's candidates, their assessments): the first whose
     site order is not doubted, else the most plausible (lowest ``quality_score``)."""
     qualities = [assess(s) if s is not None else None for s in candidates]
-    for j, q in enumerate(qualities):
-        if q is not None and not doubted(q):
-            return candidates[j], j > 0
+    plausible = [j for j, q in enumerate(qualities) if q is not None and not doubted(q)]
     scored = [(quality_score(q), j) for j, q in enumerate(qualities) if q is not None]
-    if not scored:
-        return candidates[0], False
-    j = min(scored)[1]
-    return candidates[j], j > 0
+    return (plausible[0] if plausible else min(scored)[1] if scored else 0), qualities
 
 
 REDRAW_SEED = 104_729  # redraw k of a run samples with seed + REDRAW_SEED * k
@@ -180,8 +176,12 @@ def sample_settling_sites(sampler, plans: list[CrystalPlan], text, options, latt
     if options.site_order == "model" or any(p.atom_types is None or p.fixed_sites for p in plans):
         return sampler.sample_plans(plans, text, options, lattice=lattice, facts=facts, progress=progress, on_batch=on_batch)
     bar = sampler.progress_bar(len(plans), options) if progress else None
+    k = first_candidates(plans, options.batch_size)
     try:
-        settled, repaired = _settle_batch_by_batch(sampler, plans, text, options, lattice, facts, bar, on_batch)
+        if k > 1:  # a run that fits one pass: k candidates of every crystal in it
+            settled, repaired = _settle_in_one_pass(sampler, plans, text, options, lattice, facts, bar, on_batch, k)
+        else:
+            settled, repaired = _settle_batch_by_batch(sampler, plans, text, options, lattice, facts, bar, on_batch)
     finally:
         if bar is not None:
             bar.close()
@@ -202,14 +202,10 @@ def _rows(value, index: list[int]):
 
 
 def _settle_batch_by_batch(sampler, plans, text, options, lattice, facts, bar, on_batch):
-    """Each finished batch repaired (exchange and fresh candidates) before ``on_batch``; a run
-    that fits one pass draws ``first_candidates`` of every crystal in its first pass instead."""
+    """Each finished batch repaired (exchange and fresh candidates) before ``on_batch``."""
     settled: list = []
     repaired = SiteRepair([], [])
     resample = redrawer(sampler, text, options, lattice, facts, bar)
-    k = first_candidates(plans, options.batch_size)
-    if k > 1:
-        return _settle_in_one_pass(sampler, plans, text, options, lattice, facts, bar, on_batch, resample, k)
 
     def settle(batch: list) -> None:
         start = len(settled)
@@ -230,19 +226,23 @@ def _settle_batch_by_batch(sampler, plans, text, options, lattice, facts, bar, o
     return settled, repaired
 
 
-def _settle_in_one_pass(sampler, plans, text, options, lattice, facts, bar, on_batch, resample, k):
+def _settle_in_one_pass(sampler, plans, text, options, lattice, facts, bar, on_batch, k):
     """k candidates of every crystal in one trajectory, the first plausible one kept per crystal,
     then one repair pass at most for the crystals whose candidates were all doubted."""
     index = [i for i in range(len(plans)) for _ in range(k)]
     drawn = sampler.sample_plans([plans[i] for i in index], _rows(text, index), options, lattice=lattice, facts=_rows(facts, index), progress=bar or False)
-    chosen = [choose_candidate(drawn[i * k : (i + 1) * k]) for i in range(len(plans))]
-    first = [c for c, _ in chosen]
-    fixed, rep = repair_site_order(first, plans, resample, symprecs=SYMPRECS[:1], width=options.batch_size)
-    tried = sorted(set(rep.tried) | {i for i, (_, later) in enumerate(chosen) if later})
-    kept = sorted(set(rep.kept) | {i for i, (_, later) in enumerate(chosen) if later})
+    first, qualities, later = [], [], set()
+    for i in range(len(plans)):
+        j, assessed = choose_candidate(drawn[i * k : (i + 1) * k])
+        first.append(drawn[i * k + j])
+        qualities.append(assessed[j])
+        if j > 0:
+            later.add(i)
+    resample = redrawer(sampler, text, options, lattice, facts, bar)
+    fixed, rep = repair_site_order(first, plans, resample, symprecs=SYMPRECS[:1], width=options.batch_size, qualities=qualities)
     if on_batch is not None:
         on_batch(fixed)
-    return fixed, SiteRepair(tried, kept)
+    return fixed, SiteRepair(sorted(set(rep.tried) | later), sorted(set(rep.kept) | later))
 
 
 __all__ = ["MISFIT", "SiteRepair", "check_site_order", "choose_candidate", "doubted", "first_candidates", "exchanged_templates", "redrawer", "repair_site_order", "sample_settling_sites", "template_plan"]
