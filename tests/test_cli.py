@@ -397,6 +397,18 @@ def test_predict_without_a_checkpoint_uses_the_csp_model_of_the_formulas_data(tm
     assert default_predict_model("cubic") == "perov_5_csp_facts"
 
 
+def test_cells_beyond_mp_20_go_to_the_mpts_52_model():
+    """More than 20 atoms per cell, written or stated, is MPTS-52's model; 20 or fewer stay MP-20's."""
+    from tgdmat.pretrained import choose_model, default_predict_model
+
+    assert default_predict_model("Li8Fe8P8O32") == "mpts_52_csp_facts"  # 56 atoms: the largest model refuses it, naming its 1-52
+    assert default_predict_model("Mg6Al12O24") == "mpts_52_csp_facts"
+    assert default_predict_model("LiFePO4", 28) == "mpts_52_csp_facts"
+    assert default_predict_model("LiFePO4", 14) == "mp_20_csp_facts"
+    name, why = choose_model("Zn4Sb3 with 28 atoms per cell")
+    assert name == "mpts_52_csp_facts" and "more than 20 atoms" in why
+
+
 def test_a_csp_only_model_is_evaluated_in_generation_only_with_the_prompt_enforced(tmp_path):
     """``evaluate --task gen --enforce`` measures what ``generate`` does with a CSP-only model (each
     prompt's formula fixes the types): every sample has its prompt's formula; free de novo is refused."""

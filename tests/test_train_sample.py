@@ -253,3 +253,57 @@ def test_a_failing_compiler_falls_back_to_the_eager_network(capsys):
     fallback = run()
     assert not model.compiled and "torch.compile failed" in capsys.readouterr().err
     assert torch.equal(eager.frac_coords, fallback.frac_coords)
+
+
+def test_training_from_a_bundle_equals_training_from_the_data(tmp_path):
+    """--write-bundle / --bundle: the same run from the portable file gives the same weights;
+    a bundle of another config or a damaged file is one clear error."""
+    from tgdmat.data.bundle import BundleError, read_bundle, write_bundle
+    from tgdmat.train import train, training_tables
+
+    cfg = small_config()
+    path = write_bundle(tmp_path / "tiny.bundle", training_tables(cfg), cfg)
+    train(small_config(), tmp_path / "direct")
+    train(small_config(), tmp_path / "bundled", bundle=path)
+    direct = torch.load(tmp_path / "direct" / "state.pt", weights_only=True)
+    bundled = torch.load(tmp_path / "bundled" / "state.pt", weights_only=True)
+    assert all(torch.equal(v, bundled["model"][k]) for k, v in direct["model"].items())
+    infos = [load_checkpoint(str(tmp_path / run / "best.safetensors"))[2] for run in ("direct", "bundled")]
+    assert infos[0].elements == infos[1].elements and infos[0].num_atoms_hist == infos[1].num_atoms_hist
+    assert infos[1].elements and sum(infos[1].num_atoms_hist.values()) > 0
+    other = small_config()
+    other.model.facts = True
+    with pytest.raises(BundleError, match="facts"):
+        read_bundle(path, other)
+    (tmp_path / "bad.bundle").write_bytes(b"\x00" * 64)
+    with pytest.raises(BundleError, match="not a readable"):
+        read_bundle(tmp_path / "bad.bundle", cfg)
+
+
+def test_bundle_keeps_text_and_sparse_facts():
+    """Text embeddings survive the int8 round trip (cosine > 0.9999); per-element facts are exact."""
+    from dataclasses import fields
+
+    from tgdmat.data.bundle import _facts_field, _facts_tensors, dequantise, quantise
+    from tgdmat.text.facts import Facts, crystal_facts
+
+    x = torch.nn.functional.normalize(torch.randn(50, 3, 384), dim=-1)
+    y = dequantise(*quantise(x))
+    assert torch.nn.functional.cosine_similarity(x, y, dim=-1).min() > 0.9999
+    facts = Facts.cat([crystal_facts(221, text="Ti(1) is bonded to six equivalent O(1) atoms. All Ti(1)-O(1) bond lengths are 1.95 Å."), crystal_facts(62)])
+    tensors = _facts_tensors("f", facts)
+    for k in fields(Facts):
+        assert torch.equal(_facts_field(tensors, f"f.{k.name}"), getattr(facts, k.name)), k.name
+
+
+def test_cosine_time_schedule_decays_over_the_budget():
+    """cosine_time: the full rate at the start, min_lr_ratio of it when the budget is spent; it
+    needs a budget."""
+    from tgdmat.train import learning_rate
+
+    tc = TrainConfig(lr=1e-3, lr_schedule="cosine_time", max_minutes=10, min_lr_ratio=0.05)
+    assert learning_rate(0, 100, tc, 0.0) == pytest.approx(1e-3)
+    assert learning_rate(0, 100, tc, 300.0) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))
+    assert learning_rate(0, 100, tc, 900.0) == pytest.approx(5e-5)
+    with pytest.raises(ValueError, match="max_minutes"):
+        TrainConfig(lr_schedule="cosine_time")

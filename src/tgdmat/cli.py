@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = _command(sub, "train", help="train a model from a dataset config")
     t.add_argument("--config", required=True, help="dataset name of a shipped config (perov_5, carbon_24, ...) or a YAML path")
-    t.add_argument("--out", required=True, help="run folder (checkpoints, log)")
+    t.add_argument("--out", help="run folder (checkpoints, log)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/state.pt exactly")
     t.add_argument("--overwrite", action="store_true", help="start again in a run folder that holds an earlier run (default: refuse)")
     t.add_argument("--init", metavar="CHECKPOINT", help="fine-tune: start from the weights of a shipped model or .safetensors file built with this config (fresh optimiser)")
@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="cpu")
     t.add_argument("--data-root", help="folder with the benchmark CSVs (default: $TGDMAT_DATA or ../shared/data)")
     t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config field")
+    t.add_argument("--write-bundle", metavar="FILE", help="write the training tables (crystals, text embeddings, facts) to FILE and stop: train elsewhere with --bundle")
+    t.add_argument("--bundle", metavar="FILE", help="train from a bundle written with --write-bundle under the same config (no data stack or text encoder needed)")
     t.set_defaults(func=commands.cmd_train)
 
     g = _command(sub, "generate", help="de novo crystals from a text prompt")

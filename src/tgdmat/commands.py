@@ -23,7 +23,6 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config)
     for item in args.set or []:
         _set_option(cfg, item)
-    cfg = Config.from_dict(cfg.to_dict())  # validate the overridden values
     if args.no_text:
         cfg.model.use_text = False
     if args.max_minutes is not None:
@@ -32,9 +31,19 @@ def cmd_train(args) -> int:
         cfg.train.seed = args.seed
     if args.data_root:
         cfg.data.data_root = args.data_root
+    cfg = Config.from_dict(cfg.to_dict())  # validate the overridden values
+    if args.write_bundle:
+        from .data.bundle import write_bundle
+        from .train import training_tables
+
+        path = write_bundle(args.write_bundle, training_tables(cfg), cfg)
+        print(f"{path} ({path.stat().st_size / 2**20:.1f} MiB): train with --bundle {path} and this config", file=sys.stderr)
+        return 0
+    if not args.out:
+        raise ValueError("train needs --out (the run folder), or --write-bundle FILE")
     _check_device(args.device)
     try:
-        best = train(cfg, args.out, resume=args.resume, device=args.device, command=args.command_line, overwrite=args.overwrite, init=args.init)
+        best = train(cfg, args.out, resume=args.resume, device=args.device, command=args.command_line, overwrite=args.overwrite, init=args.init, bundle=args.bundle)
     except TrainingInterrupted as stop:
         print(f"tgdmat: {stop}", file=sys.stderr)
         return 128 + stop.signum

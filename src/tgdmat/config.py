@@ -9,7 +9,7 @@ import yaml
 CONFIG_DIR = Path(__file__).parent / "configs"
 PROMPT_KINDS = ("short", "long")
 EVAL_PROMPT_KINDS = (*PROMPT_KINDS, "formula")  # evaluate also offers formula: only what `predict --formula X` states
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "cosine_time")
 INTEGRATORS = ("ancestral", "ode", "multistep")
 SITE_ORDERS = ("bond-valence", "model")  # predict: repair cation site orders the bond-valence check flags (siteorder), or keep the model's
 RANKINGS = ("energy", "bond-valence")  # --rank: CHGNet energy per atom, or plausibility of bonding (metrics.quality)
@@ -86,7 +86,7 @@ class TrainConfig:
 
     batch_size: int = 256
     lr: float = 1e-3
-    lr_schedule: str = "constant"  # constant, or cosine: decay to lr * min_lr_ratio over max_epochs
+    lr_schedule: str = "constant"  # constant; cosine: decay to lr * min_lr_ratio over max_epochs; cosine_time: over max_minutes
     warmup_steps: int = 0  # linear warm-up from 0 over this many optimiser steps
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.0
@@ -103,6 +103,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {self.lr_schedule!r}")
+        if self.lr_schedule == "cosine_time" and not self.max_minutes:
+            raise ValueError("train.lr_schedule=cosine_time decays over the time budget: set train.max_minutes (or --max-minutes)")
         _in_range("train.batch_size", self.batch_size, 1, 1 << 16)
         _in_range("train.lr", self.lr, 0.0, 10.0, low_open=True)
         _in_range("train.weight_decay", self.weight_decay, 0.0, 10.0)

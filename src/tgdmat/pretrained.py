@@ -21,6 +21,8 @@ DEFAULT_MODEL = "perov_5"  # generate: de novo and CSP from a short prompt
 DEFAULT_PREDICT_MODEL = "perov_5_csp_facts"  # predict: the CSP-only model (measured: 56.2% / exact 38.8% against 55.6% / 14.2%)
 CARBON_PREDICT_MODEL = "carbon_24_csp_facts"
 GENERAL_PREDICT_MODEL = "mp_20_csp_facts"  # every other composition of at most 20 atoms per cell (MP-20's elements)
+LARGE_PREDICT_MODEL = "mpts_52_csp_facts"  # general compositions of 21-52 atoms per cell (MPTS-52)
+GENERAL_MAX_ATOMS = 20  # MP-20's largest cell
 # the anion parts of Perov-5's ABX3 (every one of its 18,928 crystals has one of these seven)
 PEROVSKITE_ANION_ELEMENTS = ("O", "N", "F", "S")
 PEROVSKITE_ANIONS = ({"O": 3}, {"N": 3}, {"N": 2, "O": 1}, {"N": 1, "O": 2}, {"F": 1, "O": 2}, {"O": 2, "S": 1}, {"F": 1, "N": 1, "O": 1})
@@ -62,7 +64,8 @@ def atoms_as_written(formula: str) -> int | None:
 
 def default_predict_model(formula: str, num_atoms: int | None = None) -> str:
     """The shipped model ``predict`` uses when none is named: Carbon-24's for a carbon-only
-    formula of 6-24 atoms, Perov-5's for a Perov-5-like ABX3, MP-20's for everything else (where shipped)."""
+    formula of 6-24 atoms, Perov-5's for a Perov-5-like ABX3, MP-20's for everything else of at
+    most 20 atoms, MPTS-52's for larger cells (each where shipped). ``num_atoms``: a stated count."""
     try:
         family = composition_family(formula)
     except (ValueError, KeyError, TypeError, AttributeError):  # a bad formula is reported by predict itself
@@ -70,11 +73,14 @@ def default_predict_model(formula: str, num_atoms: int | None = None) -> str:
     general = shipped(GENERAL_PREDICT_MODEL)
     if family == "carbon" and (num_atoms is None or CARBON_ATOMS[0] <= num_atoms <= CARBON_ATOMS[1] or not general):
         return CARBON_PREDICT_MODEL
-    if family == "carbon":
-        return GENERAL_PREDICT_MODEL
-    if family == "general" and general:
-        return GENERAL_PREDICT_MODEL
-    return DEFAULT_PREDICT_MODEL
+    if family == "perovskite" or not general:
+        return DEFAULT_PREDICT_MODEL
+    return general_model(max(num_atoms or 0, atoms_as_written(formula) or 0))
+
+
+def general_model(num_atoms: int) -> str:
+    """MP-20's model up to 20 atoms per cell, MPTS-52's above (where shipped)."""
+    return LARGE_PREDICT_MODEL if num_atoms > GENERAL_MAX_ATOMS and shipped(LARGE_PREDICT_MODEL) else GENERAL_PREDICT_MODEL
 
 
 def perovskite_data_holds(fields) -> str | None:
@@ -112,8 +118,10 @@ def choose_model(prompt: str, free: bool = False) -> tuple[str, str]:
     if name == DEFAULT_PREDICT_MODEL and family == "perovskite":
         why = perovskite_data_holds(fields)
         if why and shipped(GENERAL_PREDICT_MODEL):
-            return GENERAL_PREDICT_MODEL, f"{why}: the general model, whose Materials Project data hold real distortions"
+            return general_model(fields.num_atoms or 0), f"{why}: the general model, whose Materials Project data hold real distortions"
         return name, "a Perov-5-like perovskite" + (f"; note: {why}" if why else "")
+    if name == LARGE_PREDICT_MODEL:
+        return name, "general chemistry in a cell of more than 20 atoms (MPTS-52, up to 52 atoms)"
     return name, {"carbon": "pure carbon", "perovskite": "a Perov-5-like perovskite"}.get(family, "general chemistry (MP-20's elements, up to 20 atoms)")
 
 

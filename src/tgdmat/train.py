@@ -29,6 +29,7 @@ from .atomic import atomic_path, atomic_write_text, exclusive_lock
 from .config import Config
 from .crystal import Crystal
 from .data import cache_root, load_split, protocol_name
+from .data.bundle import TrainingTables, read_bundle
 from .data.csv import CrystalTable
 from .diffusion.joint import TGDMat, native_bf16
 from .pretrained import ModelInfo, encoder_spec, save_checkpoint
@@ -65,21 +66,38 @@ def as_float(crystals: Crystal, device: str | torch.device) -> Crystal:
     return crystals.replace(frac_coords=crystals.frac_coords.float(), lattices=crystals.lattices.float()).to(device)
 
 
-def model_info(table: CrystalTable, cfg: Config, train: dict) -> ModelInfo:
+def training_tables(cfg: Config) -> TrainingTables:
+    """Load the config's train and val splits, encode their prompts and read their facts."""
     from pymatgen.core.periodic_table import Element
 
-    hist = Counter(table.crystals.num_atoms.tolist())
-    elements = sorted({int(z) for z in table.crystals.atom_types.tolist()})
-    return ModelInfo(cfg.data.dataset, dict(sorted(hist.items())), [Element.from_Z(z).symbol for z in elements], train)
+    load_kw = dict(niggli=cfg.data.niggli, primitive=cfg.data.primitive)
+    train_table = load_split(cfg.data.dataset, "train", cfg.data.data_root, **load_kw)
+    val_table = load_split(cfg.data.dataset, "val", cfg.data.data_root, **load_kw)
+    text_train = text_val = facts_train = facts_val = None
+    if cfg.model.use_text:
+        text_train = embed_prompts(train_table, cfg, "train", cfg.data.prompt_variants)
+        text_val = embed_prompts(val_table, cfg, "val", 1)
+    if cfg.model.facts:
+        long = cfg.data.prompt == "long"
+        facts_train, facts_val = (table_facts(t, cfg.data.dataset, split, long, cfg.model.facts_numbers, cfg.model.facts_numbers) for t, split in ((train_table, "train"), (val_table, "val")))
+    hist = Counter(train_table.crystals.num_atoms.tolist())
+    elements = sorted({int(z) for z in train_table.crystals.atom_types.tolist()})
+    return TrainingTables(train_table.crystals, val_table.crystals, text_train, text_val, facts_train, facts_val,
+                          dict(sorted(hist.items())), [Element.from_Z(z).symbol for z in elements], protocol_name(cfg.data.dataset, cfg.data.data_root))
 
 
-def learning_rate(step: int, total_steps: int, tc) -> float:
-    """The learning rate of optimiser step ``step``: linear warm-up, then constant or cosine decay."""
+def learning_rate(step: int, total_steps: int, tc, elapsed: float = 0.0) -> float:
+    """The learning rate of optimiser step ``step``: linear warm-up, then constant or cosine decay
+    over max_epochs (``cosine``) or over the time budget, ``elapsed`` seconds into it (``cosine_time``:
+    a time-boxed run on lent hardware whose throughput is not known before it starts)."""
     if tc.warmup_steps and step < tc.warmup_steps:
         return tc.lr * (step + 1) / tc.warmup_steps
     if tc.lr_schedule == "constant":
         return tc.lr
-    progress = min(1.0, (step - tc.warmup_steps) / max(1, total_steps - tc.warmup_steps))
+    if tc.lr_schedule == "cosine_time":
+        progress = min(1.0, elapsed / (tc.max_minutes * 60))
+    else:
+        progress = min(1.0, (step - tc.warmup_steps) / max(1, total_steps - tc.warmup_steps))
     return tc.lr * (tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -302,11 +320,13 @@ def init_distributed(device: str) -> tuple[Dist, str]:
     return Dist(rank, world), device
 
 
-def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = "cpu", command: str = "", overwrite: bool = False, init: str | None = None) -> Path:
+def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = "cpu", command: str = "", overwrite: bool = False, init: str | None = None,
+          bundle: str | Path | None = None) -> Path:
     """Train until max_epochs or the time budget; returns the path of the best checkpoint.
 
     ``init`` (a shipped name or safetensors path) starts the network and its EMA from those
     weights with a fresh optimiser: fine-tuning a shipped model on the same architecture.
+    ``bundle`` (written by ``write_bundle``) replaces loading the data, prompts and facts.
 
     Under ``torchrun --nproc_per_node N`` the processes share each batch of ``train.batch_size``
     crystals (DistributedDataParallel; gloo on CPUs, NCCL on GPUs) and rank 0 writes every file."""
@@ -319,7 +339,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = 
         if rank.main:
             prepare_run_folder(out, resume, overwrite, init)
         rank.barrier()
-        return _train(cfg, out, resume, device, command, rank, init)
+        return _train(cfg, out, resume, device, command, rank, init, bundle)
 
 
 def initial_weights(init: str, cfg: Config) -> tuple[dict, str]:
@@ -341,25 +361,22 @@ def initial_weights(init: str, cfg: Config) -> tuple[dict, str]:
     return model.state_dict(), str(path)
 
 
-def _train(cfg: Config, out: Path, resume: bool, device: str, command: str, rank: Dist, init: str | None = None) -> Path:
+def _train(cfg: Config, out: Path, resume: bool, device: str, command: str, rank: Dist, init: str | None = None, bundle: str | Path | None = None) -> Path:
     tc = cfg.train
     saved = load_state(out / "state.pt", device) if resume else None  # checked before the slow data loading
     start, init_path = initial_weights(init, cfg) if init else (None, None)
     if tc.threads:
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
-    load_kw = dict(niggli=cfg.data.niggli, primitive=cfg.data.primitive)
-    train_table = load_split(cfg.data.dataset, "train", cfg.data.data_root, **load_kw)
-    val_table = load_split(cfg.data.dataset, "val", cfg.data.data_root, **load_kw)
-    text_train = text_val = None
-    if cfg.model.use_text:
-        text_train = embed_prompts(train_table, cfg, "train", cfg.data.prompt_variants).to(device)
-        text_val = embed_prompts(val_table, cfg, "val", 1).to(device)
-        cfg.model.text_dim = int(text_train.shape[-1])
-    facts_train = facts_val = None
-    if cfg.model.facts:
-        facts_train, facts_val = (table_facts(t, cfg.data.dataset, split, cfg.data.prompt == "long", cfg.model.facts_numbers, cfg.model.facts_numbers).to(device) for t, split in ((train_table, "train"), (val_table, "val")))
-    crystals, val_crystals = as_float(train_table.crystals, device), as_float(val_table.crystals, device)
+    tables = read_bundle(bundle, cfg) if bundle else training_tables(cfg)
+    if tables.text_train is not None:
+        cfg.model.text_dim = int(tables.text_train.shape[-1])
+    text_train, text_val = (t.to(device) if t is not None else None for t in (tables.text_train, tables.text_val))
+    facts_train, facts_val = (f.to(device) if f is not None else None for f in (tables.facts_train, tables.facts_val))
+    crystals, val_crystals = as_float(tables.train, device), as_float(tables.val, device)
+    if torch.device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # float32 weights, TF32 products: the network is small
+        torch.backends.cudnn.allow_tf32 = True
 
     model = TGDMat(cfg).to(device)
     autocast = training_bf16(tc, device)
@@ -385,13 +402,13 @@ def _train(cfg: Config, out: Path, resume: bool, device: str, command: str, rank
             trim_log(out / "log.jsonl", state["epoch"])
         print(f"resumed at epoch {state['epoch']} batch position {state['position']}", file=sys.stderr)
     print(
-        f"{cfg.data.dataset} ({protocol_name(cfg.data.dataset, cfg.data.data_root)} protocol): {len(train_table)} train, {len(val_table)} val; "
+        f"{cfg.data.dataset} ({tables.protocol} protocol{', from ' + str(bundle) if bundle else ''}): {crystals.num_crystals} train, {val_crystals.num_crystals} val; "
         f"{sum(p.numel() for p in model.parameters()):,} parameters; text={cfg.data.prompt if cfg.model.use_text else 'off'}",
         file=sys.stderr,
     )
     info_train = {
         "command": command,
-        "protocol": protocol_name(cfg.data.dataset, cfg.data.data_root),
+        "protocol": tables.protocol,
         "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, device {device}",
         "torch": torch.__version__,
         "precision": "bf16 autocast" if autocast else "fp32",
@@ -399,7 +416,7 @@ def _train(cfg: Config, out: Path, resume: bool, device: str, command: str, rank
     if init_path:
         info_train["init"] = init_path
 
-    base_info = model_info(train_table, cfg, info_train)  # histogram and elements: computed once
+    base_info = ModelInfo(cfg.data.dataset, tables.num_atoms_hist, tables.elements, info_train)
 
     def save_state():
         if not rank.main:
@@ -450,7 +467,7 @@ def _train(cfg: Config, out: Path, resume: bool, device: str, command: str, rank
                 if not math.isfinite(reported["total"]):
                     raise TrainError(f"non-finite loss at epoch {state['epoch']}, step {state['steps']} ({reported}); lower train.lr or resume from the last state")
                 for group in opt.param_groups:
-                    group["lr"] = learning_rate(state["steps"], total_steps, tc)
+                    group["lr"] = learning_rate(state["steps"], total_steps, tc, state["elapsed"])
                 opt.zero_grad(set_to_none=True)
                 losses.total.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
