@@ -149,6 +149,19 @@ def test_training_templates_and_plans():
         plan_crystals(PromptFields(formula="BaTiO3", spacegroup_number=230), [5], 1, tpls, {5: 1}, torch.Generator())
 
 
+def test_a_drawn_cell_size_the_group_cannot_hold_is_replaced_by_one_it_can():
+    """SnS in Pnma with no stated atom count: a drawn 2-atom cell has no Pnma combination, so the
+    plan takes a trained multiple that has one (8 atoms); a stated 2-atom cell stays an error."""
+    tpls = load_templates("mp_20")
+    hist = {2: 100, 4: 20, 8: 10, 12: 5}
+    plans = plan_crystals(PromptFields(formula="SnS", spacegroup_number=62), [2] * 4, 4, tpls, hist, torch.Generator().manual_seed(0))
+    for plan in plans:
+        assert plan.template.spacegroup == 62 and plan.num_atoms == 8  # 2, 4, 12: no Pnma combination of 1:1
+        assert sorted(plan.atom_types) == [16] * (plan.num_atoms // 2) + [50] * (plan.num_atoms // 2)
+    with pytest.raises(SymmetryError):
+        plan_crystals(PromptFields(formula="SnS", spacegroup_number=62, num_atoms=2), [2], 1, tpls, hist, torch.Generator())
+
+
 def test_template_of_a_known_structure(srtio3):
     tpl = template_of(srtio3)
     assert tpl.spacegroup == 221 and tpl.num_atoms == 5 and tpl.role_counts() == (1, 1, 3)

@@ -172,6 +172,21 @@ def stoichiometry_for(elements: list[str], num_atoms: int | None, pool: list[int
     return "".join(f"{el}{k if k > 1 else ''}" for el, k in zip(ranked, counts))
 
 
+def _sizes_with_templates(formula: str, pool: list[int], library: Counter, hist: dict[int, int], coordination, cache: dict) -> list[int]:
+    """The trained cell sizes (multiples of the formula) that some Wyckoff combination of the pool
+    holds: SnS in Pnma needs 8 atoms, not the 2 of its rock-salt cousins. ``cache``: size -> templates."""
+    from pymatgen.core import Composition
+
+    unit = int(round(Composition(formula).reduced_composition.num_atoms))
+    fits = []
+    for size in sorted(s for s in hist if s % unit == 0):
+        if size not in cache:
+            cache[size] = _typed_templates(_element_counts(formula, size), pool, library, coordination)
+        if cache[size][0]:
+            fits.append(size)
+    return fits
+
+
 def plan_crystals(fields: PromptFields, sizes: list[int] | None, n: int, library: Counter, hist: dict[int, int], generator: torch.Generator, lattice: LatticeTarget | None = None, coordination: dict[str, tuple[int, ...]] | None = None, propose: bool = True) -> list[CrystalPlan]:
     """One plan per crystal. ``sizes``: atoms per crystal when the composition fixes them (else None,
     and de novo sizes come from the templates or ``hist``); ``coordination``: per element the
@@ -199,6 +214,11 @@ def plan_crystals(fields: PromptFields, sizes: list[int] | None, n: int, library
             if size not in by_size:
                 by_size[size] = _typed_templates(counts, pool, library, coordination)
             templates, weights = by_size[size]
+            if not templates and not fields.num_atoms:  # a drawn cell size the group cannot hold: draw one it can
+                fits = _sizes_with_templates(fields.formula, pool, library, hist, coordination, by_size)
+                if fits:
+                    size = fits[_choose([float(hist[f]) for f in fits], 1, generator)[0]]
+                    templates, weights = by_size[size]
             if not templates:
                 raise SymmetryError(f"no Wyckoff combination of {_pool_name(fields)} holds {fields.formula} with {size} atoms per cell")
             tpl = templates[_choose(weights, 1, generator)[0]]
