@@ -151,7 +151,8 @@ def test_training_templates_and_plans():
 
 def test_a_drawn_cell_size_the_group_cannot_hold_is_replaced_by_one_it_can():
     """SnS in Pnma with no stated atom count: a drawn 2-atom cell has no Pnma combination, so the
-    plan takes a trained multiple that has one (8 atoms); a stated 2-atom cell stays an error."""
+    plan takes a trained multiple that has one (8 atoms); a stated 2-atom cell stays an error. The
+    size is drawn from the training crystals of that group and stoichiometry, not the histogram."""
     tpls = load_templates("mp_20")
     hist = {2: 100, 4: 20, 8: 10, 12: 5}
     plans = plan_crystals(PromptFields(formula="SnS", spacegroup_number=62), [2] * 4, 4, tpls, hist, torch.Generator().manual_seed(0))
@@ -160,6 +161,11 @@ def test_a_drawn_cell_size_the_group_cannot_hold_is_replaced_by_one_it_can():
         assert sorted(plan.atom_types) == [16] * (plan.num_atoms // 2) + [50] * (plan.num_atoms // 2)
     with pytest.raises(SymmetryError):
         plan_crystals(PromptFields(formula="SnS", spacegroup_number=62, num_atoms=2), [2], 1, tpls, hist, torch.Generator())
+    from tgdmat.conditioning import _size_prior
+
+    assert set(_size_prior("SnS", [62], tpls, hist, None, {})) == {8}
+    gete = _size_prior("GeTe", [160], tpls, {2: 1, 4: 1000, 20: 1000}, None, {})  # training R3m GeTe-like cells, not the histogram
+    assert max(gete, key=gete.get) == 2
 
 
 def test_template_of_a_known_structure(srtio3):

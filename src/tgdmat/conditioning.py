@@ -187,6 +187,24 @@ def _sizes_with_templates(formula: str, pool: list[int], library: Counter, hist:
     return fits
 
 
+def _size_prior(formula: str, pool: list[int], library: Counter, hist: dict[int, int], coordination, cache: dict) -> dict[int, float]:
+    """Weights of the cell sizes a formula can take in a group of ``pool`` when none is stated: how
+    often training crystals of that group and stoichiometry had each size (GeTe in R3m: 2 atoms most
+    often, where MP-20's size histogram favours 4-20), else the size histogram over the sizes the
+    group can hold."""
+    from pymatgen.core import Composition
+
+    fits = _sizes_with_templates(formula, pool, library, hist, coordination, cache)
+    comp = Composition(formula).reduced_composition
+    unit, ratio = int(round(comp.num_atoms)), sorted(int(round(v)) for v in comp.values())
+    pool_set, seen = set(pool), Counter()
+    for tpl, c in library.items():
+        if tpl.spacegroup in pool_set and tpl.num_roles == len(ratio) and tpl.num_atoms in fits:
+            if sorted(tpl.role_counts()) == [k * tpl.num_atoms // unit for k in ratio]:
+                seen[tpl.num_atoms] += c
+    return {size: float(seen[size]) for size in fits if seen[size]} or {size: float(hist[size]) for size in fits}
+
+
 def plan_crystals(fields: PromptFields, sizes: list[int] | None, n: int, library: Counter, hist: dict[int, int], generator: torch.Generator, lattice: LatticeTarget | None = None, coordination: dict[str, tuple[int, ...]] | None = None, propose: bool = True) -> list[CrystalPlan]:
     """One plan per crystal. ``sizes``: atoms per crystal when the composition fixes them (else None,
     and de novo sizes come from the templates or ``hist``); ``coordination``: per element the
@@ -205,6 +223,10 @@ def plan_crystals(fields: PromptFields, sizes: list[int] | None, n: int, library
     if fields.formula:
         plans = []
         by_size: dict[int, tuple[list[Template], list[float]]] = {}
+        if pool is not None and not fields.num_atoms:  # the cell size was drawn, not stated: draw it for this group
+            prior = _size_prior(fields.formula, pool, library, hist, coordination, by_size)
+            if prior:
+                sizes = [list(prior)[i] for i in _choose(list(prior.values()), len(sizes), generator)]
         for size in sizes:
             counts = _element_counts(fields.formula, size)
             if pool is None:
@@ -214,11 +236,6 @@ def plan_crystals(fields: PromptFields, sizes: list[int] | None, n: int, library
             if size not in by_size:
                 by_size[size] = _typed_templates(counts, pool, library, coordination)
             templates, weights = by_size[size]
-            if not templates and not fields.num_atoms:  # a drawn cell size the group cannot hold: draw one it can
-                fits = _sizes_with_templates(fields.formula, pool, library, hist, coordination, by_size)
-                if fits:
-                    size = fits[_choose([float(hist[f]) for f in fits], 1, generator)[0]]
-                    templates, weights = by_size[size]
             if not templates:
                 raise SymmetryError(f"no Wyckoff combination of {_pool_name(fields)} holds {fields.formula} with {size} atoms per cell")
             tpl = templates[_choose(weights, 1, generator)[0]]
