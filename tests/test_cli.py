@@ -81,6 +81,18 @@ def test_help_pages_show_defaults_examples_and_the_shipped_models(capsys):
     assert capsys.readouterr().out.startswith("tgdmat ")
 
 
+def test_every_shipped_model_has_a_card_and_a_training_log():
+    """A shipped checkpoint without its card (command, data, time, hardware, scores) or its
+    per-epoch log is a defect; a card holds no unfilled placeholder."""
+    from tgdmat.pretrained import CHECKPOINT_DIR
+
+    for model in CHECKPOINT_DIR.glob("*.safetensors"):
+        card = model.with_suffix(".md")
+        assert card.exists() and (CHECKPOINT_DIR / f"{model.stem}.train_log.jsonl").exists(), model.stem
+        text = card.read_text()
+        assert "## How to reproduce" in text and "## Scores" in text and "PLACEHOLDER" not in text, model.stem
+
+
 def test_predict_keeps_the_composition(tiny_checkpoint, tmp_path):
     out = tmp_path / "pred"
     assert main(["predict", "--formula", "SrTiO3", "-n", "2", "--checkpoint", tiny_checkpoint, "--out", str(out), "--quiet"]) == 0
@@ -428,14 +440,17 @@ def test_a_csp_only_model_is_evaluated_in_generation_only_with_the_prompt_enforc
 
 def test_generate_without_a_checkpoint_uses_the_csp_model_when_the_prompt_names_a_formula():
     """A formula makes ``generate`` structure prediction: predict's CSP model (Carbon-24's for
-    carbon); a free composition, ``--free`` or a bad prompt keep the de novo model."""
+    carbon); a free composition, ``--free`` or a bad prompt get a de novo model: Perov-5's for a
+    perovskite, MP-20's joint model for everything else."""
     from tgdmat.pretrained import default_generate_model
 
     assert default_generate_model("cubic perovskite SrTiO3 in space group Pm-3m") == "perov_5_csp_facts"
     assert default_generate_model("C12 in space group P6/mmm") == "carbon_24_csp_facts"
     assert default_generate_model("a cubic perovskite in space group Pm-3m") == "perov_5"
     assert default_generate_model("SrTiO3", free=True) == "perov_5"
-    assert default_generate_model("") == "perov_5"
+    assert default_generate_model("") == "perov_5"  # an empty prompt is refused by generate itself
+    assert default_generate_model("a hexagonal crystal in P6_3/mmc") == "mp_20_gen_facts"
+    assert default_generate_model("NaCl", free=True) == "mp_20_gen_facts"
     assert default_generate_model("rutile TiO2") == default_generate_model("a hexagonal GaN in P6_3mc") == "mp_20_csp_facts"
     assert default_generate_model("diamond") == "mp_20_csp_facts"  # 2 atoms: outside Carbon-24's 6-24
     assert default_generate_model("a tetragonal perovskite with formula PbTiO3, space group P4mm") == "mp_20_csp_facts"  # Perov-5 has no polar ABO3

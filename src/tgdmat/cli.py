@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--free", action="store_true", help="the model's own de novo sampling: the text conditions it but nothing is enforced (default: formula, elements, space group, crystal system and lattice numbers in the prompt are binding)")
     from . import pretrained
 
-    _sampling_args(g, f"{pretrained.DEFAULT_MODEL}; a prompt naming a formula uses predict's model ({pretrained.DEFAULT_PREDICT_MODEL}, {pretrained.CARBON_PREDICT_MODEL} for carbon) unless --free")
+    _sampling_args(g, f"de novo: {pretrained.GENERAL_GENERATE_MODEL} ({pretrained.DEFAULT_MODEL} for perovskites); a prompt naming a formula uses predict's model ({pretrained.DEFAULT_PREDICT_MODEL}, {pretrained.CARBON_PREDICT_MODEL} for carbon, {pretrained.GENERAL_PREDICT_MODEL} and {pretrained.LARGE_PREDICT_MODEL} for general chemistry) unless --free")
     _site_order_arg(g)
     g.set_defaults(func=commands.cmd_generate)
 

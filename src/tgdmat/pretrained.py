@@ -21,6 +21,8 @@ DEFAULT_MODEL = "perov_5"  # generate: de novo and CSP from a short prompt
 DEFAULT_PREDICT_MODEL = "perov_5_csp_facts"  # predict: the CSP-only model (measured: 56.2% / exact 38.8% against 55.6% / 14.2%)
 CARBON_PREDICT_MODEL = "carbon_24_csp_facts"
 GENERAL_PREDICT_MODEL = "mp_20_csp_facts"  # every other composition of at most 20 atoms per cell (MP-20's elements)
+GENERAL_GENERATE_MODEL = "mp_20_gen_facts"  # de novo (types drawn) over MP-20's elements, up to 20 atoms per cell
+PEROVSKITE_PROTOTYPE = "AB3C_cP5_221_a_c_b"  # "perovskite" in a prompt
 LARGE_PREDICT_MODEL = "mpts_52_csp_facts"  # general compositions of 21-52 atoms per cell (MPTS-52)
 GENERAL_MAX_ATOMS = 20  # MP-20's largest cell
 # the anion parts of Perov-5's ABX3 (every one of its 18,928 crystals has one of these seven)
@@ -112,7 +114,8 @@ def choose_model(prompt: str, free: bool = False) -> tuple[str, str]:
     except (PromptError, ValueError):  # a bad prompt is reported by generate itself
         return DEFAULT_MODEL, "the de novo model"
     if not fields.formula or free:
-        return DEFAULT_MODEL, "de novo generation" if fields.formula else "no formula in the prompt: de novo generation"
+        name, why = de_novo_model(fields, prompt)
+        return name, why if fields.formula else f"no formula in the prompt: {why}"
     name = default_predict_model(fields.formula, fields.num_atoms)
     family = composition_family(fields.formula)
     if name == DEFAULT_PREDICT_MODEL and family == "perovskite":
@@ -123,6 +126,20 @@ def choose_model(prompt: str, free: bool = False) -> tuple[str, str]:
     if name == LARGE_PREDICT_MODEL:
         return name, "general chemistry in a cell of more than 20 atoms (MPTS-52, up to 52 atoms)"
     return name, {"carbon": "pure carbon", "perovskite": "a Perov-5-like perovskite"}.get(family, "general chemistry (MP-20's elements, up to 20 atoms)")
+
+
+def de_novo_model(fields, prompt: str) -> tuple[str, str]:
+    """(the de novo model for a prompt without a formula or with --free, why): Perov-5's for a
+    perovskite (named, or a Perov-5-like ABX3 formula), MP-20's joint model for everything else."""
+    perovskite = fields.prototype == PEROVSKITE_PROTOTYPE or "perovskite" in prompt.lower()
+    if fields.formula:
+        try:
+            perovskite = perovskite or composition_family(fields.formula) == "perovskite"
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass
+    if perovskite or not shipped(GENERAL_GENERATE_MODEL):
+        return DEFAULT_MODEL, "de novo generation of a perovskite (Perov-5)" if perovskite else "de novo generation"
+    return GENERAL_GENERATE_MODEL, "de novo generation over MP-20's elements (up to 20 atoms)"
 
 
 def default_generate_model(prompt: str, free: bool = False) -> str:
