@@ -76,6 +76,28 @@ def test_repair_redraws_only_doubted_crystals_and_keeps_the_more_plausible():
 
 
 
+def test_two_atoms_on_one_point_are_drawn_again_even_with_one_cation():
+    """GeTe in R3m once put two Te of equal Wyckoff letter on one point, and the CIF written could not
+    be read back: such a draw is doubted (no site order to exchange) and a fresh draw replaces it."""
+    from pymatgen.core import Lattice, Structure
+
+    from tgdmat.metrics.quality import assess
+    from tgdmat.siteorder import COINCIDENT, doubted, repair_site_order
+
+    rocksalt = Structure(Lattice.tetragonal(4.2, 6.0), ["Ge", "Ge", "Te", "Te"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0, 0, 0.5]])
+    stacked = Structure(Lattice.tetragonal(4.2, 6.0), ["Ge", "Ge", "Te", "Te"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0.5, 0.04]])
+    assert assess(stacked).min_distance < COINCIDENT and doubted(assess(stacked)) and not doubted(assess(rocksalt))
+    calls = []
+
+    def fresh(index, plans):
+        calls.append(list(index))
+        return [rocksalt.copy() for _ in plans]
+
+    out, fixed = repair_site_order([stacked, rocksalt], [None, None], fresh)
+    assert calls[0] == [0] and out[0] is not stacked and not doubted(assess(out[0])) and out[1] is rocksalt
+    assert fixed.kept == [0] and "two atoms on one point" in fixed.note()
+
+
 def test_site_order_breakdown_splits_by_the_targets_own_plausibility():
     """Targets: a right SrTiO3 and an anti-site BaTiO3 (as half of Perov-5 is); predictions: both in
     the physical order. The plausible target is matched, the anti-site one is not, and no

@@ -6,7 +6,8 @@ models put Ti on the A site of BaTiO3 in 8 of 8 samples). Where the bond valence
 (``metrics.quality``) doubt its cation sites, the sample's cations of equal orbit
 multiplicities are exchanged between their Wyckoff orbits, the model samples the crystal again
 with that orbit assignment enforced (coordinates within the orbits and the lattice are its own),
-and the more plausible of the two (``quality_score``) is kept.
+and the more plausible of the two (``quality_score``) is kept. A draw that put two atoms on one
+point (two orbits of one Wyckoff letter meeting) is doubted too and drawn afresh the same way.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .metrics.quality import assess, quality_score
 from .symmetry import Template, orbit_ops, wyckoff_orbits
 
 MISFIT = 0.45  # bond-valence misfit above which a site order is doubted (right perovskites: 0.15-0.35; anti-site ones: 0.6-1.8)
+COINCIDENT = 0.5  # Å: closer than any bond (H-H 0.74 Å); two orbits of one letter drawn onto one point (GeTe in R3m) come out this close
 SYMPRECS = (0.1, 0.5)  # Å: orbits for the exchange, one tolerance per round (the looser one finds the aristotype of a distorted cell)
 
 
@@ -47,7 +49,7 @@ class SiteRepair:
     def note(self) -> str | None:
         if not self.tried:
             return None
-        return (f"site order: {len(self.tried)} crystal(s) had a first draw whose cations' bond valences doubt their sites; another candidate "
+        return (f"site order: {len(self.tried)} crystal(s) had a first draw in doubt (cations whose bond valences doubt their sites, or two atoms on one point); another candidate "
                 f"(drawn beside it, with the cations exchanged between Wyckoff orbits, or afresh) was more plausible for {len(self.kept)} of them "
                 f"(sample {', '.join(map(str, self.kept)) or '-'}); --site-order model keeps the model's own order")
 
@@ -60,8 +62,16 @@ def check_site_order(site_order: str) -> None:
         raise ValueError(f"site_order must be one of {', '.join(SITE_ORDERS)}, not {site_order!r}")
 
 
+def coincident(q) -> bool:
+    """Two atoms on one point (closer than COINCIDENT): a draw no chemist would keep, and a CIF pymatgen cannot read back."""
+    return q.min_distance < COINCIDENT
+
+
 def doubted(q) -> bool:
-    """A crystal whose cation sites are in doubt: a flagged bond-valence sum, or a misfit above MISFIT."""
+    """A draw to redraw: two atoms on one point, or cation sites in doubt (a flagged bond-valence
+    sum, or a misfit above MISFIT)."""
+    if coincident(q):
+        return True
     cations = {el for el, v in q.oxidation.items() if v > 0}
     if not q.bvs or len(cations) < 2:
         return False
@@ -245,4 +255,4 @@ def _settle_in_one_pass(sampler, plans, text, options, lattice, facts, bar, on_b
     return fixed, SiteRepair(sorted(set(rep.tried) | later), sorted(set(rep.kept) | later))
 
 
-__all__ = ["MISFIT", "SiteRepair", "check_site_order", "choose_candidate", "doubted", "first_candidates", "exchanged_templates", "redrawer", "repair_site_order", "sample_settling_sites", "template_plan"]
+__all__ = ["COINCIDENT", "MISFIT", "SiteRepair", "check_site_order", "choose_candidate", "coincident", "doubted", "first_candidates", "exchanged_templates", "redrawer", "repair_site_order", "sample_settling_sites", "template_plan"]
