@@ -252,6 +252,23 @@ def test_predict_ranked_by_bond_valence_keeps_the_most_plausible(tiny_checkpoint
     assert summary["rank"] == "bond-valence" and [r["rank"] for r in summary["ranked"]] == [1] and "bond_valence_misfit" in summary["ranked"][0]
 
 
+def test_predict_ranked_by_consensus_writes_the_modal_structure_first(tiny_checkpoint, tmp_path, capsys):
+    """--rank consensus keeps every crystal, the ones most other samples agree with first, and
+    records how many samples each agrees with (recounted here from the written CIFs)."""
+    from pymatgen.core import Structure
+
+    from tgdmat.metrics.matching import agreement
+
+    out = tmp_path / "ranked"
+    assert main(["predict", "--formula", "SrTiO3", "-n", "3", "--checkpoint", tiny_checkpoint, "--quiet", "--seed", "1", "--out", str(out), "--rank", "consensus"]) == 0
+    assert "ranked 3 crystals by how many other samples are the same structure" in capsys.readouterr().out
+    ranked = json.loads((out / "summary.json").read_text())["ranked"]
+    counts = [r["same_structure_samples"] for r in ranked]
+    assert [r["rank"] for r in ranked] == [1, 2, 3] and counts == sorted(counts, reverse=True)
+    written = [Structure.from_file(p) for p in sorted(out.glob("*.cif"))]
+    assert sorted(agreement([written], workers=1)[0].sum(1).tolist(), reverse=True) == counts
+
+
 def test_predict_site_order_choice_is_checked(tiny_checkpoint, tmp_path):
     """--site-order model runs and writes no site-order note; an unknown choice is refused by the API."""
     from tgdmat.sample import Sampler

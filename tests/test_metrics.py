@@ -341,6 +341,25 @@ def test_bond_valence_ranked_top1_picks_the_plausible_sample():
     assert [(r["samples"], r["rank"], r["match_rate"], r["exact_match_rate"]) for r in rows] == [(1, "bond-valence", 0.0, 0.0), (2, "bond-valence", 1.0, 1.0)]
 
 
+def test_consensus_ranking_keeps_the_structure_drawn_most_often():
+    """Four samples of NaCl: CsCl-type first, then rock salt twice (once shifted and strained 2%),
+    then NaCl in h-BN-like layers. Ranked by agreement the rock salt pair comes first; top-1 of 1 and
+    of 2 keep the first sample (ties), top-1 of 4 the modal rock salt, which matches."""
+    from tgdmat.evaluate import ranked_top1
+    from tgdmat.metrics.matching import agreement, rank_by_agreement
+
+    shifted = rocksalt(5.75)
+    shifted.translate_sites(list(range(len(shifted))), [0.1, 0.2, 0.3])
+    layered = Structure(Lattice.hexagonal(3.6, 7.0), ["Na", "Na", "Cl", "Cl"], [[1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75], [2 / 3, 1 / 3, 0.25], [1 / 3, 2 / 3, 0.75]])
+    draws = [cscl_nacl(), rocksalt(), shifted, layered]
+    agree = agreement([draws, draws[:2]], workers=1)
+    assert agree[0].tolist() == [[False, False, False, False], [False, False, True, False], [False, True, False, False], [False, False, False, False]]
+    assert agree[1].tolist() == [[False, False], [False, False]]
+    assert rank_by_agreement([draws[0], draws[1], draws[2], srtio3()], workers=1) == ([1, 2, 0, 3], [0, 1, 1, 0])
+    rows = ranked_top1([[d] for d in draws], [rocksalt()], workers=1, rank="consensus")
+    assert [(r["samples"], r["match_rate"]) for r in rows] == [(1, 0.0), (2, 0.0), (4, 1.0)]
+
+
 def _carbon(lattice, coords):
     from pymatgen.core import Lattice, Structure
 

@@ -174,6 +174,46 @@ def test_a_small_run_draws_its_proposals_in_one_batched_pass(monkeypatch):
     assert len(calls) > 1
 
 
+def test_template_draws_with_two_atoms_on_one_point_are_drawn_once_more_per_batch():
+    """Batches of two: the second plan's template draw has Sr and Ti 0.2 Å apart; it alone is
+    drawn again (its row of the conditions, another seed) before its batch is handed on, and the
+    redraw replaces it; a free plan (no template) with the same fault is left to the site-order
+    repair; a redraw that is no better leaves the first draw."""
+    import torch
+
+    from tgdmat.conditioning import CrystalPlan
+    from tgdmat.options import SamplingOptions
+    from tgdmat.proposals import COINCIDENT_SEED, redrawing_coincident
+    from tgdmat.sample import Condition, Draw
+    from tgdmat.symmetry import Template
+
+    tpl = Template(221, (("Sr", "a"), ("Ti", "b"), ("O", "c")))
+    types = [38, 22, 8, 8, 8]
+    plans = [CrystalPlan(5, tpl, types), CrystalPlan(5, tpl, types), CrystalPlan(5, None, types), CrystalPlan(5, tpl, types)]
+    close = _perovskite(3.9, "Sr", "Ti")
+    close.replace(1, "Ti", [0.05, 0.0, 0.0])
+    good = _perovskite(3.9, "Sr", "Ti")
+    calls, handed = [], []
+
+    def draw(plans_, context, options, on_batch):
+        calls.append((len(plans_), context.cond.text.tolist(), options.seed))
+        first = len(plans_) == len(plans)
+        out = [close if first and i in (1, 2, 3) else good for i in range(len(plans_))]
+        if not first and 3.0 in context.cond.text.ravel().tolist():
+            out = [close for _ in plans_]  # the redraw of plan 3 is no better
+        if on_batch is None:
+            return out
+        for b in range(0, len(out), 2):
+            on_batch(out[b : b + 2])
+        return out
+
+    context = Draw(Condition(torch.arange(4.0).unsqueeze(1), None))
+    got = redrawing_coincident(draw)(plans, context, SamplingOptions(steps=3, batch_size=2, seed=5), handed.append)
+    assert calls == [(4, [[0.0], [1.0], [2.0], [3.0]], 5), (1, [[1.0]], 5 + COINCIDENT_SEED), (1, [[3.0]], 5 + COINCIDENT_SEED + 2)]
+    assert [s is good for s in got] == [True, True, False, False]
+    assert [len(b) for b in handed] == [2, 2] and handed[0][1] is good
+
+
 def test_exchanges_and_fresh_redraws_that_fit_one_pass_are_drawn_at_once():
     """With a pass width, every doubted crystal's orbit exchange and k fresh candidates (as many
     as fit, at most MAX_CANDIDATES) go into one resample call and the repair ends there; each

@@ -43,6 +43,19 @@ def test_a_nudged_cubic_perovskite_is_reported_pseudo_symmetric():
     assert 0.25 < m["distortion_A"] < 0.35
 
 
+def test_the_distortion_is_measured_where_the_larger_group_halves_the_cell():
+    """A doubled SrTiO3 cell with one Ti moved 0.25 Å: its nearest larger group (Pm-3m) has half
+    the cell, which cell matching could not relate; the distortion is still recorded, about the
+    move."""
+    s = Structure(Lattice.cubic(3.905), ["Sr", "Ti", "O", "O", "O"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    s.make_supercell([2, 1, 1])
+    ti = next(i for i, site in enumerate(s) if site.specie.symbol == "Ti")
+    s.translate_sites([ti], [0.25 / s.lattice.a, 0, 0])
+    m = symmetry_margin(s)
+    assert m["nearest_larger_group"] == 221 and m["pseudo_symmetric"] is False
+    assert 0.15 < m["distortion_A"] < 0.3
+
+
 def test_a_requested_group_that_only_a_nudge_gives_fails_the_margin_check():
     from tgdmat.metrics.adherence import adherence, prompt_checks
     from tgdmat.text.prompts import parse_prompt

@@ -49,7 +49,7 @@ def _sampling_args(p: argparse.ArgumentParser, default_model: str) -> None:
     p.add_argument("--allow-out-of-scope", action="store_true", help="sample even when the request is outside the training data (warns)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--rank", choices=RANKINGS, help="sort the crystals: energy, by CHGNet energy per atom (optional extra: pip install chgnet), lowest first; bond-valence, by plausibility of bonding (fewest quality flags, then the lowest bond-valence misfit), which picks the right cation site order of a perovskite the formula leaves open")
+    p.add_argument("--rank", choices=RANKINGS, help="sort the crystals: energy, by CHGNet energy per atom (optional extra: pip install chgnet), lowest first; bond-valence, by plausibility of bonding (fewest quality flags, then the lowest bond-valence misfit), which picks the right cation site order of a perovskite the formula leaves open; consensus, by how many other samples are the same structure (StructureMatcher), the model's most often drawn structure first")
     p.add_argument("--relax-steps", type=int, default=0, help="with --rank: CHGNet relaxation steps before scoring (0: static energy)")
     p.add_argument("--top", type=int, help="with --rank: keep the best K crystals")
 
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--stability", type=int, default=0, metavar="N", help="gen: relax the first N valid samples with CHGNet (optional extra) and report the stable share")
     e.add_argument("--enforce", action="store_true", help="enforce each test prompt as the product does (csp: its space group; gen: formula, space group, atoms per cell); default: the model's free sampling")
     e.add_argument("--facts", action="store_true", help="csp with --enforce: the coordination numbers stated in each crystal's long description choose which element sits on which Wyckoff site")
-    e.add_argument("--rank", choices=RANKINGS, help="csp with -k K: also the top-1 match rate after ranking the first 1, 2, 4, ... K samples by CHGNet energy (optional extra) or by bond-valence plausibility")
+    e.add_argument("--rank", choices=RANKINGS, help="csp with -k K: also the top-1 match rate after ranking the first 1, 2, 4, ... K samples by CHGNet energy (optional extra), by bond-valence plausibility or by agreement between the samples (consensus)")
     e.add_argument("--site-order", choices=SITE_ORDERS, help="csp, free sampling: bond-valence repairs doubted cation site orders as predict does, model keeps the model's own; either also reports the match rate over test crystals whose own site order is plausible and over the rest (default: the model's own, no breakdown)")
     e.add_argument("--stated-lattice", action="store_true", help="csp, models built with model.facts_numbers: the network also reads each test crystal's lattice parameters, c/a and volume per atom, as a prompt stating them would give them (reported: lattice_within_2pct)")
     e.add_argument("--no-network-facts", action="store_true", help="csp, models built with facts: do not feed the test prompts' stated facts to the network (ablation)")

@@ -110,10 +110,14 @@ def _check_rank(args) -> None:
         _load_chgnet()
 
 
+RANK_NAMES = {"energy": "CHGNet energy", "bond-valence": "bond-valence plausibility", "consensus": "agreement between samples"}
+
+
 def _ranked(structures: list, meta: dict, args) -> tuple[list, str, dict]:
-    """Structures sorted by CHGNet energy per atom (--rank energy) or by plausibility of bonding
-    (--rank bond-valence: fewest quality flags, then lowest bond-valence misfit), the best --top
-    kept; scores and ranks in meta."""
+    """Structures sorted by CHGNet energy per atom (--rank energy), by plausibility of bonding
+    (--rank bond-valence: fewest quality flags, then lowest bond-valence misfit) or by how many
+    other samples are the same structure (--rank consensus), the best --top kept; scores and
+    ranks in meta."""
     if args.rank is None:
         return structures, args.out, meta
     if args.rank == "energy":
@@ -122,6 +126,11 @@ def _ranked(structures: list, meta: dict, args) -> tuple[list, str, dict]:
         order, energies = rank_by_energy(structures, args.relax_steps)
         key, scores = "chgnet_energy_per_atom", [None if e != e else round(e, 5) for e in energies]
         how = f"CHGNet energy per atom ({'static' if not args.relax_steps else f'after {args.relax_steps} relaxation steps'})"
+    elif args.rank == "consensus":
+        from .metrics.matching import rank_by_agreement
+
+        order, scores = rank_by_agreement(structures, workers=1)
+        key, how = "same_structure_samples", "how many other samples are the same structure (StructureMatcher), the model's modal structure first"
     else:
         from .metrics.quality import rank_by_bond_valence
 
@@ -253,7 +262,7 @@ def cmd_evaluate(args) -> int:
         write_json(result, args.json)
     print(markdown_table([result]))
     for row in result.get("ranked", []):
-        print(f"top-1 of {row['samples']} ranked by {'CHGNet energy' if row['rank'] == 'energy' else 'bond-valence plausibility'}: match {100 * row['match_rate']:.2f}%, RMSE {row['rmse']:.4g}, exact {100 * row['exact_match_rate']:.2f}%")
+        print(f"top-1 of {row['samples']} ranked by {RANK_NAMES[row['rank']]}: match {100 * row['match_rate']:.2f}%, RMSE {row['rmse']:.4g}, exact {100 * row['exact_match_rate']:.2f}%")
     if "targets_plausible_sites" in result:
         print(f"site order ({result['site_order']}): {100 * result['targets_plausible_sites']:.1f}% of the test crystals have a plausible site order; "
               f"match over those {100 * result.get('match_rate_plausible_targets', float('nan')):.2f}% (exact {100 * result.get('exact_match_rate_plausible_targets', float('nan')):.2f}%), "

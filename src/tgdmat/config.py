@@ -12,7 +12,7 @@ EVAL_PROMPT_KINDS = (*PROMPT_KINDS, "formula")  # evaluate also offers formula: 
 LR_SCHEDULES = ("constant", "cosine", "cosine_time")
 INTEGRATORS = ("ancestral", "ode", "multistep")
 SITE_ORDERS = ("bond-valence", "model")  # predict: repair cation site orders the bond-valence check flags (siteorder), or keep the model's
-RANKINGS = ("energy", "bond-valence")  # --rank: CHGNet energy per atom, or plausibility of bonding (metrics.quality)
+RANKINGS = ("energy", "bond-valence", "consensus")  # --rank: CHGNet energy per atom, plausibility of bonding (metrics.quality), or how many other samples are the same structure (metrics.matching)
 
 
 @dataclass

@@ -226,17 +226,24 @@ def sample_scores(structures: list, rank: str) -> np.ndarray:
 
 def ranked_top1(samples: list[list], targets: list, workers: int = 2, progress: bool = False, rank: str = "energy") -> list[dict]:
     """Top-1 CSP metrics when each crystal's first m samples (m = 1, 2, 4, ... up to k) are ranked
-    by ``sample_scores`` (static CHGNet energy per atom, or bond-valence plausibility) and only the
-    best is kept (ties: the first sample): what a user asking for one structure gets from
-    ``--rank``. One score per sample, shared by every m."""
+    and only the best is kept (ties: the first sample): what a user asking for one structure gets
+    from ``--rank``. ``energy`` and ``bond-valence``: one ``sample_scores`` score per sample, shared
+    by every m; ``consensus``: the sample StructureMatcher finds equal to the most others of the
+    first m (the model's modal structure; no target, no external model)."""
     from .metrics import match_rate_rmse
+    from .metrics.matching import agreement
 
     k, n = len(samples), len(targets)
-    scores = sample_scores([s for per in samples for s in per], rank).reshape(k, n)
+    if rank == "consensus":
+        agree = agreement([[samples[j][i] for j in range(k)] for i in range(n)], workers, progress)
+        best_of = lambda m: [int(a[:m, :m].sum(1).argmax()) for a in agree]  # noqa: E731 (argmax: the first of ties)
+    else:
+        scores = sample_scores([s for per in samples for s in per], rank).reshape(k, n)
+        best_of = lambda m: [int(b) for b in scores[:m].argmin(0)]  # noqa: E731
     out, m = [], 1
     while m <= k:
-        best = scores[:m].argmin(0)
-        chosen = [samples[int(best[i])][i] for i in range(n)]
+        best = best_of(m)
+        chosen = [samples[best[i]][i] for i in range(n)]
         res = match_rate_rmse(chosen, targets, workers=workers, progress=progress)
         out.append({"samples": m, "rank": rank, "match_rate": res["match_rate"], "rmse": res["rmse"], "exact_match_rate": res["exact_match_rate"]})
         m *= 2

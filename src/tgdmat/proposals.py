@@ -6,6 +6,10 @@ is (the model's own structure), and only the crystals no candidate satisfied are
 the template's subspace. A run that fits one batch draws every round in the same trajectory
 (latency is what counts there); a larger run draws the rounds in turn (most crystals keep an
 early free draw, so that costs less compute).
+
+A draw inside a template can put two atoms on one point (two orbits of one Wyckoff letter whose
+free coordinates meet): ``redrawing_coincident`` draws such crystals once more, in one pass per
+batch, before the batch is handed on.
 """
 from __future__ import annotations
 
@@ -93,4 +97,45 @@ def _batched(draw: DrawFn, plans: list[CrystalPlan], todo: list[int], context, o
     return out
 
 
-__all__ = ["PROPOSAL_ROUNDS", "free_plan", "proposed", "sample_with_proposals", "spacegroup_number"]
+COINCIDENT_SEED = 15_485_863  # the coincident redraw of the batch starting at plan b samples with seed + COINCIDENT_SEED + b
+
+
+def coincident_draws(plans: list[CrystalPlan], structures: list) -> list[int]:
+    """Indices of template draws with two atoms closer than ``siteorder.COINCIDENT`` (or none drawn)."""
+    from .metrics.quality import min_distance
+    from .siteorder import COINCIDENT
+
+    return [i for i, (p, s) in enumerate(zip(plans, structures)) if p.template is not None and (s is None or min_distance(s) < COINCIDENT)]
+
+
+def redrawing_coincident(draw: DrawFn) -> DrawFn:
+    """``draw`` with every finished batch's coincident template draws (``coincident_draws``) drawn
+    once more in one pass and replaced where the redraw's atoms lie further apart."""
+    from .metrics.quality import min_distance
+
+    def separation(s) -> float:
+        return -1.0 if s is None else min_distance(s)
+
+    def wrapped(plans: list[CrystalPlan], context, options: SamplingOptions, on_batch) -> list:
+        out: list = []
+
+        def settle(batch: list) -> None:
+            start = len(out)
+            fixed = list(batch)
+            todo = coincident_draws(plans[start : start + len(batch)], batch)
+            if todo:
+                again = draw([plans[start + i] for i in todo], context.select([start + i for i in todo]), options.with_seed(options.seed + COINCIDENT_SEED + start), None)
+                for i, s in zip(todo, again):
+                    if separation(s) > separation(fixed[i]):
+                        fixed[i] = s
+            out.extend(fixed)
+            if on_batch is not None:
+                on_batch(fixed)
+
+        draw(plans, context, options, settle)
+        return out
+
+    return wrapped
+
+
+__all__ = ["COINCIDENT_SEED", "PROPOSAL_ROUNDS", "coincident_draws", "redrawing_coincident", "free_plan", "proposed", "sample_with_proposals", "spacegroup_number"]

@@ -195,11 +195,11 @@ class Sampler:
     def sample_plans(self, plans: list[CrystalPlan], text: "str | torch.Tensor | None", options: SamplingOptions | None = None, *, lattice: LatticeTarget | None = None, free_types: bool = False, facts: Facts | None = None, progress: "bool | SamplingProgress" = False, on_batch=None) -> list:
         """Structures for per-crystal plans: types fixed where a plan gives them, Wyckoff orbits and
         crystal system enforced where it has a template (a proposed plan's free draws tried first,
-        ``proposals``), ``lattice`` targets on every crystal. ``text``: one prompt for all, or
+        a template draw with two atoms on one point drawn once more, ``proposals``), ``lattice`` targets on every crystal. ``text``: one prompt for all, or
         per-plan embeddings (len(plans), D). ``facts``: the stated facts, one row for all or one per
         plan (models built with facts). ``on_batch(structures)`` is called after each finished
         batch; ``progress`` shows one bar over every batch and round (or is a bar to count on)."""
-        from .proposals import sample_with_proposals
+        from .proposals import redrawing_coincident, sample_with_proposals
 
         options = self.resolved(options)
         if isinstance(text, torch.Tensor):
@@ -213,7 +213,7 @@ class Sampler:
         bar = self.progress_bar(len(plans), options) if own else (progress if isinstance(progress, SamplingProgress) else None)
         draw = Draw(Condition(emb, facts if self.cfg.model.facts else None), lattice, free_types, bar)
         try:
-            return sample_with_proposals(self._sample, plans, draw, options, on_batch)
+            return sample_with_proposals(redrawing_coincident(self._sample), plans, draw, options, on_batch)
         finally:
             if own and bar is not None:
                 bar.close()

@@ -509,16 +509,31 @@ def symmetry_margin(structure, symprec: float = 0.1, analyzer=None) -> dict:
 
 
 def _displacement(structure, analyzer) -> float | None:
-    """Largest atomic displacement (Å) from the structure to its refined form in ``analyzer``'s group (None where they do not match)."""
-    import warnings
+    """Largest atomic displacement (Å) between the crystal and its symmetrised form in
+    ``analyzer``'s group: each atom moved to the mean of its images under the group's operations
+    (every operation maps each atom to the nearest one of its element), the common shift removed
+    (a translated symmetric crystal is as symmetric). No cell matching, so it holds where the larger
+    group halves the cell or moves atoms by a large fraction of a bond. None where spglib fails."""
+    import numpy as np
 
-    from pymatgen.analysis.structure_matcher import StructureMatcher
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            ideal = analyzer.get_refined_structure()
-            found = StructureMatcher(ltol=0.3, stol=0.5, angle_tol=10, primitive_cell=True, scale=False).get_rms_dist(structure, ideal)
-        except Exception:
-            return None
-    return None if found is None else round(float(found[1]) * (structure.volume / len(structure)) ** (1 / 3), 4)
+    try:
+        ops = analyzer.get_symmetry_operations(cartesian=False)
+    except Exception:
+        return None
+    frac = np.asarray(structure.frac_coords, dtype=float)
+    lattice = np.asarray(structure.lattice.matrix, dtype=float)
+    z = np.array([site.specie.Z for site in structure])
+    other = z[:, None] != z[None, :]
+    shift, hits = np.zeros_like(frac), np.zeros(len(frac))
+    for op in ops:
+        image = frac @ op.rotation_matrix.T + op.translation_vector
+        d = image[:, None, :] - frac[None, :, :]  # image of atom j minus atom i, wrapped
+        d -= np.round(d)
+        dist = np.linalg.norm(d @ lattice, axis=-1)
+        dist[other] = np.inf
+        target = dist.argmin(1)  # the operation maps atom j onto atom target[j]
+        np.add.at(shift, target, d[np.arange(len(frac)), target])
+        np.add.at(hits, target, 1)
+    shift = shift / np.maximum(hits, 1)[:, None]
+    shift -= shift.mean(0)
+    return round(float(np.linalg.norm(shift @ lattice, axis=1).max()), 4)

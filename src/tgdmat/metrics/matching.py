@@ -184,3 +184,29 @@ def match_rate_rmse_k(
     out.update({k: strict[k] for k in ("match_rate", "rmse", "exact_match_rate", "matched")})
     out["k"] = max((len(s) for s in preds_k), default=0)
     return out
+
+
+def agreement(groups: Sequence[Sequence], workers: int = 2, progress: bool = False) -> list[np.ndarray]:
+    """For each group (the samples of one crystal), the symmetric boolean matrix of which pairs
+    StructureMatcher (the CSP tolerances) finds equal: how often the model drew the same
+    structure, the mode of its distribution, found without the target."""
+    left, right, where = [], [], []
+    for g, group in enumerate(groups):
+        for a in range(len(group)):
+            for b in range(a + 1, len(group)):
+                left.append(group[a])
+                right.append(group[b])
+                where.append((g, a, b))
+    rms = pair_rms(left, right, workers, progress, check_composition=False, desc="agreement")
+    out = [np.zeros((len(group), len(group)), dtype=bool) for group in groups]
+    for (g, a, b), r in zip(where, rms):
+        out[g][a, b] = out[g][b, a] = r is not None
+    return out
+
+
+def rank_by_agreement(structures: Sequence, workers: int = 2) -> tuple[list[int], list[int]]:
+    """(indices from the most to the least often drawn structure, how many other samples each
+    matches): the modal structure first. Stable: ties keep the sampling order."""
+    agree = agreement([structures], workers)[0]
+    counts = [int(c) for c in agree.sum(1)]
+    return sorted(range(len(structures)), key=lambda i: -counts[i]), counts
