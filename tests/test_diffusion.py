@@ -149,6 +149,26 @@ def test_rescaled_corrector_is_the_plain_one_at_full_steps_and_grows_with_the_st
     assert not torch.allclose(draw(10, False)[0], draw(10, True)[0])
 
 
+def test_one_pass_per_step_reuses_the_correctors_pass_and_halves_the_passes():
+    """passes_per_step=2 evaluates the network again after the Langevin move (DiffCSP's PC sampler);
+    1 lets the predictor reuse the corrector's output: half the passes, a nearby draw."""
+    from tgdmat.config import DiffusionConfig
+
+    model = _tiny_model()
+    types = torch.tensor([38, 22, 8, 8, 8])
+    draws = {}
+    for passes in (1, 2):
+        before = model.passes
+        draws[passes] = model.sample(torch.tensor([5]), atom_types=types, steps=10, generator=torch.Generator().manual_seed(3), passes_per_step=passes)
+        assert model.passes - before == 10 * passes
+    assert not torch.allclose(draws[1].frac_coords, draws[2].frac_coords)
+    before = model.passes  # without a corrector there is one pass per step either way
+    model.sample(torch.tensor([5]), atom_types=types, steps=10, step_lr=0.0, passes_per_step=2)
+    assert model.passes - before == 10
+    with pytest.raises(ValueError, match="passes_per_step"):
+        DiffusionConfig(passes_per_step=3)
+
+
 def test_bf16_sampling_keeps_composition_and_stays_finite():
     model = _tiny_model()
     types = torch.tensor([38, 22, 8, 8, 8])

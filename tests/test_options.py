@@ -11,6 +11,7 @@ from tgdmat.options import SamplingOptions, split_options
     (dict(steps=0), "--steps"), (dict(guidance=math.nan), "--guidance"), (dict(batch_size=0), "--batch-size"),
     (dict(seed=-1), "--seed"), (dict(threads=0), "--threads"), (dict(step_lr=math.inf), "--step-lr"),
     (dict(site_order="oracle"), "site_order"), (dict(rank="luck"), "rank"), (dict(precision="half"), "precision"),
+    (dict(passes_per_step=3), "passes per step"),
 ])
 def test_an_option_out_of_range_is_one_clear_line(bad, words):
     with pytest.raises(ValueError, match=words):
@@ -31,7 +32,7 @@ def test_the_python_api_keywords_fold_into_the_options():
     assert options == SamplingOptions(steps=10, seed=2, enforce=False) and rest == {"num_atoms": 5, "device": "cpu"}
 
 
-def test_a_runs_integrator_and_corrector_reach_the_sampler_as_at_load_time():
+def test_a_runs_integrator_corrector_and_passes_reach_the_sampler_as_at_load_time():
     """Options given to one run (the Python API, evaluate_csp) were once ignored for the
     integrator and corrector: only those given when the model was loaded counted."""
     import numpy as np
@@ -43,7 +44,8 @@ def test_a_runs_integrator_and_corrector_reach_the_sampler_as_at_load_time():
         return np.concatenate([s.frac_coords.ravel() for s in gen.structures])
 
     plain = Sampler.load("perov_5_csp_facts")
-    for option in (dict(integrator="multistep"), dict(corrector="fixed")):
+    other_passes = 3 - plain.cfg.diffusion.passes_per_step  # the one the model does not default to
+    for option in (dict(integrator="multistep"), dict(corrector="fixed"), dict(passes_per_step=other_passes)):
         per_run = coordinates(plain, **option)
         assert not np.allclose(per_run, coordinates(plain))  # it changes the draw
         assert np.allclose(per_run, coordinates(Sampler.load("perov_5_csp_facts", options=SamplingOptions(**option))))

@@ -51,11 +51,14 @@ class DiffusionConfig:
     step_lr: float = 1e-5  # Langevin corrector step size at sampling (DiffCSP: 5e-7 Perov-5, 1e-5 MP-20)
     sample_steps: int = 1000  # default number of reverse steps at sampling (fewer: respaced)
     corrector_rescale: bool = False  # Langevin step x respacing stride, so fewer steps keep the corrector's total step
+    passes_per_step: int = 2  # network passes per sampling step: 2 = DiffCSP's predictor-corrector (a fresh pass after the corrector's move), 1 = the predictor reuses the corrector's pass
     integrator: str = "ancestral"  # sampler predictor: ancestral (reverse SDE), ode (probability flow for F, DDIM for L) or multistep (the reverse SDE with a second-order correction for F)
 
     def __post_init__(self) -> None:
         if self.integrator not in INTEGRATORS:
             raise ValueError(f"diffusion.integrator must be one of {', '.join(INTEGRATORS)}, not {self.integrator!r}")
+        if self.passes_per_step not in (1, 2):
+            raise ValueError(f"diffusion.passes_per_step must be 1 or 2, not {self.passes_per_step!r}")
         _in_range("diffusion.facts_dropout", self.facts_dropout, 0.0, 1.0)
         _in_range("diffusion.lattice_facts_dropout", self.lattice_facts_dropout, 0.0, 1.0)
 

@@ -19,7 +19,7 @@ from .atomic import atomic_path, atomic_write_text
 from .config import EVAL_PROMPT_KINDS
 from .data import cache_root, load_split, protocol_name
 from .data.csv import CrystalTable
-from .options import SamplingOptions
+from .options import SamplingOptions, diffusion_settings
 from .sample import Sampler
 from .text.prompts import PromptFields, short_prompt
 
@@ -200,7 +200,7 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
     return {
         "task": "csp", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset, data_root or cfg.data.data_root), "split": split,
         "checkpoint": str(checkpoint), "text": cfg.model.use_text, "prompt": kind if cfg.model.use_text else None, "n": len(table), "k": k, "steps": steps, "step_lr": step_lr,
-        "corrector_rescale": cfg.diffusion.corrector_rescale, "precision": sampler.precision, "compiled": sampler.model.compiled,
+        **diffusion_settings(cfg.diffusion, options), "precision": sampler.precision, "compiled": sampler.model.compiled,
         "guidance": options.guidance, "seed": seed, "enforce_spacegroup": enforce, "description_facts": facts, "network_facts": stated is not None, "stated_lattice": stated_lattice and stated is not None, "site_order": None if enforce or not (site_breakdown or options.site_order != "model") else options.site_order, "no_template": failed, "sampling_seconds": round(seconds, 1),
         "crystals_per_second": round(k * len(table) / seconds, 3), **metrics,
     }
@@ -347,7 +347,7 @@ def evaluate_gen(checkpoint: "str | Sampler | None" = None, split: str = "test",
     result = {
         "task": "gen", "dataset": cfg.data.dataset, "protocol": protocol_name(cfg.data.dataset, data_root or cfg.data.data_root), "split": split,
         "checkpoint": str(checkpoint), "text": cfg.model.use_text, "prompt": kind if cfg.model.use_text else None, "n": len(generated), "steps": steps,
-        "corrector_rescale": cfg.diffusion.corrector_rescale, "precision": sampler.precision, "compiled": sampler.model.compiled, "guidance": options.guidance, "seed": seed, "enforce": enforce, "no_template": failed, "sampling_seconds": round(seconds, 1),
+        **diffusion_settings(cfg.diffusion, options), "precision": sampler.precision, "compiled": sampler.model.compiled, "guidance": options.guidance, "seed": seed, "enforce": enforce, "no_template": failed, "sampling_seconds": round(seconds, 1),
         "crystals_per_second": round(len(generated) / seconds, 3),
     }
     result.update(validity(generated))

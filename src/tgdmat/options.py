@@ -30,6 +30,7 @@ class SamplingOptions:
     compile: bool = False  # torch.compile the denoiser (eager fallback where it fails)
     corrector: str | None = None  # "fixed" or "rescaled" Langevin step (None: the model's)
     integrator: str | None = None  # coordinate integrator (None: the model's)
+    passes_per_step: int | None = None  # network passes per step: 2 predictor-corrector, 1 the predictor reuses the corrector's (None: the model's)
     site_order: str = "bond-valence"  # doubted cation site orders drawn again ("bond-valence") or kept ("model")
     enforce: bool = True  # what the prompt states (formula, space group, lattice numbers) binds every step
     rank: str | None = None  # sort the samples by CHGNet "energy" or "bond-valence" plausibility
@@ -64,6 +65,17 @@ class SamplingOptions:
         return replace(self, **{**values, **overrides})
 
 
+def diffusion_settings(diffusion, options: SamplingOptions) -> dict:
+    """The sampler's corrector scaling, integrator and passes per step as ``JointDiffusion.sample``
+    takes them: the run's options where they are set, else the model's ``diffusion`` config. The one
+    place that resolves them (``Sampler.load`` makes them the run's defaults, every draw reads them)."""
+    return {
+        "corrector_rescale": diffusion.corrector_rescale if options.corrector is None else options.corrector == "rescaled",
+        "integrator": options.integrator or diffusion.integrator,
+        "passes_per_step": options.passes_per_step or diffusion.passes_per_step,
+    }
+
+
 def split_options(kwargs: dict) -> tuple[SamplingOptions, dict]:
     """The Python API's keywords as (SamplingOptions, the rest): ``options=`` if given, with the
     keywords that name an option (and ``free``) replacing its values."""
@@ -94,10 +106,12 @@ def _problems(o: SamplingOptions):
         yield f"corrector must be one of {', '.join(CORRECTORS)}, not {o.corrector!r}"
     if o.integrator is not None and o.integrator not in INTEGRATORS:
         yield f"integrator must be one of {', '.join(INTEGRATORS)}, not {o.integrator!r}"
+    if o.passes_per_step is not None and o.passes_per_step not in (1, 2):
+        yield f"passes per step must be 1 or 2, not {o.passes_per_step!r}"
     if o.site_order not in SITE_ORDERS:
         yield f"site_order must be one of {', '.join(SITE_ORDERS)}, not {o.site_order!r}"
     if o.rank is not None and o.rank not in RANKINGS:
         yield f"rank must be one of {', '.join(RANKINGS)}, not {o.rank!r}"
 
 
-__all__ = ["CORRECTORS", "PRECISIONS", "SamplingOptions", "split_options"]
+__all__ = ["CORRECTORS", "PRECISIONS", "SamplingOptions", "diffusion_settings", "split_options"]

@@ -100,33 +100,36 @@ def _batched(draw: DrawFn, plans: list[CrystalPlan], todo: list[int], context, o
 COINCIDENT_SEED = 15_485_863  # the coincident redraw of the batch starting at plan b samples with seed + COINCIDENT_SEED + b
 
 
-def coincident_draws(plans: list[CrystalPlan], structures: list) -> list[int]:
-    """Indices of template draws with two atoms closer than ``siteorder.COINCIDENT`` (or none drawn)."""
+def separation(structure) -> float:
+    """A draw's shortest interatomic distance in Å (-1 where none was drawn)."""
     from .metrics.quality import min_distance
-    from .siteorder import COINCIDENT
 
-    return [i for i, (p, s) in enumerate(zip(plans, structures)) if p.template is not None and (s is None or min_distance(s) < COINCIDENT)]
+    return -1.0 if structure is None else min_distance(structure)
+
+
+def coincident_draws(plans: list[CrystalPlan], separations: list[float]) -> list[int]:
+    """Indices of template draws with two atoms on one point (``siteorder.on_one_point`` of their
+    ``separation``; -1: none drawn)."""
+    from .siteorder import on_one_point
+
+    return [i for i, (p, d) in enumerate(zip(plans, separations)) if p.template is not None and on_one_point(d)]
 
 
 def redrawing_coincident(draw: DrawFn) -> DrawFn:
     """``draw`` with every finished batch's coincident template draws (``coincident_draws``) drawn
     once more in one pass and replaced where the redraw's atoms lie further apart."""
-    from .metrics.quality import min_distance
-
-    def separation(s) -> float:
-        return -1.0 if s is None else min_distance(s)
 
     def wrapped(plans: list[CrystalPlan], context, options: SamplingOptions, on_batch) -> list:
         out: list = []
 
         def settle(batch: list) -> None:
             start = len(out)
-            fixed = list(batch)
-            todo = coincident_draws(plans[start : start + len(batch)], batch)
+            fixed, gaps = list(batch), [separation(s) for s in batch]
+            todo = coincident_draws(plans[start : start + len(batch)], gaps)
             if todo:
                 again = draw([plans[start + i] for i in todo], context.select([start + i for i in todo]), options.with_seed(options.seed + COINCIDENT_SEED + start), None)
                 for i, s in zip(todo, again):
-                    if separation(s) > separation(fixed[i]):
+                    if separation(s) > gaps[i]:
                         fixed[i] = s
             out.extend(fixed)
             if on_batch is not None:
@@ -138,4 +141,4 @@ def redrawing_coincident(draw: DrawFn) -> DrawFn:
     return wrapped
 
 
-__all__ = ["COINCIDENT_SEED", "PROPOSAL_ROUNDS", "coincident_draws", "redrawing_coincident", "free_plan", "proposed", "sample_with_proposals", "spacegroup_number"]
+__all__ = ["COINCIDENT_SEED", "PROPOSAL_ROUNDS", "coincident_draws", "redrawing_coincident", "separation", "free_plan", "proposed", "sample_with_proposals", "spacegroup_number"]

@@ -14,7 +14,7 @@ import torch
 
 from .crystal import MAX_Z
 from .pretrained import ModelInfo, encoder_spec, load_checkpoint
-from .options import SamplingOptions, split_options
+from .options import SamplingOptions, diffusion_settings, split_options
 from .request import Request, read_request, stated_facts
 from .siteorder import sample_settling_sites
 from .text.encoder import TextEncoder
@@ -95,10 +95,8 @@ class Sampler:
         options = options or SamplingOptions()
         model, cfg, info = load_checkpoint(checkpoint, device)
         options = replace(options, precision=resolve_precision(options.precision, device))
-        if options.corrector:
-            cfg.diffusion.corrector_rescale = options.corrector == "rescaled"
-        if options.integrator:
-            cfg.diffusion.integrator = options.integrator
+        for name, value in diffusion_settings(cfg.diffusion, options).items():  # the run's defaults
+            setattr(cfg.diffusion, name, value)
         if options.compile:
             model.compile_network()
         return Sampler(model, cfg, info, device, checkpoint, options)
@@ -245,8 +243,7 @@ class Sampler:
                 crystals = self.model.sample(
                     counts, c.text, types, steps=options.steps, guidance=options.guidance, generator=gen, progress=_ticker(tuner, bar),
                     allowed_types=self.allowed_types(), symmetry=sym, step_lr=options.step_lr, precision=self.precision,
-                    corrector_rescale=self.cfg.diffusion.corrector_rescale if options.corrector is None else options.corrector == "rescaled", facts=c.facts,
-                    integrator=options.integrator or self.cfg.diffusion.integrator,
+                    facts=c.facts, **diffusion_settings(self.cfg.diffusion, options),
                 )
             structures = crystals.to_structures()
             kept = min(batch_size, len(plans) - start)  # padding crystals are dropped here

@@ -62,9 +62,15 @@ def check_site_order(site_order: str) -> None:
         raise ValueError(f"site_order must be one of {', '.join(SITE_ORDERS)}, not {site_order!r}")
 
 
+def on_one_point(shortest: float) -> bool:
+    """A shortest interatomic distance (Å) of two atoms on one point: a draw no chemist would keep,
+    and a CIF pymatgen cannot read back. The one test of it, for quality reports and bare structures."""
+    return shortest < COINCIDENT
+
+
 def coincident(q) -> bool:
-    """Two atoms on one point (closer than COINCIDENT): a draw no chemist would keep, and a CIF pymatgen cannot read back."""
-    return q.min_distance < COINCIDENT
+    """A quality report's draw with two atoms on one point (``on_one_point``)."""
+    return on_one_point(q.min_distance)
 
 
 def doubted(q) -> bool:
@@ -255,4 +261,4 @@ def _settle_in_one_pass(sampler, plans, text, options, lattice, facts, bar, on_b
     return fixed, SiteRepair(sorted(set(rep.tried) | later), sorted(set(rep.kept) | later))
 
 
-__all__ = ["COINCIDENT", "MISFIT", "SiteRepair", "check_site_order", "choose_candidate", "coincident", "doubted", "first_candidates", "exchanged_templates", "redrawer", "repair_site_order", "sample_settling_sites", "template_plan"]
+__all__ = ["COINCIDENT", "MISFIT", "SiteRepair", "check_site_order", "choose_candidate", "coincident", "doubted", "on_one_point", "first_candidates", "exchanged_templates", "redrawer", "repair_site_order", "sample_settling_sites", "template_plan"]

@@ -119,6 +119,13 @@ class WrappedNormalCoords:
             drift = drift + 0.5 * (1 - (ss / st) ** 2) * (h / h_prev) * change
         return drift, std, (denoised, h)
 
+    def moved_score(self, normalised: torch.Tensor, displacement: torch.Tensor, t: int) -> torch.Tensor:
+        """The network's normalised score at F + displacement, to first order from the one at F:
+        the wrapped normal's mean curvature is -E[score^2] (its Fisher information), so the score
+        falls by displacement x E[score^2]; where wrapping is negligible that keeps Tweedie's
+        denoised estimate F + sigma^2 score in place. Lets the predictor reuse the corrector's pass."""
+        return normalised - displacement * math.sqrt(float(self.score_norms[t]))
+
     def corrector_terms(self, score: torch.Tensor, t: int, step_lr: float) -> tuple[torch.Tensor, float]:
         """(drift, noise std) of one Langevin step at sigma_t with step size step_lr * (sigma_t / sigma_1)^2."""
         step = step_lr * (float(self.sigmas[t]) / float(self.sigmas[1])) ** 2

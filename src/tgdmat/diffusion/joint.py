@@ -235,6 +235,7 @@ class TGDMat(nn.Module):
         corrector_rescale: bool | None = None,
         facts: "Facts | None" = None,
         integrator: str | None = None,
+        passes_per_step: int | None = None,
     ) -> Crystal:
         """Crystals with the given numbers of atoms; CSP when ``atom_types`` (atomic numbers) is given.
 
@@ -249,6 +250,10 @@ class TGDMat(nn.Module):
         ``integrator`` (default ``diffusion.integrator``): "ancestral" reverse-diffusion steps, or
         "ode": the probability-flow ODE for F and DDIM for L (deterministic between corrector steps);
         "multistep": the ancestral step with a second-order multistep correction for F (``WrappedNormalCoords.multistep_terms``).
+        ``passes_per_step`` (default ``diffusion.passes_per_step``): 2 evaluates the network again
+        after the corrector's Langevin move, as DiffCSP does; 1 lets the predictor reuse the
+        corrector's pass, its score carried along the move (``WrappedNormalCoords.moved_score``):
+        half the network passes.
         """
         d = self.cfg.diffusion
         dev = next(self.parameters()).device
@@ -258,6 +263,7 @@ class TGDMat(nn.Module):
         step_lr = d.step_lr if step_lr is None else step_lr
         corrector_rescale = d.corrector_rescale if corrector_rescale is None else corrector_rescale
         integrator = d.integrator if integrator is None else integrator
+        passes_per_step = d.passes_per_step if passes_per_step is None else passes_per_step
         if integrator not in INTEGRATORS:
             raise ValueError(f"integrator must be one of {', '.join(INTEGRATORS)}, not {integrator!r}")
         ode = integrator == "ode"
@@ -312,8 +318,13 @@ class TGDMat(nn.Module):
             out = self._denoise(a, f, l, t, graph, text_emb, guidance, precision, facts)
             if step_lr > 0:
                 lr = step_lr * (t - s) if corrector_rescale else step_lr
+                before = f
                 f = move(f, self.coords.corrector_terms(self.coords.score(out[1], t), t, lr))
-                out = self._denoise(a, f, l, t, graph, text_emb, guidance, precision, facts)
+                if passes_per_step == 2:
+                    out = self._denoise(a, f, l, t, graph, text_emb, guidance, precision, facts)
+                else:  # the corrector's pass, its score carried along the move
+                    moved = f - before
+                    out = (out[0], self.coords.moved_score(out[1], moved - torch.round(moved), t), out[2])
             eps_hat, score_hat, logits = out
             project = sym.lattice if sym is not None else None
             if ode:
