@@ -419,3 +419,32 @@ def test_bond_valence_sum_equals_pymatgens_without_its_slow_import():
             assert bond_valence_sum(structure, i, shell) == pytest.approx(calculate_bv_sum(structure[i], shell), rel=1e-12)
     ti = bond_valence_sum(perovskite, 1, perovskite.get_all_neighbors(3.5)[1])
     assert 3.5 < ti < 4.5  # Ti4+
+
+
+def test_the_oxidation_table_copy_gives_pymatgen_its_own_table_and_a_corrupt_copy_costs_only_time(tmp_path, monkeypatch):
+    """pymatgen parses icsd_bv.yaml (0.8 s) on its first oxidation guess; the JSON copy in the cache
+    must give the identical table, and a corrupt copy must fall back to pymatgen's own reading."""
+    import json
+
+    from pymatgen.core.composition import Composition
+
+    from tgdmat.metrics import quality
+
+    monkeypatch.setenv("TGDMAT_CACHE", str(tmp_path))
+    monkeypatch.setattr(Composition, "oxi_prob", None)
+    quality._oxidation_guess_of.cache_clear()
+    assert quality._oxidation_guess_of("Sr1 Ti1 O3") == (("Sr", 2.0), ("Ti", 4.0), ("O", -2.0))
+    own = dict(Composition.oxi_prob)
+    copy = quality._oxidation_table_copy()
+    assert copy.exists()
+    monkeypatch.setattr(Composition, "oxi_prob", None)
+    quality.prime_oxidation_table()
+    assert Composition.oxi_prob == own
+    copy.write_text("{not json", encoding="utf-8")
+    monkeypatch.setattr(Composition, "oxi_prob", None)
+    quality._oxidation_guess_of.cache_clear()
+    assert quality._oxidation_guess_of("Ba1 Ti1 O3") == (("Ba", 2.0), ("Ti", 4.0), ("O", -2.0))
+    assert Composition.oxi_prob == own
+    assert json.loads(copy.read_text(encoding="utf-8"))  # the corrupt copy was written again
+    quality._oxidation_guess_of.cache_clear()
+

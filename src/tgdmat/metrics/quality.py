@@ -77,17 +77,79 @@ def _radius(symbol: str) -> float:
     return float(CovalentRadius.radius.get(symbol, 1.5))
 
 
-def _oxidation_guess(structure) -> dict[str, float] | None:
-    """The most likely charge-balanced oxidation states of the composition (common states first,
-    then every known state: peroxides, aurides, Ir+6), or None."""
+def _oxidation_table_copy():
+    """Path of the JSON copy of pymatgen's ``icsd_bv.yaml`` in the tgdmat cache, keyed by the YAML's
+    size and time (OSError where the YAML is missing)."""
+    from pathlib import Path
+
+    from pymatgen.core import composition
+
+    from ..data import cache_root
+
+    stat = (Path(composition.__file__).parent / "icsd_bv.yaml").stat()
+    return cache_root() / "pymatgen" / f"icsd_bv_{stat.st_size}_{int(stat.st_mtime)}.json"
+
+
+def prime_oxidation_table() -> None:
+    """Give pymatgen its ICSD oxidation-state occurrences (``Composition.oxi_prob``) from the JSON
+    copy: pymatgen parses ``icsd_bv.yaml`` with ruamel on first use, 0.8 s of every ``predict``.
+    Without a readable copy pymatgen reads the YAML itself and ``save_oxidation_table`` writes one."""
+    import json
+
+    from pymatgen.core.composition import Composition
+    from pymatgen.core.periodic_table import Species
+
+    if Composition.oxi_prob is not None:
+        return
+    try:
+        occurrence = json.loads(_oxidation_table_copy().read_text(encoding="utf-8"))
+        Composition.oxi_prob = {Species.from_str(sp): float(p) for sp, p in occurrence.items()}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return
+
+
+def save_oxidation_table() -> None:
+    """Write the JSON copy ``prime_oxidation_table`` reads, once pymatgen has parsed its YAML."""
+    import json
+
+    from pymatgen.core.composition import Composition
+
+    from ..atomic import atomic_write_text
+
+    try:
+        cached = _oxidation_table_copy()
+        if Composition.oxi_prob:  # called where the copy was missing or unreadable: (re)write it
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(cached, json.dumps({str(sp): p for sp, p in Composition.oxi_prob.items()}))
+    except OSError:
+        pass  # an unwritable cache only costs the next run the YAML parse
+
+
+@functools.lru_cache(maxsize=256)
+def _oxidation_guess_of(formula: str) -> tuple[tuple[str, float], ...] | None:
+    from pymatgen.core import Composition
+
+    prime_oxidation_table()
+    primed = Composition.oxi_prob is not None
+    result = None
     for every in (False, True):
         try:
-            guesses = structure.composition.oxi_state_guesses(max_sites=-20, all_oxi_states=every)
+            guesses = Composition(formula).oxi_state_guesses(max_sites=-20, all_oxi_states=every)
         except Exception:
-            return None
+            break
         if guesses:
-            return dict(guesses[0])
-    return None
+            result = tuple(guesses[0].items())
+            break
+    if not primed:
+        save_oxidation_table()
+    return result
+
+
+def _oxidation_guess(structure) -> dict[str, float] | None:
+    """The most likely charge-balanced oxidation states of the composition (common states first,
+    then every known state: peroxides, aurides, Ir+6), or None; once per composition."""
+    found = _oxidation_guess_of(structure.composition.formula)
+    return dict(found) if found is not None else None
 
 
 def _reach(radii: dict[str, float], a: str, b: str) -> float:
