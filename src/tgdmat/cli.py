@@ -7,7 +7,7 @@ import shlex
 import sys
 
 from . import commands
-from .config import EVAL_PROMPT_KINDS, INTEGRATORS, RANKINGS, SITE_ORDERS
+from .config import EVAL_PROMPT_KINDS, INTEGRATORS, PASSES_PER_STEP, RANKINGS, SITE_ORDERS
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -32,7 +32,7 @@ def _precision_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="the denoiser's arithmetic: bf16 is about 2x faster on CPUs with AVX-512 BF16/AMX and on GPUs at the same match rate; auto picks bf16 where it is native, else fp32 (see the README's Speed section)")
     p.add_argument("--corrector", choices=["fixed", "rescaled"], help="Langevin corrector step: per step, or times the respacing stride (default: the model's, see its card)")
     p.add_argument("--integrator", choices=INTEGRATORS, help="predictor step: reverse SDE, probability-flow ODE + DDIM, or the reverse SDE with a second-order multistep correction for the coordinates (default: the model's)")
-    p.add_argument("--passes-per-step", type=int, choices=[1, 2], help="network passes per sampling step: 2 = predictor-corrector with a fresh pass after the corrector's move (DiffCSP), 1 = the predictor reuses the corrector's pass, half the time (default: the model's, see its card)")
+    p.add_argument("--passes-per-step", type=int, choices=PASSES_PER_STEP, help="network passes per sampling step: 2 = predictor-corrector with a fresh pass after the corrector's move (DiffCSP), 1 = the predictor reuses the corrector's pass, half the time (default: the model's, see its card)")
     p.add_argument("--compile", action="store_true", help="run the denoiser through torch.compile (inductor): one compilation per batch shape (seconds to a minute), then faster passes (see the README's Speed section)")
 
 
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--step-lr", type=float)
     x.add_argument("--corrector", choices=["fixed", "rescaled"], help="new default Langevin step scaling (rescaled: times the respacing stride)")
     x.add_argument("--integrator", choices=INTEGRATORS, help="new default predictor step")
-    x.add_argument("--passes-per-step", type=int, choices=[1, 2], help="new default network passes per sampling step (1: the predictor reuses the corrector's pass)")
+    x.add_argument("--passes-per-step", type=int, choices=PASSES_PER_STEP, help="new default network passes per sampling step (1: the predictor reuses the corrector's pass)")
     x.set_defaults(func=commands.cmd_export)
     return p
 

@@ -11,6 +11,7 @@ PROMPT_KINDS = ("short", "long")
 EVAL_PROMPT_KINDS = (*PROMPT_KINDS, "formula")  # evaluate also offers formula: only what `predict --formula X` states
 LR_SCHEDULES = ("constant", "cosine", "cosine_time")
 INTEGRATORS = ("ancestral", "ode", "multistep")
+PASSES_PER_STEP = (1, 2)  # network passes per sampling step: 1 the predictor reuses the corrector's, 2 DiffCSP's predictor-corrector
 SITE_ORDERS = ("bond-valence", "model")  # predict: repair cation site orders the bond-valence check flags (siteorder), or keep the model's
 RANKINGS = ("energy", "bond-valence", "consensus")  # --rank: CHGNet energy per atom, plausibility of bonding (metrics.quality), or how many other samples are the same structure (metrics.matching)
 
@@ -57,7 +58,7 @@ class DiffusionConfig:
     def __post_init__(self) -> None:
         if self.integrator not in INTEGRATORS:
             raise ValueError(f"diffusion.integrator must be one of {', '.join(INTEGRATORS)}, not {self.integrator!r}")
-        if self.passes_per_step not in (1, 2):
+        if self.passes_per_step not in PASSES_PER_STEP:
             raise ValueError(f"diffusion.passes_per_step must be 1 or 2, not {self.passes_per_step!r}")
         _in_range("diffusion.facts_dropout", self.facts_dropout, 0.0, 1.0)
         _in_range("diffusion.lattice_facts_dropout", self.lattice_facts_dropout, 0.0, 1.0)

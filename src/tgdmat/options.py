@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
-from .config import INTEGRATORS, RANKINGS, SITE_ORDERS
+from .config import INTEGRATORS, PASSES_PER_STEP, RANKINGS, SITE_ORDERS
 
 PRECISIONS = ("auto", "fp32", "bf16")
 CORRECTORS = ("fixed", "rescaled")
@@ -106,7 +106,7 @@ def _problems(o: SamplingOptions):
         yield f"corrector must be one of {', '.join(CORRECTORS)}, not {o.corrector!r}"
     if o.integrator is not None and o.integrator not in INTEGRATORS:
         yield f"integrator must be one of {', '.join(INTEGRATORS)}, not {o.integrator!r}"
-    if o.passes_per_step is not None and o.passes_per_step not in (1, 2):
+    if o.passes_per_step is not None and o.passes_per_step not in PASSES_PER_STEP:
         yield f"passes per step must be 1 or 2, not {o.passes_per_step!r}"
     if o.site_order not in SITE_ORDERS:
         yield f"site_order must be one of {', '.join(SITE_ORDERS)}, not {o.site_order!r}"
