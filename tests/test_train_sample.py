@@ -112,7 +112,7 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path):
     start, _, _ = load_checkpoint(str(base))
     same, _, info = load_checkpoint(str(tmp_path / "zero" / "best.safetensors"))
     assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), same.state_dict().values()))
-    assert info.train["init"] == str(base)
+    assert info.train["init"] == str(base) and info.train["init_prompt"] == "short"
     cfg1 = small_config()
     cfg1.train.max_epochs = 1
     train(cfg1, tmp_path / "one", init=str(base))
@@ -128,14 +128,19 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path):
 
 def test_fine_tuning_refuses_weights_of_another_text_encoder(tmp_path):
     """--init from a text model whose embeddings came from another encoder setting (same width,
-    another embedding space) is one clear error, before any training."""
+    another embedding space) is one clear error, before any training; another prompt kind with
+    the same encoder is not."""
     from tgdmat.train import TrainError, initial_weights
 
     cfg = small_config()
     cfg.model.use_text = True
     path = tmp_path / "text.safetensors"
     save_checkpoint(path, TGDMat(cfg), cfg, ModelInfo(dataset="tiny"))
-    assert initial_weights(str(path), cfg)[1] == str(path)
+    assert initial_weights(str(path), cfg)[1:] == (str(path), "short")
+    long = small_config()  # a long-description model may start from short-prompt weights (same encoder and network)
+    long.model.use_text = True
+    long.data.prompt = "long"
+    assert initial_weights(str(path), long)[2] == "short"
     other = small_config()
     other.model.use_text = True
     other.data.pooling = "cls"

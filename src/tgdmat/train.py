@@ -342,8 +342,10 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, device: str = 
         return _train(cfg, out, resume, device, command, rank, init, bundle)
 
 
-def initial_weights(init: str, cfg: Config) -> tuple[dict, str]:
-    """The weights of a checkpoint to fine-tune from, refused unless its network is this config's."""
+def initial_weights(init: str, cfg: Config) -> tuple[dict, str, str]:
+    """The weights of a checkpoint to fine-tune from, refused unless its network, task and text
+    encoder are this config's. The prompt kind may differ (a long-description model started from
+    a short-prompt one reads the same embedding space; the card records where it started)."""
     from .pretrained import CheckpointError, check_encoder, encoder_spec, load_checkpoint, resolve_checkpoint
 
     try:
@@ -355,16 +357,16 @@ def initial_weights(init: str, cfg: Config) -> tuple[dict, str]:
         raise TrainError(f"--init: {exc}") from None
     mine, theirs = vars(cfg.model), vars(init_cfg.model)
     differ = sorted(k for k in mine if k != "text_dim" and mine[k] != theirs.get(k))
-    if differ or cfg.diffusion.task != init_cfg.diffusion.task or cfg.data.prompt != init_cfg.data.prompt:
-        what = ", ".join(f"model.{k}: {theirs.get(k)!r} there, {mine[k]!r} here" for k in differ[:3]) or "diffusion.task or data.prompt"
+    if differ or cfg.diffusion.task != init_cfg.diffusion.task:
+        what = ", ".join(f"model.{k}: {theirs.get(k)!r} there, {mine[k]!r} here" for k in differ[:3]) or "diffusion.task"
         raise TrainError(f"--init {init}: a different network ({what}); train with the config it was built with")
-    return model.state_dict(), str(path)
+    return model.state_dict(), str(path), init_cfg.data.prompt
 
 
 def _train(cfg: Config, out: Path, resume: bool, device: str, command: str, rank: Dist, init: str | None = None, bundle: str | Path | None = None) -> Path:
     tc = cfg.train
     saved = load_state(out / "state.pt", device) if resume else None  # checked before the slow data loading
-    start, init_path = initial_weights(init, cfg) if init else (None, None)
+    start, init_path, init_prompt = initial_weights(init, cfg) if init else (None, None, None)
     if tc.threads:
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
@@ -415,6 +417,7 @@ def _train(cfg: Config, out: Path, resume: bool, device: str, command: str, rank
     }
     if init_path:
         info_train["init"] = init_path
+        info_train["init_prompt"] = init_prompt  # the prompt kind the starting weights were trained on
 
     base_info = ModelInfo(cfg.data.dataset, tables.num_atoms_hist, tables.elements, info_train)
 
