@@ -208,10 +208,46 @@ def test_template_draws_with_two_atoms_on_one_point_are_drawn_once_more_per_batc
         return out
 
     context = Draw(Condition(torch.arange(4.0).unsqueeze(1), None))
-    got = redrawing_coincident(draw)(plans, context, SamplingOptions(steps=3, batch_size=2, seed=5), handed.append)
+    got = redrawing_coincident(draw, candidates=1)(plans, context, SamplingOptions(steps=3, batch_size=2, seed=5), handed.append)
     assert calls == [(4, [[0.0], [1.0], [2.0], [3.0]], 5), (1, [[1.0]], 5 + COINCIDENT_SEED), (1, [[3.0]], 5 + COINCIDENT_SEED + 2)]
     assert [s is good for s in got] == [True, True, False, False]
     assert [len(b) for b in handed] == [2, 2] and handed[0][1] is good
+
+
+def test_a_coincident_draw_keeps_the_furthest_apart_of_its_candidates():
+    """Each coincident template draw is drawn again as k candidates in one pass (its row of the
+    conditions k times); the candidate whose atoms lie furthest apart replaces it."""
+    import torch
+
+    from tgdmat.conditioning import CrystalPlan
+    from tgdmat.options import SamplingOptions
+    from tgdmat.proposals import redrawing_coincident, separation
+    from tgdmat.sample import Condition, Draw
+    from tgdmat.symmetry import Template
+
+    tpl = Template(221, (("Sr", "a"), ("Ti", "b"), ("O", "c")))
+    plans = [CrystalPlan(5, tpl, [38, 22, 8, 8, 8]) for _ in range(2)]
+
+    def at(x: float):
+        s = _perovskite(3.9, "Sr", "Ti")
+        s.replace(1, "Ti", [x, 0.0, 0.0])
+        return s
+
+    drawn = [at(0.03), at(0.5)]  # crystal 0 coincident (0.12 Å), crystal 1 fine
+    candidates = [at(0.06), at(0.2), at(0.1)]  # 0.23, 0.78, 0.39 Å apart
+    calls = []
+
+    def draw(plans_, context, options, on_batch):
+        calls.append(context.cond.text.ravel().tolist())
+        out = drawn if on_batch is not None else candidates
+        if on_batch is not None:
+            on_batch(out)
+        return out
+
+    got = redrawing_coincident(draw, candidates=3)(plans, Draw(Condition(torch.arange(2.0).unsqueeze(1), None)), SamplingOptions(steps=3, batch_size=2, seed=5), None)
+    assert calls == [[0.0, 1.0], [0.0, 0.0, 0.0]]
+    assert got[0] is candidates[1] and got[1] is drawn[1]
+    assert separation(got[0]) > 0.5
 
 
 def test_exchanges_and_fresh_redraws_that_fit_one_pass_are_drawn_at_once():

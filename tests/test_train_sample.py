@@ -312,3 +312,27 @@ def test_cosine_time_schedule_decays_over_the_budget():
     assert learning_rate(0, 100, tc, 900.0) == pytest.approx(5e-5)
     with pytest.raises(ValueError, match="max_minutes"):
         TrainConfig(lr_schedule="cosine_time")
+
+
+def test_described_only_trains_on_the_rows_with_a_long_description(tmp_path, monkeypatch):
+    """data.described_only keeps the training and validation rows the description cache holds (the
+    same rows for every prompt kind), and with no described row it is one clear error."""
+    import tgdmat.train as train_module
+    from tgdmat.text.describe import DescriptionCache
+    from tgdmat.train import TrainError, training_tables
+
+    caches = {"train": tmp_path / "pool.jsonl.gz", "val": tmp_path / "pool.jsonl.gz"}
+    monkeypatch.setattr(train_module, "shipped_description_path", lambda dataset, split: caches[split])
+    cfg = small_config()
+    cfg.data.described_only = True
+    with pytest.raises(TrainError, match="none of the 48"):
+        training_tables(cfg)
+    from tgdmat.data import load_split
+
+    train_ids = load_split(str(TINY), "train").ids
+    val_ids = load_split(str(TINY), "val").ids
+    with DescriptionCache(caches["train"]) as cache:
+        for i in train_ids[::3] + val_ids[:2]:
+            cache.add(i, f"description of {i}")
+    tables = training_tables(cfg)
+    assert tables.train.num_crystals == len(train_ids[::3]) and tables.val.num_crystals == 2

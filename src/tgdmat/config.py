@@ -78,6 +78,7 @@ class DataConfig:
     max_length: int = 256
     prompt_variants: int = 4  # short prompts per crystal: canonical + shuffled/partial ones
     field_keep: float = 0.7  # in the shuffled variants, each field is kept with this probability
+    described_only: bool = False  # train and validate on the crystals the shipped long-description cache holds (twins of any prompt kind on one described subset)
 
     def __post_init__(self) -> None:
         if self.prompt not in PROMPT_KINDS:

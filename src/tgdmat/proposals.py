@@ -8,8 +8,8 @@ the template's subspace. A run that fits one batch draws every round in the same
 early free draw, so that costs less compute).
 
 A draw inside a template can put two atoms on one point (two orbits of one Wyckoff letter whose
-free coordinates meet): ``redrawing_coincident`` draws such crystals once more, in one pass per
-batch, before the batch is handed on.
+free coordinates meet): ``redrawing_coincident`` draws such crystals again, several candidates
+each in one pass per batch, before the batch is handed on.
 """
 from __future__ import annotations
 
@@ -97,6 +97,7 @@ def _batched(draw: DrawFn, plans: list[CrystalPlan], todo: list[int], context, o
     return out
 
 
+COINCIDENT_CANDIDATES = 4  # candidates of each coincident template draw in its one redraw pass
 COINCIDENT_SEED = 15_485_863  # the coincident redraw of the batch starting at plan b samples with seed + COINCIDENT_SEED + b
 
 
@@ -115,9 +116,10 @@ def coincident_draws(plans: list[CrystalPlan], separations: list[float]) -> list
     return [i for i, (p, d) in enumerate(zip(plans, separations)) if p.template is not None and on_one_point(d)]
 
 
-def redrawing_coincident(draw: DrawFn) -> DrawFn:
+def redrawing_coincident(draw: DrawFn, candidates: int = COINCIDENT_CANDIDATES) -> DrawFn:
     """``draw`` with every finished batch's coincident template draws (``coincident_draws``) drawn
-    once more in one pass and replaced where the redraw's atoms lie further apart."""
+    again as ``candidates`` candidates each, all in one pass, each replaced by the candidate whose
+    atoms lie furthest apart where that beats the first draw."""
 
     def wrapped(plans: list[CrystalPlan], context, options: SamplingOptions, on_batch) -> list:
         out: list = []
@@ -127,9 +129,11 @@ def redrawing_coincident(draw: DrawFn) -> DrawFn:
             fixed, gaps = list(batch), [separation(s) for s in batch]
             todo = coincident_draws(plans[start : start + len(batch)], gaps)
             if todo:
-                again = draw([plans[start + i] for i in todo], context.select([start + i for i in todo]), options.with_seed(options.seed + COINCIDENT_SEED + start), None)
-                for i, s in zip(todo, again):
-                    if separation(s) > gaps[i]:
+                rows = [start + i for i in todo for _ in range(candidates)]
+                again = draw([plans[r] for r in rows], context.select(rows), options.with_seed(options.seed + COINCIDENT_SEED + start), None)
+                for k, i in enumerate(todo):
+                    s, gap = max(((s, separation(s)) for s in again[k * candidates : (k + 1) * candidates]), key=lambda sg: sg[1])
+                    if gap > gaps[i]:
                         fixed[i] = s
             out.extend(fixed)
             if on_batch is not None:
@@ -141,4 +145,4 @@ def redrawing_coincident(draw: DrawFn) -> DrawFn:
     return wrapped
 
 
-__all__ = ["COINCIDENT_SEED", "PROPOSAL_ROUNDS", "coincident_draws", "redrawing_coincident", "separation", "free_plan", "proposed", "sample_with_proposals", "spacegroup_number"]
+__all__ = ["COINCIDENT_CANDIDATES", "COINCIDENT_SEED", "PROPOSAL_ROUNDS", "coincident_draws", "redrawing_coincident", "separation", "free_plan", "proposed", "sample_with_proposals", "spacegroup_number"]

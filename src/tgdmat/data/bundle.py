@@ -44,7 +44,7 @@ class TrainingTables:
 def bundle_key(cfg) -> dict:
     """The config fields a bundle's contents depend on; reading it under others is refused."""
     d, m = cfg.data, cfg.model
-    key = {"dataset": d.dataset, "niggli": d.niggli, "primitive": d.primitive, "use_text": m.use_text, "facts": m.facts, "facts_numbers": m.facts_numbers}
+    key = {"dataset": d.dataset, "niggli": d.niggli, "primitive": d.primitive, "use_text": m.use_text, "facts": m.facts, "facts_numbers": m.facts_numbers, "described_only": d.described_only}
     if m.use_text:
         from ..pretrained import encoder_spec
 
