@@ -98,6 +98,29 @@ def test_limit_and_interrupt_keep_work(tmp_path, monkeypatch):
     assert len(D.DescriptionCache(path)) == 4  # 2 from the first run, 2 before Ctrl-C
 
 
+def test_sigterm_keeps_work_like_ctrl_c(tmp_path, monkeypatch):
+    """A real SIGTERM mid-run (kill, or the stop of a background job whose Ctrl-C is ignored)
+    saves the finished descriptions and leaves the previous SIGTERM handler in place."""
+    import os
+    import signal
+
+    path = tmp_path / "d.jsonl.gz"
+    calls = []
+
+    def terminated(structure, fast=True):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return "z"
+
+    monkeypatch.setattr(D, "describe_structure", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        D.describe_table([f"m{i}" for i in range(6)], [None] * 6, path, workers=1, progress=False)
+    assert len(D.DescriptionCache(path)) in (2, 3)  # everything finished before the signal landed
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_parallel_with_fallbacks(tmp_path):
     path = tmp_path / "p.jsonl.gz"
     ids = [f"x{i}" for i in range(4)]

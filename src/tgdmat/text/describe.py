@@ -16,8 +16,11 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import contextlib
 import re
+import signal
 import sys
+import threading
 import warnings
 import zlib
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -338,6 +341,24 @@ def _describe_job(job: tuple[str, Any, bool]) -> tuple[str, str, bool]:
     return material_id, text, fallback_count() > before
 
 
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """While active, SIGTERM raises KeyboardInterrupt in the main thread, so a job stopped by
+    ``kill`` (or a background job, whose Ctrl-C is ignored) saves its finished work as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def describe_table(
     ids: Sequence[str],
     structures: Sequence,
@@ -350,9 +371,15 @@ def describe_table(
     """Descriptions of ``ids`` (parallel, cached and resumable at ``cache_path``).
 
     Ids already in the cache are not described again; at most ``limit`` new descriptions are
-    computed in this call. Returns {id: text} for the ids that have one. Ctrl-C keeps what was
-    done (the cache is flushed) and re-raises KeyboardInterrupt; run again to resume.
+    computed in this call. Returns {id: text} for the ids that have one. Ctrl-C or SIGTERM keeps
+    what was done (the cache is flushed) and raises KeyboardInterrupt; run again to resume.
     """
+    with terminate_as_interrupt():
+        return _describe_table(ids, structures, cache_path, workers, fast, progress, limit)
+
+
+def _describe_table(ids, structures, cache_path, workers, fast, progress, limit) -> dict[str, str]:
+    """``describe_table`` with SIGTERM already mapped to KeyboardInterrupt."""
     if len(ids) != len(structures):
         raise ValueError(f"{len(ids)} ids but {len(structures)} structures")
     ids = [str(i) for i in ids]
