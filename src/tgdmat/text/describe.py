@@ -13,10 +13,10 @@ one gzip member per chunk, so a long job can be interrupted and resumed losing a
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
-import contextlib
 import re
 import signal
 import sys
