@@ -15,9 +15,12 @@ PR_SET_PDEATHSIG = 1
 
 
 def init_worker(ignore_sigint: bool = True) -> None:
-    """Pool initializer: die with the parent; optionally leave Ctrl-C to the parent."""
+    """Pool initializer: die with the parent; optionally leave Ctrl-C to the parent. SIGTERM gets
+    its default action back: a forked worker inherits whatever handler the parent had installed
+    (``describe`` maps SIGTERM to KeyboardInterrupt), and the parent-death signal must kill."""
     if ignore_sigint:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform.startswith("linux"):
         import ctypes
 
