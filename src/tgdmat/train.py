@@ -62,13 +62,13 @@ def embed_prompts(table: CrystalTable, cfg: Config, split: str, variants: int, d
     return encoder.encode(flat, progress=True).view(len(table), len(texts[0]), -1)
 
 
-def described_rows(table: CrystalTable, dataset: str, split: str) -> CrystalTable:
-    """The rows of ``table`` whose long description the shipped cache holds (``data.described_only``:
-    twins of every prompt kind trained on one subset while the descriptions are still being written)."""
-    texts = load_descriptions(shipped_description_path(dataset, split))
+def described_rows(table: CrystalTable, dataset: str, split: str, texts: dict[str, str], path: Path) -> CrystalTable:
+    """The rows of ``table`` whose long description ``texts`` (the shipped cache at ``path``) holds
+    (``data.described_only``: twins of every prompt kind trained on one subset while the
+    descriptions are still being written)."""
     keep = [i for i, material_id in enumerate(table.ids) if material_id in texts]
     if not keep:
-        raise TrainError(f"data.described_only: none of the {len(table)} {dataset}/{split} crystals has a description in {shipped_description_path(dataset, split)}; run: tgdmat describe --dataset {dataset} --split {split}")
+        raise TrainError(f"data.described_only: none of the {len(table)} {dataset}/{split} crystals has a description in {path}; run: tgdmat describe --dataset {dataset} --split {split}")
     print(f"data.described_only: {len(keep)} of {len(table)} {dataset}/{split} crystals (those with a long description)", file=sys.stderr)
     return table.subset(keep)
 
@@ -84,8 +84,10 @@ def training_tables(cfg: Config) -> TrainingTables:
     load_kw = dict(niggli=cfg.data.niggli, primitive=cfg.data.primitive)
     train_table = load_split(cfg.data.dataset, "train", cfg.data.data_root, **load_kw)
     val_table = load_split(cfg.data.dataset, "val", cfg.data.data_root, **load_kw)
-    if cfg.data.described_only:
-        train_table, val_table = (described_rows(t, cfg.data.dataset, split) for t, split in ((train_table, "train"), (val_table, "val")))
+    if cfg.data.described_only:  # train and val share one pool file: read each file once
+        paths = {split: shipped_description_path(cfg.data.dataset, split) for split in ("train", "val")}
+        texts = {path: load_descriptions(path) for path in set(paths.values())}
+        train_table, val_table = (described_rows(t, cfg.data.dataset, split, texts[paths[split]], paths[split]) for t, split in ((train_table, "train"), (val_table, "val")))
     text_train = text_val = facts_train = facts_val = None
     if cfg.model.use_text:
         text_train = embed_prompts(train_table, cfg, "train", cfg.data.prompt_variants)
