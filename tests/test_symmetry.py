@@ -307,3 +307,76 @@ def test_sampler_moves_each_crystal_of_a_batch_with_its_own_orbits():
         assert 0 < s.properties["supergroup_move"] <= 0.6
         assert describe_result(s)["moved_off_larger_group_A"] == round(s.properties["supergroup_move"], 3)
     assert supergroup_note(out).startswith("2 of 3 crystals sat within spglib's 0.1 Å of a larger group; 2 were moved")
+
+
+CROWDED = [Template(160, (("Ge", "a"), ("Ge", "a"), ("Te", "a"), ("Te", "a"))), Template(5, (("Li", "a"), ("Co", "a"), ("O", "a"), ("O", "b"))), Template(156, (("Ga", "a"), ("N", "a"), ("Ga", "b"), ("N", "b")))]
+
+
+def _crowded(tpl: Template):
+    """(constraint, structure) of ``tpl`` with its orbits drawn pairwise onto one point."""
+    con = SymmetryConstraint.build([tpl], dtype=torch.float64)
+    p = torch.tensor([[0.1, 0.2, 0.3]], dtype=torch.float64).repeat(con.num_orbits, 1)  # every orbit on one general point
+    p[1:] += 0.001 * torch.arange(1, con.num_orbits, dtype=torch.float64)[:, None]
+    p = (p + 0.25 * torch.tensor([[0.0], [0.0], [1.0], [1.0]], dtype=torch.float64)[: con.num_orbits]) * con.free
+    L = con.lattice(torch.tensor([[[4.2, 0.1, 0.0], [0.3, 4.5, 0.2], [0.1, 0.0, 10.5]]], dtype=torch.float64))
+    return con, _structure(con, tpl, p, L)
+
+
+@pytest.mark.parametrize("tpl", CROWDED, ids=lambda t: str(t.spacegroup))
+def test_separation_parts_atoms_drawn_onto_one_point_and_keeps_the_group(tpl):
+    """Two orbits of one letter drawn onto one point (the crowded templates of MP-20's enforced
+    generation): pushed apart along the group's free coordinates until no contact is shorter than
+    the quality checks' line, with the lattice, composition and every operation of the group kept."""
+    from tgdmat.metrics.quality import contact_distances
+    from tgdmat.symmetry import separate_orbits
+
+    warnings.simplefilter("ignore")
+    con, s = _crowded(tpl)
+    assert s.distance_matrix[np.triu_indices(len(s), 1)].min() < 0.05
+    contact = contact_distances()
+    out, move = separate_orbits(s, crystal_orbits(con, 0, 0, len(s)), contact, np.random.default_rng(0))
+    assert move is not None and 0.0 < move < 5.0
+    z = np.array(out.atomic_numbers)
+    d = out.distance_matrix + np.diag([np.inf] * len(out))
+    assert (d >= contact[z[:, None], z[None, :]] - 1e-9).all()
+    assert np.allclose(out.lattice.matrix, s.lattice.matrix) and out.composition == s.composition
+    assert _invariant_under_group(out, tpl.spacegroup, tol=1e-6)
+
+
+def test_separation_gives_up_where_no_free_coordinate_can_part_the_atoms():
+    """An overfull cell (four Fe on 1a-1d points of a 1.5 Å cube, no free coordinates): unchanged, None."""
+    from tgdmat.metrics.quality import contact_distances
+    from tgdmat.symmetry import separate_orbits
+
+    tpl = Template(221, (("Fe", "a"), ("Fe", "b")))
+    con = SymmetryConstraint.build([tpl], dtype=torch.float64)
+    s = _structure(con, tpl, torch.zeros(con.num_orbits, 3, dtype=torch.float64), 1.5 * torch.eye(3, dtype=torch.float64).unsqueeze(0))
+    out, move = separate_orbits(s, crystal_orbits(con, 0, 0, len(s)), contact_distances(), np.random.default_rng(0), steps=20)
+    assert move is None and out is s
+
+
+def test_a_draw_its_candidates_cannot_mend_is_parted_and_says_so():
+    """redrawing_coincident: when every candidate of a crowded template draw still has two atoms on
+    one point, the draw's atoms are pushed apart (proposals.separated), the move is recorded on the
+    crystal, and its summary row and the run's note say so."""
+    from tgdmat.conditioning import CrystalPlan
+    from tgdmat.options import SamplingOptions
+    from tgdmat.output import describe_result
+    from tgdmat.proposals import redrawing_coincident, separation
+    from tgdmat.sample import Condition, Draw, separation_note
+
+    warnings.simplefilter("ignore")
+    tpl = CROWDED[0]
+    plans = [CrystalPlan(4, tpl, [32, 32, 52, 52])]
+
+    def draw(plans_, context, options, on_batch):
+        out = [_crowded(tpl)[1] for _ in plans_]
+        if on_batch is not None:
+            on_batch(out)
+        return out
+
+    got = redrawing_coincident(draw, candidates=2)(plans, Draw(Condition(torch.zeros(1, 1), None)), SamplingOptions(steps=3, batch_size=1, seed=5), None)
+    move = got[0].properties["separation_move"]
+    assert move is not None and move > 0.5 and separation(got[0]) > 1.0
+    assert describe_result(got[0])["atoms_parted_A"] == round(move, 3)
+    assert "pushed apart" in separation_note(got)

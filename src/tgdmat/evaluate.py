@@ -290,14 +290,21 @@ def per_sample_adherence(structures: list, table: CrystalTable) -> dict:
 
 def supergroup_moves(structures: list) -> dict:
     """Share of samples the sampler moved off an accidental larger group (symmetry.keep_spacegroup),
-    share it could not, and the median and largest move (Angstrom) of those moved."""
-    moves = [s.properties["supergroup_move"] for s in structures if "supergroup_move" in s.properties]
-    done = [m for m in moves if m is not None]
-    n = max(len(structures), 1)
-    return {
-        "moved_off_larger_group": round(len(done) / n, 4), "larger_group_unresolved": round((len(moves) - len(done)) / n, 4),
-        "move_median_A": round(float(np.median(done)), 3) if done else None, "move_max_A": round(float(max(done)), 3) if done else None,
-    }
+    share it could not, and the median and largest move (Angstrom) of those moved; the same for
+    crowded template draws whose atoms were pushed apart (proposals.separated), where there were any."""
+    out = {}
+    for key, moved, unresolved, prefix in (("supergroup_move", "moved_off_larger_group", "larger_group_unresolved", "move"),
+                                          ("separation_move", "atoms_parted", "atoms_not_parted", "parting")):
+        moves = [s.properties[key] for s in structures if s is not None and key in s.properties]
+        if key == "separation_move" and not moves:
+            continue
+        done = [m for m in moves if m is not None]
+        n = max(len(structures), 1)
+        out.update({
+            moved: round(len(done) / n, 4), unresolved: round((len(moves) - len(done)) / n, 4),
+            f"{prefix}_median_A": round(float(np.median(done)), 3) if done else None, f"{prefix}_max_A": round(float(max(done)), 3) if done else None,
+        })
+    return out
 
 
 class CspOnlyModel(ValueError):

@@ -40,6 +40,9 @@ def describe_result(s) -> dict:
     if "supergroup_move" in s.properties:  # the sampler moved it off an accidental larger group (symmetry.keep_spacegroup)
         move = s.properties["supergroup_move"]
         moved = {"moved_off_larger_group_A": round(move, 3) if move is not None else "unresolved"}
+    if "separation_move" in s.properties:  # two atoms drawn onto one point, pushed apart (proposals.separated)
+        move = s.properties["separation_move"]
+        moved["atoms_parted_A"] = round(move, 3) if move is not None else "unresolved"
     return {
         "formula": s.composition.reduced_formula,
         "num_atoms": len(s),

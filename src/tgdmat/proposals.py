@@ -9,7 +9,9 @@ early free draw, so that costs less compute).
 
 A draw inside a template can put two atoms on one point (two orbits of one Wyckoff letter whose
 free coordinates meet): ``redrawing_coincident`` draws such crystals again, several candidates
-each in one pass per batch, before the batch is handed on.
+each in one pass per batch, before the batch is handed on; where every candidate is still
+coincident (a crowded template: many orbits on one letter), its atoms are pushed apart along the
+template's free coordinates (``separated``), and the move is recorded.
 """
 from __future__ import annotations
 
@@ -119,7 +121,9 @@ def coincident_draws(plans: list[CrystalPlan], separations: list[float]) -> list
 def redrawing_coincident(draw: DrawFn, candidates: int = COINCIDENT_CANDIDATES) -> DrawFn:
     """``draw`` with every finished batch's coincident template draws (``coincident_draws``) drawn
     again as ``candidates`` candidates each, all in one pass, each replaced by the candidate whose
-    atoms lie furthest apart where that beats the first draw."""
+    atoms lie furthest apart where that beats the first draw; one that stays coincident is
+    ``separated``."""
+    from .siteorder import on_one_point
 
     def wrapped(plans: list[CrystalPlan], context, options: SamplingOptions, on_batch) -> list:
         out: list = []
@@ -134,7 +138,9 @@ def redrawing_coincident(draw: DrawFn, candidates: int = COINCIDENT_CANDIDATES) 
                 for k, i in enumerate(todo):
                     s, gap = max(((s, separation(s)) for s in again[k * candidates : (k + 1) * candidates]), key=lambda sg: sg[1])
                     if gap > gaps[i]:
-                        fixed[i] = s
+                        fixed[i], gaps[i] = s, gap
+                    if on_one_point(gaps[i]):
+                        fixed[i] = separated(fixed[i], plans[start + i], options.seed + start + i)
             out.extend(fixed)
             if on_batch is not None:
                 on_batch(fixed)
@@ -145,4 +151,28 @@ def redrawing_coincident(draw: DrawFn, candidates: int = COINCIDENT_CANDIDATES) 
     return wrapped
 
 
-__all__ = ["COINCIDENT_CANDIDATES", "COINCIDENT_SEED", "PROPOSAL_ROUNDS", "coincident_draws", "redrawing_coincident", "separation", "free_plan", "proposed", "sample_with_proposals", "spacegroup_number"]
+def separated(structure, plan: CrystalPlan, seed: int):
+    """A template draw with two atoms on one point that its redraw did not mend: its atoms pushed
+    apart along the template's free coordinates until no contact is shorter than the quality
+    checks allow (``symmetry.separate_orbits``; lattice and group kept, then moved off any larger
+    group that made, as every template draw is). ``properties['separation_move']``: the largest
+    atomic move in Å, or None where the atoms could not be parted (the draw is returned as it was)."""
+    import numpy as np
+    import torch
+
+    from .metrics.quality import contact_distances
+    from .symmetry import SymmetryConstraint, crystal_orbits, keep_spacegroup, separate_orbits
+    from .text.prompts import SYMPREC
+
+    sym = SymmetryConstraint.build([plan.template], dtype=torch.float64)
+    if structure is None or sym.A.shape[0] != len(structure):
+        return structure
+    orbits, rng = crystal_orbits(sym, 0, 0, len(structure)), np.random.default_rng(seed)
+    out, move = separate_orbits(structure, orbits, contact_distances(), rng)
+    if move is not None:
+        out, _ = keep_spacegroup(out, orbits, rng, symprec=SYMPREC, strain=False)
+    out.properties = {**structure.properties, "separation_move": move}
+    return out
+
+
+__all__ = ["COINCIDENT_CANDIDATES", "COINCIDENT_SEED", "PROPOSAL_ROUNDS", "coincident_draws", "redrawing_coincident", "separated", "separation", "free_plan", "proposed", "sample_with_proposals", "spacegroup_number"]

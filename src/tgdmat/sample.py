@@ -305,7 +305,7 @@ class Sampler:
             structures = self.sample_plans(plans, req.text, options, lattice=lattice, free_types=True, facts=facts, progress=progress, on_batch=on_batch)
         else:
             structures = sample_settling_sites(self, plans, req.text, options, lattice, facts, req.notes, progress, on_batch)
-        return Generation(structures, req.text, fields, lattice, _with_note(req.notes, supergroup_note(structures)))
+        return Generation(structures, req.text, fields, lattice, _with_note(req.notes, supergroup_note(structures), separation_note(structures)))
 
     def predict(self, formula: str, text: str | None = None, n: int = 1, options: SamplingOptions | None = None, *, strict: bool = True, progress: bool = False, on_batch=None, **option_values) -> "Generation":
         """Structures for a composition as written (e.g. 'SrTiO3' = 5 atoms, 'Sr2Ti2O6' = 10); a
@@ -343,7 +343,7 @@ class Sampler:
         lattice = lattice_for_plans(req.lattice, req.density, plans, req.notes)
         facts = self.stated_facts(fields, prompt_text, req.notes, lattice, plans)
         structures = sample_settling_sites(self, plans, prompt_text, options, lattice, facts, req.notes, progress, on_batch)
-        return Generation(structures, prompt_text, fields, lattice, _with_note(req.notes, supergroup_note(structures)))
+        return Generation(structures, prompt_text, fields, lattice, _with_note(req.notes, supergroup_note(structures), separation_note(structures)))
 
 
 @dataclass
@@ -412,8 +412,24 @@ def supergroup_note(structures: list) -> str | None:
     return line
 
 
-def _with_note(notes: list[str], note: str | None) -> list[str]:
-    return notes + [note] if note else notes
+def separation_note(structures: list) -> str | None:
+    """One line on the crowded template draws whose atoms were pushed apart (None when there were none)."""
+    from .metrics.quality import SHORT_BOND
+
+    moves = [s.properties["separation_move"] for s in structures if s is not None and "separation_move" in s.properties]
+    if not moves:
+        return None
+    done = [m for m in moves if m is not None]
+    line = f"{len(moves)} of {len(structures)} crystals had two atoms on one point in every draw of their Wyckoff template"
+    if done:
+        line += f"; {len(done)} had their atoms pushed apart along the group's free coordinates (at most {max(done):.2f} Å, lattice kept) until no contact is shorter than {SHORT_BOND} of the covalent radius sum"
+    if len(done) < len(moves):
+        line += f"; {len(moves) - len(done)} could not be parted (flagged)"
+    return line
+
+
+def _with_note(notes: list[str], *new: str | None) -> list[str]:
+    return notes + [n for n in new if n]
 
 
 def _check_n(n: int) -> None:

@@ -71,10 +71,21 @@ class Quality:
         }
 
 
-def _radius(symbol: str) -> float:
+def covalent_radius(symbol: str) -> float:
+    """pymatgen's covalent radius of an element in Å (1.5 where it has none)."""
     from pymatgen.analysis.molecule_structure_comparator import CovalentRadius
 
     return float(CovalentRadius.radius.get(symbol, 1.5))
+
+
+@functools.lru_cache(maxsize=1)
+def contact_distances() -> np.ndarray:
+    """(119, 119) shortest acceptable distance in Å between elements Z_i and Z_j: SHORT_BOND times
+    their covalent radius sum, the line below which ``assess`` calls a bond too short."""
+    from pymatgen.core.periodic_table import Element
+
+    radii = np.array([1.5] + [covalent_radius(Element.from_Z(z).symbol) for z in range(1, 119)])
+    return SHORT_BOND * (radii[:, None] + radii[None, :])
 
 
 def _oxidation_table_copy():
@@ -216,7 +227,7 @@ def assess(structure) -> Quality:
     symbols = [site.specie.symbol for site in structure]
     elements = set(symbols)
     q = Quality(min_distance=min_distance(structure))
-    radii = {el: _radius(el) for el in elements}
+    radii = {el: covalent_radius(el) for el in elements}
     reach = max(2 * max(radii.values()) * NEIGHBOUR, FAR * SHELL)
     volume = float(structure.volume)
     heights = volume / np.linalg.norm(np.cross(structure.lattice.matrix[[1, 2, 0]], structure.lattice.matrix[[2, 0, 1]]), axis=1)
