@@ -398,34 +398,35 @@ def _keep_groups(structures: list, plans: list[CrystalPlan], sym: SymmetryConstr
     return out
 
 
-def supergroup_note(structures: list) -> str | None:
-    """One line on the crystals moved off an accidental larger group (None when there were none)."""
-    moves = [s.properties["supergroup_move"] for s in structures if "supergroup_move" in s.properties]
+def _move_note(structures: list, key: str, found: str, moved: str, unmoved: str) -> str | None:
+    """One line on the crystals whose ``properties[key]`` records a move (Å, or None where none
+    worked): how many needed one (``found``), how many were moved and how far, how many not."""
+    moves = [s.properties[key] for s in structures if s is not None and key in s.properties]
     if not moves:
         return None
     done = [m for m in moves if m is not None]
-    line = f"{len(moves)} of {len(structures)} crystals sat within spglib's {SYMPREC} Å of a larger group"
+    line = f"{len(moves)} of {len(structures)} crystals {found}"
     if done:
-        line += f"; {len(done)} were moved along the requested group's free coordinates (at most {max(done):.2f} Å) so that they have the requested group"
+        line += f"; {len(done)} {moved.format(max(done))}"
     if len(done) < len(moves):
-        line += f"; {len(moves) - len(done)} could not be, and keep the larger group"
+        line += f"; {len(moves) - len(done)} {unmoved}"
     return line
+
+
+def supergroup_note(structures: list) -> str | None:
+    """One line on the crystals moved off an accidental larger group (None when there were none)."""
+    return _move_note(structures, "supergroup_move", f"sat within spglib's {SYMPREC} Å of a larger group",
+                      "were moved along the requested group's free coordinates (at most {:.2f} Å) so that they have the requested group",
+                      "could not be, and keep the larger group")
 
 
 def separation_note(structures: list) -> str | None:
     """One line on the crowded template draws whose atoms were pushed apart (None when there were none)."""
     from .metrics.quality import SHORT_BOND
 
-    moves = [s.properties["separation_move"] for s in structures if s is not None and "separation_move" in s.properties]
-    if not moves:
-        return None
-    done = [m for m in moves if m is not None]
-    line = f"{len(moves)} of {len(structures)} crystals had two atoms on one point in every draw of their Wyckoff template"
-    if done:
-        line += f"; {len(done)} had their atoms pushed apart along the group's free coordinates (at most {max(done):.2f} Å, lattice kept) until no contact is shorter than {SHORT_BOND} of the covalent radius sum"
-    if len(done) < len(moves):
-        line += f"; {len(moves) - len(done)} could not be parted (flagged)"
-    return line
+    return _move_note(structures, "separation_move", "had two atoms on one point in every draw of their Wyckoff template",
+                      "had their atoms pushed apart along the group's free coordinates (at most {:.2f} Å, lattice kept) until no contact is shorter than " + f"{SHORT_BOND} of the covalent radius sum",
+                      "could not be parted (flagged)")
 
 
 def _with_note(notes: list[str], *new: str | None) -> list[str]:
