@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue 25's text ablation on MP-20 at equal budget: three twins fine-tuned from the same weights
 # (mp_20_csp_facts), on the same rows (the whole mp_20 training pool: every row has its long
-# description in the shipped cache, which the long arm needs), for the same number of epochs and the same learning-rate schedule, differing only
-# in what they read: the robocrys long description and its facts (long), the short prompt and its
+# description in the shipped cache, which the long arm needs), for the same number of epochs and
+# the same learning-rate schedule, differing only in what they read: the robocrys long description and its facts (long), the short prompt and its
 # facts (short), or nothing (none: text and facts dropped for every crystal, sampled with guidance
 # 0, i.e. the unconditional branch). Each twin is then evaluated on test_pilot1000, 1 sample, free.
 #

@@ -20,7 +20,7 @@ from .config import EVAL_PROMPT_KINDS
 from .data import cache_root, load_split, protocol_name
 from .data.csv import CrystalTable
 from .options import SamplingOptions, diffusion_settings
-from .sample import Sampler
+from .sample import Sampler, recorded_moves
 from .text.prompts import PromptFields, short_prompt
 
 EVALUATION = SamplingOptions(batch_size=256, enforce=False, site_order="model")  # evaluate's defaults: the model's free sampling
@@ -292,14 +292,12 @@ def supergroup_moves(structures: list) -> dict:
     """Share of samples the sampler moved off an accidental larger group (symmetry.keep_spacegroup),
     share it could not, and the median and largest move (Angstrom) of those moved; the same for
     crowded template draws whose atoms were pushed apart (proposals.separated), where there were any."""
-    out = {}
+    out, n = {}, max(len(structures), 1)
     for key, moved, unresolved, prefix in (("supergroup_move", "moved_off_larger_group", "larger_group_unresolved", "move"),
                                           ("separation_move", "atoms_parted", "atoms_not_parted", "parting")):
-        moves = [s.properties[key] for s in structures if s is not None and key in s.properties]
-        if key == "separation_move" and not moves:
+        moves, done = recorded_moves(structures, key)
+        if key == "separation_move" and not moves:  # absent from runs with none, as in JSONs before parting existed
             continue
-        done = [m for m in moves if m is not None]
-        n = max(len(structures), 1)
         out.update({
             moved: round(len(done) / n, 4), unresolved: round((len(moves) - len(done)) / n, 4),
             f"{prefix}_median_A": round(float(np.median(done)), 3) if done else None, f"{prefix}_max_A": round(float(max(done)), 3) if done else None,

@@ -398,13 +398,19 @@ def _keep_groups(structures: list, plans: list[CrystalPlan], sym: SymmetryConstr
     return out
 
 
-def _move_note(structures: list, key: str, found: str, moved: str, unmoved: str) -> str | None:
-    """One line on the crystals whose ``properties[key]`` records a move (Å, or None where none
-    worked): how many needed one (``found``), how many were moved and how far, how many not."""
+def recorded_moves(structures: list, key: str) -> tuple[list, list[float]]:
+    """(every move recorded under ``properties[key]``, those that worked): a move is in Å, or None
+    where none worked (``_keep_groups``' supergroup_move, ``proposals.separated``' separation_move)."""
     moves = [s.properties[key] for s in structures if s is not None and key in s.properties]
+    return moves, [m for m in moves if m is not None]
+
+
+def _move_note(structures: list, key: str, found: str, moved: str, unmoved: str) -> str | None:
+    """One line on the crystals whose ``properties[key]`` records a move (``recorded_moves``):
+    how many needed one (``found``), how many were moved and how far, how many not."""
+    moves, done = recorded_moves(structures, key)
     if not moves:
         return None
-    done = [m for m in moves if m is not None]
     line = f"{len(moves)} of {len(structures)} crystals {found}"
     if done:
         line += f"; {len(done)} {moved.format(max(done))}"

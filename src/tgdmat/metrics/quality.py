@@ -85,7 +85,9 @@ def contact_distances() -> np.ndarray:
     from pymatgen.core.periodic_table import Element
 
     radii = np.array([1.5] + [covalent_radius(Element.from_Z(z).symbol) for z in range(1, 119)])
-    return SHORT_BOND * (radii[:, None] + radii[None, :])
+    contact = SHORT_BOND * (radii[:, None] + radii[None, :])
+    contact.flags.writeable = False  # one cached array shared by every caller
+    return contact
 
 
 def _oxidation_table_copy():
