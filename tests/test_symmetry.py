@@ -173,6 +173,39 @@ def test_template_of_a_known_structure(srtio3):
     assert tpl.spacegroup == 221 and tpl.num_atoms == 5 and tpl.role_counts() == (1, 1, 3)
 
 
+def test_site_counts_rank_templates_by_the_elements_seen_on_their_orbits(srtio3, tmp_path):
+    """Two Pm-3m role templates of ABX3 equally frequent in training: the one that puts Sr where the
+    training crystals had Sr (1a, with Ti on 1b) is the more probable, and the first of several
+    plans takes the most probable template while the others are drawn by weight. The site counts
+    survive a save and load; a library without them ranks as before (affinity 1)."""
+    from collections import Counter
+
+    from tgdmat.conditioning import _typed_templates
+    from tgdmat.data.templates import RoleTemplate, TemplateLibrary, count_templates, save_templates
+
+    counts, skipped, site_elements = count_templates([srtio3])
+    assert skipped == 0 and site_elements[(221, "a")] == Counter({"Sr": 1}) and site_elements[(221, "b")] == Counter({"Ti": 1})
+    save_templates(tmp_path / "t.json.gz", counts, {"dataset": "x"}, None, site_elements)
+    loaded = load_templates("x", tmp_path / "t.json.gz")
+    assert loaded.site_elements == site_elements
+    (right,) = counts  # roles by electronegativity: Sr 0, Ti 1, O 2
+    swapped = RoleTemplate(221, 5, 3, tuple(sorted([(0, "b"), (1, "a"), (2, "c")])))
+    lib = TemplateLibrary({right: 5, swapped: 5}, site_elements=site_elements)
+    templates, weights = _typed_templates({"Sr": 1, "Ti": 1, "O": 3}, [221], lib)
+    best = templates[max(range(len(weights)), key=weights.__getitem__)]
+    assert dict((el, letter) for el, letter in best.sites)["Sr"] == "a" and max(weights) == pytest.approx(min(weights) * 2 / 2 ** (1 / 3))  # O on 3c in both
+    assert lib.site_affinity(221, (("Sr", "a"), ("Ti", "b"), ("O", "c"))) == pytest.approx(2.0)  # (1+1) on every orbit
+    plain = TemplateLibrary({right: 5, swapped: 5})
+    assert _typed_templates({"Sr": 1, "Ti": 1, "O": 3}, [221], plain)[1] == [5.0, 5.0]
+    fields = PromptFields(formula="SrTiO3", spacegroup_number=221)
+    for seed in range(4):
+        plans = plan_crystals(fields, [5] * 40, 40, lib, {5: 1}, torch.Generator().manual_seed(seed), propose=False)
+        assert plans[0].template == best
+        assert 5 < sum(p.template != best for p in plans[1:]) < 30  # the rest drawn 10:6.3
+    firsts = [plan_crystals(fields, [5], 1, lib, {5: 1}, torch.Generator().manual_seed(seed), first_most_probable=False)[0].template for seed in range(20)]
+    assert best in firsts and len(set(firsts)) == 2  # drawn, not the mode, when asked
+
+
 def test_prompt_numbers_and_ignored_words():
     assert parse_lattice("SrTiO3 with a = 4.1 Å, c/a = 1.05 and volume of 64") == {"a": 4.1, "c_over_a": 1.05, "volume": 64.0}
     assert parse_lattice("a cubic cell, lattice constant of 3.9 Å") == {"a": 3.9}

@@ -300,10 +300,10 @@ def cmd_templates(args) -> int:
         texts = descriptions_for(args.dataset, "train", table.ids)
     except (LookupError, FileNotFoundError):
         texts = None
-    counts, skipped = count_templates(table.structures(), progress=True, descriptions=texts)
+    counts, skipped, site_elements = count_templates(table.structures(), progress=True, descriptions=texts)
     out = args.out or TEMPLATE_DIR / f"{args.dataset}.json.gz"
     meta = {"dataset": args.dataset, "split": "train", "protocol": protocol_name(args.dataset, args.data_root), "symprec": 0.1, "crystals": len(table), "skipped": skipped}
-    save_templates(out, counts, meta, element_coordination_counts(texts) if texts else None)
+    save_templates(out, counts, meta, element_coordination_counts(texts) if texts else None, site_elements)
     print(f"{len(counts)} Wyckoff templates from {len(table) - skipped} of {len(table)} training crystals ({skipped} not primitive at symprec 0.1) -> {out}")
     return 0
 

@@ -55,6 +55,11 @@ def _choose(weights: list[float], n: int, generator: torch.Generator) -> list[in
     return torch.multinomial(w, n, replacement=True, generator=generator).tolist()
 
 
+def _most_probable(weights: list[float]) -> int:
+    """Index of the largest weight (the first of equals): a single answer's best template."""
+    return max(range(len(weights)), key=lambda i: (weights[i], -i))
+
+
 def _element_counts(formula: str, num_atoms: int) -> dict[str, int]:
     from pymatgen.core import Composition
 
@@ -98,12 +103,26 @@ def _coordinated_templates(counts: dict[str, int], pool: list[int], library: Cou
 
 
 def _typed_templates(counts: dict[str, int], pool: list[int], library: Counter, coordination: dict[str, tuple[int, ...]] | None = None) -> tuple[list[Template], list[float]]:
+    """Templates holding exactly ``counts`` in a group of ``pool``, each weighted by how often
+    training put these elements on these orbits (``TemplateLibrary.site_affinity``) times the weight
+    of ``_role_templates``."""
+    templates, weights = _role_templates(counts, pool, library, coordination)
+    affinity = getattr(library, "site_affinity", None)
+    if affinity is not None:
+        weights = [w * affinity(t.spacegroup, t.sites) for t, w in zip(templates, weights)]
+    return templates, weights
+
+
+def _role_templates(counts: dict[str, int], pool: list[int], library: Counter, coordination: dict[str, tuple[int, ...]] | None = None) -> tuple[list[Template], list[float]]:
     """Templates holding exactly ``counts`` in a group of ``pool``: training ones consistent with
-    the stated coordination numbers when given, else training ones (weighted by frequency, roles
-    mapped by electronegativity rank), else every pyxtal combination (equal weights)."""
+    the stated coordination numbers when given, else training ones (weighted by frequency and, for a
+    library without site counts, by the coordination prior; roles mapped by electronegativity rank),
+    else every pyxtal combination (equal weights). On the mp_20 validation slice the coordination
+    prior made the test crystal's own template the most probable for 356 of 657 crystals, the site
+    counts for 452."""
     stated = coordination if coordination and all(el in coordination for el in counts) else None
-    found = _coordinated_templates(counts, pool, library, stated)
-    if not found and stated is not None:
+    found = _coordinated_templates(counts, pool, library, stated) if stated is not None else {}
+    if not found and not getattr(library, "site_elements", None):  # a library with site counts ranks by them instead
         found = _coordinated_templates(counts, pool, library, None)
     if found:
         return list(found), list(found.values())
@@ -205,13 +224,15 @@ def _size_prior(formula: str, pool: list[int], library: Counter, hist: dict[int,
     return {size: float(seen[size]) for size in fits if seen[size]} or {size: float(hist[size]) for size in fits}
 
 
-def plan_crystals(fields: PromptFields, sizes: list[int] | None, n: int, library: Counter, hist: dict[int, int], generator: torch.Generator, lattice: LatticeTarget | None = None, coordination: dict[str, tuple[int, ...]] | None = None, propose: bool = True) -> list[CrystalPlan]:
+def plan_crystals(fields: PromptFields, sizes: list[int] | None, n: int, library: Counter, hist: dict[int, int], generator: torch.Generator, lattice: LatticeTarget | None = None, coordination: dict[str, tuple[int, ...]] | None = None, propose: bool = True, first_most_probable: bool = True) -> list[CrystalPlan]:
     """One plan per crystal. ``sizes``: atoms per crystal when the composition fixes them (else None,
     and de novo sizes come from the templates or ``hist``); ``coordination``: per element the
     coordination numbers a description states (``text.facts``), which decide the site of each
     element. ``propose``: when nothing states the sites (no coordination, no lattice numbers), a
     typed symmetric plan is first sampled freely and kept if it already has the requested group
-    (spglib, symprec 0.1); otherwise it is sampled again with the template enforced. Raises
+    (spglib, symprec 0.1); otherwise it is sampled again with the template enforced.
+    ``first_most_probable``: the first typed crystal takes the most probable template (the best
+    single answer), the others draw theirs by weight (the variety of several answers). Raises
     SymmetryError when no Wyckoff combination of the requested group(s) can hold the composition."""
     from pymatgen.core.periodic_table import Element
 
@@ -238,7 +259,7 @@ def plan_crystals(fields: PromptFields, sizes: list[int] | None, n: int, library
             templates, weights = by_size[size]
             if not templates:
                 raise SymmetryError(f"no Wyckoff combination of {_pool_name(fields)} holds {fields.formula} with {size} atoms per cell")
-            tpl = templates[_choose(weights, 1, generator)[0]]
+            tpl = templates[_most_probable(weights) if first_most_probable and not plans else _choose(weights, 1, generator)[0]]
             # without stated coordination the model's own site choice beats the template prior: propose first
             plans.append(template_plan(tpl, propose=propose and not coordination and (lattice is None or lattice.is_empty())))
         return plans

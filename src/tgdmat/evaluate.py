@@ -109,11 +109,12 @@ def site_order_breakdown(preds: list, targets: list, workers: int) -> dict:
     return out
 
 
-def condition_plans(sampler: Sampler, table: CrystalTable, seed: int, typed: bool, texts: list[str] | None = None) -> tuple[list, int]:
+def condition_plans(sampler: Sampler, table: CrystalTable, seed: int, typed: bool, texts: list[str] | None = None, most_probable: bool = True) -> tuple[list, int]:
     """One plan per test prompt with everything it states enforced (formula when ``typed``, space
     group, atoms per cell; with long-description ``texts``, the coordination numbers they state
-    choose each element's site); (plans, how many prompts no Wyckoff template could satisfy: those
-    are sampled without the symmetry constraint)."""
+    choose each element's site); the most probable template when ``most_probable`` (a first
+    sample), else one drawn by weight (the further samples of best-of-k); (plans, how many prompts
+    no Wyckoff template could satisfy: those are sampled without the symmetry constraint)."""
     from .conditioning import CrystalPlan, plan_crystals
     from .symmetry import SymmetryError
     from .text.facts import element_coordination
@@ -128,11 +129,11 @@ def condition_plans(sampler: Sampler, table: CrystalTable, seed: int, typed: boo
             f.formula, f.elements = None, None
         f.num_atoms = n_atoms
         try:
-            plans.append(plan_crystals(f, [n_atoms] if typed else None, 1, sampler.templates(), sampler.info.num_atoms_hist, gen, coordination=coordination)[0])
+            plans.append(plan_crystals(f, [n_atoms] if typed else None, 1, sampler.templates(), sampler.info.num_atoms_hist, gen, coordination=coordination, first_most_probable=most_probable)[0])
         except SymmetryError:
             failed += 1
             f.spacegroup_number = f.spacegroup_symbol = f.crystal_system = None
-            plans.append(plan_crystals(f, [n_atoms] if typed else None, 1, sampler.templates(), sampler.info.num_atoms_hist, gen)[0] if typed else CrystalPlan(n_atoms))
+            plans.append(plan_crystals(f, [n_atoms] if typed else None, 1, sampler.templates(), sampler.info.num_atoms_hist, gen, first_most_probable=most_probable)[0] if typed else CrystalPlan(n_atoms))
     return plans, failed
 
 
@@ -181,7 +182,7 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
 
             texts = descriptions_for(cfg.data.dataset, split, table.ids)
         for j in range(k):
-            plans, failed = condition_plans(sampler, table, seed + j, typed=True, texts=texts)
+            plans, failed = condition_plans(sampler, table, seed + j, typed=True, texts=texts, most_probable=j == 0)
             samples.append(sampler.sample_plans(plans, emb, options.with_seed(seed + j), facts=stated, progress=progress))
     else:
         samples = [_sample_batches(sampler, table, emb, True, options.with_seed(seed + j), progress, stated) for j in range(k)]

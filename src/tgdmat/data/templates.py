@@ -52,13 +52,27 @@ class RoleTemplate:
 
 class TemplateLibrary(Counter):
     """Template counts, plus how often each element has each tuple of site coordination numbers in
-    training (``element_cn[el][cn_tuple]``), the prior that places elements when no text says."""
+    training (``element_cn[el][cn_tuple]``), the prior that places elements when no text says, and
+    how often each element occupies each Wyckoff orbit of each group (``site_elements[(group,
+    letter)][el]``), the prior that ranks typed templates by the chemistry seen on their sites."""
 
     element_cn: dict
+    site_elements: dict
 
-    def __init__(self, *args, element_cn: dict | None = None, **kwargs):
+    def __init__(self, *args, element_cn: dict | None = None, site_elements: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.element_cn = element_cn or {}
+        self.site_elements = site_elements or {}
+
+    def site_affinity(self, spacegroup: int, sites, smoothing: float = 1.0) -> float:
+        """Geometric mean over a typed template's orbits of (training crystals with that element on
+        that orbit of that group + smoothing); 1 where the library has no such counts. Chosen on the
+        mp_20 validation slice: the test crystal's own template is the most probable one for 452 of
+        657 crystals against 414 by template frequency alone (docs/benchmarks.md)."""
+        if not self.site_elements or not sites:
+            return 1.0
+        logs = [math.log(self.site_elements.get((spacegroup, letter), {}).get(el, 0) + smoothing) for el, letter in sites]
+        return math.exp(sum(logs) / len(logs))
 
     def site_prior(self, element: str, cn: tuple[int, ...], smoothing: float = 1.0) -> float:
         """P(the element's sites have coordination ``cn``), add-one smoothed; 1 when unknown."""
@@ -86,9 +100,10 @@ def template_of(structure, symprec: float = 0.1, description: str | None = None)
     from ..symmetry import wyckoff_orbits
 
     found = wyckoff_orbits(structure, symprec)
-    if found is None:
-        return None
-    group, orbits = found
+    return None if found is None else _role_template(structure, *found, description)
+
+
+def _role_template(structure, group: int, orbits: list[tuple[str, str]], description: str | None) -> RoleTemplate:
     order = element_ranks([site.specie.symbol for site in structure])
     role = {el: i for i, el in enumerate(order)}
     sites = [(role[el], letter) for el, letter in orbits]
@@ -102,22 +117,27 @@ def template_of(structure, symprec: float = 0.1, description: str | None = None)
     return RoleTemplate(group, len(structure), len(order), tuple(sorted(sites)), coordination)
 
 
-def count_templates(structures, progress: bool = False, descriptions: list[str] | None = None) -> tuple[Counter, int]:
-    """(Counter of RoleTemplates, number of structures skipped)."""
+def count_templates(structures, progress: bool = False, descriptions: list[str] | None = None) -> tuple[Counter, int, dict]:
+    """(Counter of RoleTemplates, number of structures skipped, site_elements: (group, letter) ->
+    Counter of the elements on that orbit)."""
     from tqdm import tqdm
 
-    counts, skipped = Counter(), 0
+    from ..symmetry import wyckoff_orbits
+
+    counts, skipped, site_elements = Counter(), 0, {}
     descriptions = descriptions or [None] * len(structures)
     for s, text in tqdm(list(zip(structures, descriptions)), desc="templates", disable=not progress, mininterval=1.0):
-        tpl = template_of(s, description=text)
-        if tpl is None:
+        found = wyckoff_orbits(s, 0.1)
+        if found is None:
             skipped += 1
-        else:
-            counts[tpl] += 1
-    return counts, skipped
+            continue
+        counts[_role_template(s, *found, text)] += 1
+        for el, letter in found[1]:
+            site_elements.setdefault((found[0], letter), Counter())[el] += 1
+    return counts, skipped, site_elements
 
 
-def save_templates(path: str | Path, counts: Counter, meta: dict, element_cn: dict | None = None) -> None:
+def save_templates(path: str | Path, counts: Counter, meta: dict, element_cn: dict | None = None, site_elements: dict | None = None) -> None:
     from ..atomic import atomic_path
 
     rows = [{"sg": t.spacegroup, "n": t.num_atoms, "roles": t.num_roles, "sites": [list(s) for s in t.sites], "cn": [list(x) for x in t.coordination] if t.coordination else None, "count": c} for t, c in counts.most_common()]
@@ -126,7 +146,8 @@ def save_templates(path: str | Path, counts: Counter, meta: dict, element_cn: di
     with atomic_path(path) as tmp:
         with gzip.open(tmp, "wt") as fh:
             cn = {el: [[list(k), v] for k, v in c.most_common()] for el, c in (element_cn or {}).items()}
-            json.dump({**meta, "templates": rows, "element_coordination": cn}, fh)
+            sites = [[g, letter, dict(c.most_common())] for (g, letter), c in sorted((site_elements or {}).items())]
+            json.dump({**meta, "templates": rows, "element_coordination": cn, "site_elements": sites}, fh)
 
 
 def load_templates(dataset: str, path: str | Path | None = None) -> TemplateLibrary:
@@ -139,7 +160,8 @@ def load_templates(dataset: str, path: str | Path | None = None) -> TemplateLibr
             data = json.load(fh)
         rows = data["templates"]
         element_cn = {el: Counter({tuple(int(x) for x in k): int(v) for k, v in pairs}) for el, pairs in data.get("element_coordination", {}).items()}
-        out = TemplateLibrary(element_cn=element_cn)
+        site_elements = {(int(g), str(letter)): Counter({str(el): int(v) for el, v in c.items()}) for g, letter, c in data.get("site_elements", [])}
+        out = TemplateLibrary(element_cn=element_cn, site_elements=site_elements)
         for r in rows:
             cn = tuple(tuple(int(x) for x in v) for v in r["cn"]) if r.get("cn") else None
             out[RoleTemplate(int(r["sg"]), int(r["n"]), int(r["roles"]), tuple((int(a), str(b)) for a, b in r["sites"]), cn)] += int(r["count"])
