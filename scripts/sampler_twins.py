@@ -19,6 +19,8 @@ def main() -> int:
     ap.add_argument("settings", nargs="+", help="STEPS:INTEGRATOR, e.g. 100:ancestral")
     ap.add_argument("--limit", type=int, default=200, help="seeded test crystals")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--split", default="test", help="e.g. val, to choose a setting without the test split")
+    ap.add_argument("--min-atoms", type=int, default=0, help="only crystals of at least this many atoms")
     ap.add_argument("--json", help="append one JSON line per setting here")
     args = ap.parse_args()
     from tgdmat.evaluate import evaluate_csp
@@ -27,8 +29,8 @@ def main() -> int:
     sampler = Sampler.load(args.checkpoint)
     for setting in args.settings:
         steps, integrator = setting.split(":")
-        r = evaluate_csp(sampler, limit=args.limit, workers=1, progress=False, threads=args.threads, steps=int(steps), integrator=integrator)
-        row = {"checkpoint": args.checkpoint, "steps": int(steps), "integrator": integrator, **{k: r[k] for k in ("n", "match_rate", "rmse", "exact_match_rate", "lattice_within_2pct", "sampling_seconds")}}
+        r = evaluate_csp(sampler, args.split, limit=args.limit, workers=1, progress=False, threads=args.threads, steps=int(steps), integrator=integrator, min_atoms=args.min_atoms)
+        row = {"checkpoint": args.checkpoint, "split": args.split, "min_atoms": args.min_atoms, "steps": int(steps), "integrator": integrator, **{k: r[k] for k in ("n", "match_rate", "rmse", "exact_match_rate", "lattice_within_2pct", "sampling_seconds")}}
         print(json.dumps(row), flush=True)
         if args.json:
             with open(args.json, "a", encoding="utf-8") as fh:

@@ -110,6 +110,8 @@ def test_predict_keeps_the_composition(tiny_checkpoint, tmp_path):
         (["generate", "SrTiO3 with 400 atoms"], "too many"),
         (["predict", "--formula", "Qq2O"], "unknown element"),
         (["predict", "--formula", "cubic"], "not a chemical formula"),
+        (["predict", "--formula", "LiFePO4", "--atoms", "8"], "not a whole number of LiFePO4 units"),
+        (["predict", "--formula", "LiFePO4", "--atoms", "-7"], "--atoms must be in"),
         (["generate", "SrTiO3", "-n", "0"], "number of samples"),
     ],
 )

@@ -183,8 +183,8 @@ def test_site_counts_rank_templates_by_the_elements_seen_on_their_orbits(srtio3,
     from tgdmat.conditioning import _typed_templates
     from tgdmat.data.templates import RoleTemplate, TemplateLibrary, count_templates, save_templates
 
-    counts, skipped, site_elements = count_templates([srtio3])
-    assert skipped == 0 and site_elements[(221, "a")] == Counter({"Sr": 1}) and site_elements[(221, "b")] == Counter({"Ti": 1})
+    counts, skipped, site_elements, cells = count_templates([srtio3])
+    assert skipped == 0 and cells == [(221, 5)] and site_elements[(221, "a")] == Counter({"Sr": 1}) and site_elements[(221, "b")] == Counter({"Ti": 1})
     save_templates(tmp_path / "t.json.gz", counts, {"dataset": "x"}, None, site_elements)
     loaded = load_templates("x", tmp_path / "t.json.gz")
     assert loaded.site_elements == site_elements

@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=commands.cmd_generate)
 
     r = _command(sub, "predict", help="crystal structure prediction for a composition")
-    r.add_argument("--formula", required=True, help="composition of the cell as written, e.g. SrTiO3 (5 atoms); a multiple such as Sr2Ti2O6 asks for that many atoms per cell, which the model must have seen in training")
+    r.add_argument("--formula", required=True, help="composition, e.g. LiFePO4: in lowest terms, general chemistry takes the cell most often seen for it in training (LiFePO4: 28 atoms) and a Perov-5-like ABX3 or carbon the cell as written (SrTiO3: 5 atoms, C8: 8); a multiple such as Sr2Ti2O6 asks for that cell")
+    r.add_argument("--atoms", type=int, help="atoms per cell, a whole number of formula units (default: see --formula)")
     r.add_argument("--text", help="optional description to guide the prediction")
     _sampling_args(r, f"{pretrained.DEFAULT_PREDICT_MODEL}; {pretrained.CARBON_PREDICT_MODEL} for a carbon-only formula")
     _site_order_arg(r)
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--site-order", choices=SITE_ORDERS, help="csp, free sampling: bond-valence repairs doubted cation site orders as predict does, model keeps the model's own; either also reports the match rate over test crystals whose own site order is plausible and over the rest (default: the model's own, no breakdown)")
     e.add_argument("--stated-lattice", action="store_true", help="csp, models built with model.facts_numbers: the network also reads each test crystal's lattice parameters, c/a and volume per atom, as a prompt stating them would give them (reported: lattice_within_2pct)")
     e.add_argument("--no-network-facts", action="store_true", help="csp, models built with facts: do not feed the test prompts' stated facts to the network (ablation)")
+    e.add_argument("--min-atoms", type=int, default=0, metavar="N", help="csp: only the split's crystals of at least N atoms per cell (before --limit)")
     e.add_argument("--json", help="write all metrics to this JSON file")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=commands.cmd_evaluate)

@@ -215,12 +215,22 @@ def _sample_locked(args, meta: dict, run, sampler) -> int:
     return 0
 
 
+def _print_note(note: str | None) -> None:
+    if note:
+        print(note)
+
+
 def cmd_generate(args) -> int:
     from .pretrained import choose_model
 
     options = _check_sampling(args)
+    if not args.free and not args.atoms:
+        from .formula_units import prompt_cell
+
+        args.prompt, args.atoms, note = prompt_cell(args.prompt)
+        _print_note(note)
     if not args.checkpoint:
-        args.checkpoint, why = choose_model(args.prompt, args.free)
+        args.checkpoint, why = choose_model(args.prompt, args.free, args.atoms)
         print(f"model: {args.checkpoint} ({why})")
     sampler = _load_sampler(args, options)
     n = 16 if args.num_samples is None else args.num_samples
@@ -235,6 +245,14 @@ def cmd_predict(args) -> int:
     from .pretrained import atoms_as_written, default_predict_model
 
     options = _check_sampling(args)
+    from .formula_units import predict_cell
+    from .text.prompts import PromptError
+
+    try:
+        args.formula, args.text, note = predict_cell(args.formula, args.atoms, args.text)
+    except ValueError as exc:
+        raise PromptError(str(exc)) from None
+    _print_note(note)
     if not args.checkpoint:
         args.checkpoint = default_predict_model(args.formula, atoms_as_written(args.formula))
         print(f"model: {args.checkpoint} (the shipped model for this composition; --checkpoint chooses another)")
@@ -254,7 +272,7 @@ def cmd_evaluate(args) -> int:
     sampler = _load_sampler(args, options)
     common = dict(workers=args.workers, data_root=args.data_root, progress=not args.quiet, prompt=args.prompt)
     if args.task == "csp":
-        result = evaluate_csp(sampler, args.split, args.limit, args.k, sampler.options, facts=args.facts, network_facts=not args.no_network_facts, stated_lattice=args.stated_lattice, site_breakdown=args.site_order is not None, **common)
+        result = evaluate_csp(sampler, args.split, args.limit, args.k, sampler.options, facts=args.facts, network_facts=not args.no_network_facts, stated_lattice=args.stated_lattice, site_breakdown=args.site_order is not None, min_atoms=args.min_atoms, **common)
     else:
         result = evaluate_gen(sampler, args.split, args.limit or 1000, sampler.options, coverage_metrics=not args.no_coverage, stability=args.stability, **common)
     result["command"] = args.command_line
@@ -291,7 +309,7 @@ def cmd_describe(args) -> int:
 
 def cmd_templates(args) -> int:
     from .data import load_split, protocol_name
-    from .data.templates import TEMPLATE_DIR, count_templates, element_coordination_counts, save_templates
+    from .data.templates import SYMPREC, TEMPLATE_DIR, count_formula_units, count_templates, element_coordination_counts, ground_state_units, save_templates
 
     table = load_split(args.dataset, "train", args.data_root)
     try:  # coordination numbers per role from the shipped long descriptions, where there are any
@@ -300,11 +318,13 @@ def cmd_templates(args) -> int:
         texts = descriptions_for(args.dataset, "train", table.ids)
     except (LookupError, FileNotFoundError):
         texts = None
-    counts, skipped, site_elements = count_templates(table.structures(), progress=True, descriptions=texts)
+    structures = table.structures()
+    counts, skipped, site_elements, cells = count_templates(structures, progress=True, descriptions=texts)
     out = args.out or TEMPLATE_DIR / f"{args.dataset}.json.gz"
-    meta = {"dataset": args.dataset, "split": "train", "protocol": protocol_name(args.dataset, args.data_root), "symprec": 0.1, "crystals": len(table), "skipped": skipped}
-    save_templates(out, counts, meta, element_coordination_counts(texts) if texts else None, site_elements)
-    print(f"{len(counts)} Wyckoff templates from {len(table) - skipped} of {len(table)} training crystals ({skipped} not primitive at symprec 0.1) -> {out}")
+    meta = {"dataset": args.dataset, "split": "train", "protocol": protocol_name(args.dataset, args.data_root), "symprec": SYMPREC, "crystals": len(table), "skipped": skipped}
+    ground = ground_state_units(structures, [f.properties.get("e_above_hull") for f in table.fields], cells)
+    save_templates(out, counts, meta, element_coordination_counts(texts) if texts else None, site_elements, count_formula_units(structures, cells), ground)
+    print(f"{len(counts)} Wyckoff templates from {len(table) - skipped} of {len(table)} training crystals ({skipped} not primitive at symprec {SYMPREC}) -> {out}")
     return 0
 
 

@@ -63,11 +63,12 @@ def _most_probable(weights: list[float]) -> int:
 def _element_counts(formula: str, num_atoms: int) -> dict[str, int]:
     from pymatgen.core import Composition
 
-    comp = Composition(formula).reduced_composition
-    unit = int(round(comp.num_atoms))
+    amounts = {el.symbol: int(round(n)) for el, n in Composition(formula).items()}
+    g = math.gcd(*amounts.values())  # not pymatgen's reduced composition: it writes one O atom as O2
+    unit = sum(amounts.values()) // g
     if num_atoms % unit:
         raise PromptError(f"{num_atoms} atoms is not a whole number of {formula} formula units ({unit} atoms each)")
-    return {el.symbol: int(round(amount)) * num_atoms // unit for el, amount in comp.items()}
+    return {el: n // g * (num_atoms // unit) for el, n in amounts.items()}
 
 
 def _coordinated_templates(counts: dict[str, int], pool: list[int], library: Counter, coordination: dict[str, tuple[int, ...]] | None) -> dict[Template, float]:

@@ -101,18 +101,19 @@ def perovskite_data_holds(fields) -> str | None:
     return None
 
 
-def choose_model(prompt: str, free: bool = False) -> tuple[str, str]:
+def choose_model(prompt: str, free: bool = False, num_atoms: int | None = None) -> tuple[str, str]:
     """(the shipped model ``generate`` uses when none is named, why). A prompt that names a formula
     is structure prediction, so ``predict``'s CSP model for it (measured on 500 Perov-5 test prompts:
     space group 99.6% and validity 99.8% against 91.4% and 93.4% for perov_5), with the general
     model where Perov-5 cannot hold the request (``perovskite_data_holds``); otherwise, or with
-    ``free``, the de novo model."""
+    ``free``, the de novo model. ``num_atoms``: the cell size ``--atoms`` states."""
     from .text.prompts import PromptError, parse_prompt
 
     try:
         fields = parse_prompt(prompt)
     except (PromptError, ValueError):  # a bad prompt is reported by generate itself
         return DEFAULT_MODEL, "the de novo model"
+    fields.num_atoms = num_atoms or fields.num_atoms
     if not fields.formula or free:
         name, why = de_novo_model(fields, prompt)
         return name, why if fields.formula else f"no formula in the prompt: {why}"
@@ -142,9 +143,9 @@ def de_novo_model(fields, prompt: str) -> tuple[str, str]:
     return GENERAL_GENERATE_MODEL, "de novo generation over MP-20's elements (up to 20 atoms)"
 
 
-def default_generate_model(prompt: str, free: bool = False) -> str:
+def default_generate_model(prompt: str, free: bool = False, num_atoms: int | None = None) -> str:
     """The shipped model ``generate`` uses when none is named (see ``choose_model``)."""
-    return choose_model(prompt, free)[0]
+    return choose_model(prompt, free, num_atoms)[0]
 
 
 class CheckpointError(RuntimeError):

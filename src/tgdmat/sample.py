@@ -448,20 +448,39 @@ def generate(prompt: str, n: int = 16, checkpoint: str | None = None, **kwargs) 
     """Crystals (pymatgen Structures) from a text prompt with a shipped or given model; default model by ``default_generate_model``."""
     from .pretrained import default_generate_model
 
+    from .formula_units import prompt_cell
+
     options, rest = split_options(kwargs)
     device = rest.pop("device", "cpu")
-    result = Sampler.load(checkpoint or default_generate_model(prompt, not options.enforce), device, options).generate(prompt, n, options, **rest)
-    return result.with_summaries()
+    note = None
+    if options.enforce and not rest.get("num_atoms"):
+        prompt, rest["num_atoms"], note = prompt_cell(prompt)
+    result = Sampler.load(checkpoint or default_generate_model(prompt, not options.enforce, rest.get("num_atoms")), device, options).generate(prompt, n, options, **rest)
+    return _noted(result, note).with_summaries()
 
 
 def predict(formula: str, text: str | None = None, n: int = 1, checkpoint: str | None = None, **kwargs) -> list:
-    """Crystal structure prediction for a composition (optionally guided by text); default model by ``default_predict_model``."""
+    """Crystal structure prediction for a composition (optionally guided by text; ``atoms``: atoms
+    per cell); a bare formula takes the cell ``formula_units.request_cell`` chooses; default model
+    by ``default_predict_model``."""
+    from .formula_units import predict_cell
     from .pretrained import atoms_as_written, default_predict_model
 
     options, rest = split_options(kwargs)
     device = rest.pop("device", "cpu")
+    try:
+        formula, text, note = predict_cell(formula, rest.pop("atoms", None), text)
+    except ValueError as exc:
+        raise PromptError(str(exc)) from None
     result = Sampler.load(checkpoint or default_predict_model(formula, atoms_as_written(formula)), device, options).predict(formula, text, n, options, **rest)
-    return result.with_summaries()
+    return _noted(result, note).with_summaries()
+
+
+def _noted(result: "Generation", note: str | None) -> "Generation":
+    """The result with the cell choice's note first among its notes."""
+    if note:
+        result.notes.insert(0, note)
+    return result
 
 
 class SamplingProgress:

@@ -15,6 +15,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..text.prompts import SYMPREC
+
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 
 
@@ -58,11 +60,15 @@ class TemplateLibrary(Counter):
 
     element_cn: dict
     site_elements: dict
+    formula_units: dict
+    formula_ground: dict
 
-    def __init__(self, *args, element_cn: dict | None = None, site_elements: dict | None = None, **kwargs):
+    def __init__(self, *args, element_cn: dict | None = None, site_elements: dict | None = None, formula_units: dict | None = None, formula_ground: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.element_cn = element_cn or {}
         self.site_elements = site_elements or {}
+        self.formula_units = formula_units or {}  # reduced formula -> Counter of formula units per cell
+        self.formula_ground = formula_ground or {}  # reduced formula -> (formula units, eV/atom above the hull, space group) of its lowest-energy crystal
 
     def site_affinity(self, spacegroup: int, sites, smoothing: float = 1.0) -> float:
         """Geometric mean over a typed template's orbits of (training crystals with that element on
@@ -93,7 +99,7 @@ def element_coordination_counts(descriptions) -> dict:
     return out
 
 
-def template_of(structure, symprec: float = 0.1, description: str | None = None) -> RoleTemplate | None:
+def template_of(structure, symprec: float = SYMPREC, description: str | None = None) -> RoleTemplate | None:
     """The role template of one structure, or None when spglib fails or its orbits do not tile the
     cell as given (a cell that is not primitive at this tolerance). With its ``description``, the
     coordination numbers it states for each role are kept."""
@@ -117,27 +123,76 @@ def _role_template(structure, group: int, orbits: list[tuple[str, str]], descrip
     return RoleTemplate(group, len(structure), len(order), tuple(sorted(sites)), coordination)
 
 
-def count_templates(structures, progress: bool = False, descriptions: list[str] | None = None) -> tuple[Counter, int, dict]:
+def formula_units(structure, num_atoms: int | None = None) -> tuple[str, int]:
+    """(reduced formula, formula units in a cell of ``num_atoms`` atoms, default the cell as given):
+    LiFePO4 olivine's 28-atom cell is 4 (the greatest common divisor of the amounts: pymatgen's
+    reduced formula writes one O atom as O2)."""
+    amounts = {el: int(round(n)) for el, n in structure.composition.items()}
+    units = math.gcd(*amounts.values())
+    if num_atoms and num_atoms != len(structure) and (units * num_atoms) % len(structure) == 0:
+        units = units * num_atoms // len(structure)
+    return structure.composition.reduced_formula, units
+
+
+def count_formula_units(structures, cells: list | None = None) -> dict:
+    """reduced formula -> Counter of formula units per primitive cell (``count_templates``'
+    ``cells``; the cell as given where unknown) over the given (training) structures."""
+    out: dict = {}
+    for s, cell in zip(structures, cells or [None] * len(structures)):
+        formula, units = formula_units(s, cell[1] if cell else None)
+        out.setdefault(formula, Counter())[units] += 1
+    return out
+
+
+def ground_state_units(structures, e_above_hull: list[float | None], cells: list) -> dict:
+    """reduced formula -> (formula units per primitive cell, energy above the hull in eV/atom,
+    space group) of its lowest-energy training crystal (the first of equals), over the crystals
+    whose energy and space group (``count_templates``' ``cells``) are known."""
+    out: dict = {}
+    for s, e, cell in zip(structures, e_above_hull, cells):
+        if e is None or not math.isfinite(e) or cell is None:
+            continue
+        formula, units = formula_units(s, cell[1])
+        if formula not in out or e < out[formula][1]:
+            out[formula] = (units, float(e), int(cell[0]))
+    return out
+
+
+def count_templates(structures, progress: bool = False, descriptions: list[str] | None = None, symprec: float = SYMPREC) -> tuple[Counter, int, dict, list]:
     """(Counter of RoleTemplates, number of structures skipped, site_elements: (group, letter) ->
-    Counter of the elements on that orbit)."""
+    Counter of the elements on that orbit, cells: each structure's (space group, atoms in its
+    primitive cell), also where its template is skipped, or None where spglib fails)."""
     from tqdm import tqdm
 
     from ..symmetry import wyckoff_orbits
 
-    counts, skipped, site_elements = Counter(), 0, {}
+    counts, skipped, site_elements, cells = Counter(), 0, {}, []
     descriptions = descriptions or [None] * len(structures)
     for s, text in tqdm(list(zip(structures, descriptions)), desc="templates", disable=not progress, mininterval=1.0):
-        found = wyckoff_orbits(s, 0.1)
+        found = wyckoff_orbits(s, symprec)
+        cells.append(_primitive_cell(s, symprec) if found is None else (found[0], len(s)))
         if found is None:
             skipped += 1
             continue
         counts[_role_template(s, *found, text)] += 1
         for el, letter in found[1]:
             site_elements.setdefault((found[0], letter), Counter())[el] += 1
-    return counts, skipped, site_elements
+    return counts, skipped, site_elements, cells
 
 
-def save_templates(path: str | Path, counts: Counter, meta: dict, element_cn: dict | None = None, site_elements: dict | None = None) -> None:
+def _primitive_cell(structure, symprec: float) -> tuple[int, int] | None:
+    """(space group, atoms in the primitive cell) by spglib for a cell whose orbits do not tile it
+    as given (a conventional or near-centred cell); None where spglib fails."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        sga = SpacegroupAnalyzer(structure, symprec=symprec)
+        return int(sga.get_space_group_number()), len(sga.find_primitive())
+    except Exception:  # spglib gives up on some cells; the group is then unknown
+        return None
+
+
+def save_templates(path: str | Path, counts: Counter, meta: dict, element_cn: dict | None = None, site_elements: dict | None = None, units: dict | None = None, ground: dict | None = None) -> None:
     from ..atomic import atomic_path
 
     rows = [{"sg": t.spacegroup, "n": t.num_atoms, "roles": t.num_roles, "sites": [list(s) for s in t.sites], "cn": [list(x) for x in t.coordination] if t.coordination else None, "count": c} for t, c in counts.most_common()]
@@ -147,7 +202,9 @@ def save_templates(path: str | Path, counts: Counter, meta: dict, element_cn: di
         with gzip.open(tmp, "wt") as fh:
             cn = {el: [[list(k), v] for k, v in c.most_common()] for el, c in (element_cn or {}).items()}
             sites = [[g, letter, dict(c.most_common())] for (g, letter), c in sorted((site_elements or {}).items())]
-            json.dump({**meta, "templates": rows, "element_coordination": cn, "site_elements": sites}, fh)
+            per_formula = {f: {str(z): k for z, k in sorted(c.items())} for f, c in sorted((units or {}).items())}
+            lowest = {f: [z, round(e, 6), g] for f, (z, e, g) in sorted((ground or {}).items())}
+            json.dump({**meta, "templates": rows, "element_coordination": cn, "site_elements": sites, "formula_units": per_formula, "formula_ground_state": lowest}, fh)
 
 
 def load_templates(dataset: str, path: str | Path | None = None) -> TemplateLibrary:
@@ -161,7 +218,9 @@ def load_templates(dataset: str, path: str | Path | None = None) -> TemplateLibr
         rows = data["templates"]
         element_cn = {el: Counter({tuple(int(x) for x in k): int(v) for k, v in pairs}) for el, pairs in data.get("element_coordination", {}).items()}
         site_elements = {(int(g), str(letter)): Counter({str(el): int(v) for el, v in c.items()}) for g, letter, c in data.get("site_elements", [])}
-        out = TemplateLibrary(element_cn=element_cn, site_elements=site_elements)
+        units = {str(f): Counter({int(z): int(k) for z, k in c.items()}) for f, c in data.get("formula_units", {}).items()}
+        ground = {str(f): (int(z), float(e), int(g)) for f, (z, e, g) in data.get("formula_ground_state", {}).items()}
+        out = TemplateLibrary(element_cn=element_cn, site_elements=site_elements, formula_units=units, formula_ground=ground)
         for r in rows:
             cn = tuple(tuple(int(x) for x in v) for v in r["cn"]) if r.get("cn") else None
             out[RoleTemplate(int(r["sg"]), int(r["n"]), int(r["roles"]), tuple((int(a), str(b)) for a, b in r["sites"]), cn)] += int(r["count"])

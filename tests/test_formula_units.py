@@ -1,0 +1,59 @@
+"""A bare formula's cell: the lowest-energy training crystal's, else the commonest of its stoichiometry."""
+from collections import Counter
+
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from tgdmat.data.templates import count_formula_units, count_templates, ground_state_units, load_templates, save_templates
+from tgdmat.formula_units import cell_for_atoms, cell_for_bare_formula, predict_cell, prompt_cell, request_cell, stoichiometry
+from tgdmat.text.prompts import parse_prompt
+
+
+def _rocksalt(z: int) -> Structure:
+    s = Structure(Lattice.cubic(4.2), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    return s.make_supercell([z, 1, 1]) or s
+
+
+def test_training_counts_record_formula_units_and_the_lowest_energy_cell_and_survive_a_file(tmp_path):
+    one, two, oxygen = _rocksalt(1), _rocksalt(2), Structure(Lattice.cubic(3.0), ["O"], [[0, 0, 0]])
+    units = count_formula_units([one, two, two, oxygen])
+    assert units == {"NaCl": Counter({2: 2, 1: 1}), "O2": Counter({1: 1})}  # one O atom is one unit, not half of O2
+    ground = ground_state_units([one, two, two, one], [0.05, 0.0, None, -1.0], [(225, 2), (123, 4), (123, 4), None])
+    assert ground == {"NaCl": (2, 0.0, 123)}  # energy and group known
+    conventional = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    _, _, _, cells = count_templates([conventional])
+    assert cells == [(225, 2)]  # 8 atoms as given, 2 in the primitive cell: NaCl's one formula unit
+    assert count_formula_units([conventional], cells) == {"NaCl": Counter({1: 1})}
+    save_templates(tmp_path / "t.json.gz", Counter(), {"dataset": "x"}, None, None, units, ground)
+    loaded = load_templates("x", tmp_path / "t.json.gz")
+    assert loaded.formula_units == units and loaded.formula_ground == ground
+
+
+def test_a_bare_formula_takes_its_lowest_energy_cell_and_group_and_an_unseen_one_its_stoichiometry():
+    seen = {"LiFePO4": Counter({1: 5, 4: 1}), "NaMnAsO4": Counter({2: 3})}
+    ground = {"LiFePO4": (4, 0.0, 62), "NaMnAsO4": (2, 0.01, 14)}
+    by_ratio = {stoichiometry("LiFePO4"): Counter({1: 5, 4: 1, 2: 3})}
+    got = cell_for_bare_formula("LiFePO4", seen, by_ratio, ground)
+    assert (got.formula, got.num_atoms, got.spacegroup) == ("Li4Fe4P4O16", 28, 62)  # the ground state, not the commonest cell
+    assert "lowest-energy" in got.note and "Pnma (62)" in got.note
+    unseen = cell_for_bare_formula("NaCoPO4", seen, by_ratio, ground)
+    assert (unseen.formula, unseen.num_atoms, unseen.spacegroup) == ("NaCoPO4", 7, None) and "1:1:1:4" in unseen.note
+    assert cell_for_bare_formula("Li4Fe4P4O16", seen, by_ratio, ground) is None  # a multiple means that cell
+    assert cell_for_bare_formula("XyZ", seen, by_ratio, ground) is None
+    too_big = {"LiFePO4": (8, 0.0, 62)}  # 56 atoms: beyond every shipped model, so the stoichiometry decides
+    assert cell_for_bare_formula("LiFePO4", seen, by_ratio, too_big).num_atoms == 7
+
+
+def test_the_cell_request_keeps_specialised_families_stated_sizes_and_symmetry():
+    assert request_cell("SrTiO3").formula == "SrTiO3" and request_cell("SrTiO3").note is None  # Perov-5's 5-atom cell
+    assert request_cell("C").note is None
+    assert request_cell("LiFePO4", atoms=14).formula == "Li2Fe2P2O8"
+    assert request_cell("TiO2", fields=parse_prompt("TiO2 in space group P4_2/mnm")).note is None  # the templates size it
+    formula, text, note = predict_cell("GaN")  # the shipped libraries: wurtzite's 4-atom P6_3mc cell, not rock salt's 2
+    assert (formula, text) == ("Ga2N2", "space group P6_3mc") and note.startswith("cell and symmetry")
+    assert predict_cell("GaN", atoms=2) == ("GaN", None, None)  # --atoms: the model's own symmetry
+    prompt, atoms, note = prompt_cell("a GaN LED")
+    assert (prompt, atoms) == ("a GaN LED in space group P6_3mc", 4)
+    assert prompt_cell("GaN with 8 atoms") == ("GaN with 8 atoms", None, None)
+    with pytest.raises(ValueError, match="whole number"):
+        cell_for_atoms("LiFePO4", 8)
