@@ -1,15 +1,14 @@
-"""How many formula units the cell of a bare formula holds: the one training saw most often.
+"""The cell a bare formula means: that of the compound's lowest-energy training crystal.
 
-A chemist who types LiFePO4 means the compound (olivine, 4 formula units, 28 atoms), not a 7-atom
-cell, and TiO2 has no rutile or anatase in 3 atoms. For a formula in lowest terms with nothing
-else fixing the cell (atoms per cell, space group, crystal system, prototype), the product takes
-the number of formula units per cell most often seen for that formula in the general models'
-training sets (the shipped Wyckoff template files of MP-20 and MPTS-52, which record them): the
-cell of its lowest-energy training crystal (least energy above the hull: the polymorph a chemist
-means by the bare formula), or, for a formula never seen, the number of formula units most often
-seen for formulas of the same stoichiometry (LiFePO4: 1:1:1:4). A multiple as
-written (Li4Fe4P4O16) or ``--atoms`` fixes the cell instead. Benchmarks give every cell's formula
-and never come here.
+A chemist who types GaN means the compound (wurtzite: 2 formula units, 4 atoms, P6_3mc), not a
+2-atom cell, which the model fills with rock salt; TiO2 has no rutile or anatase in 3 atoms. For a
+formula in lowest terms with nothing else fixing the cell (atoms per cell, space group, crystal
+system, prototype), the product takes the formula units per primitive cell and the space group of
+the formula's lowest-energy crystal (least energy above the hull) in the general models' training
+sets, which the shipped Wyckoff template files of MP-20 and MPTS-52 record; for a formula never
+seen, the number of formula units most often seen for its stoichiometry (NaCoPO4: 1:1:1:4) and the
+model's own symmetry. A multiple as written (Ga2N2) or ``--atoms`` fixes the cell instead.
+Benchmarks give every test crystal's own cell and never come here.
 """
 from __future__ import annotations
 
