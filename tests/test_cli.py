@@ -520,3 +520,10 @@ def test_summaries_give_the_conventional_cell_beside_the_written_one():
     row = describe_result(diamond)
     assert abs(row["a"] - 3.567) < 1e-3 and row["a"] == row["b"] == row["c"] and row["alpha"] == 90.0
     assert row["cell_as_written"].startswith("2.5222 2.5222 2.5222 60.000")
+
+
+def test_predict_reads_a_formula_of_one_letter_elements(tiny_checkpoint, tmp_path):
+    """'KI' or 'BN' in free text may be words; given as --formula they are formulas."""
+    out = tmp_path / "ki"
+    assert main(["predict", "--formula", "KI", "-n", "1", "--checkpoint", tiny_checkpoint, "--out", str(out), "--quiet", "--allow-out-of-scope", "--steps", "3"]) == 0
+    assert [r["formula"] for r in json.loads((out / "summary.json").read_text())["structures"]] == ["KI"]

@@ -1,11 +1,11 @@
-"""A bare formula's cell: the lowest-energy training crystal's, else the commonest of its stoichiometry."""
+"""A bare formula's cell: that of its lowest-energy training crystal, else the cell as written."""
 from collections import Counter
 
 import pytest
 from pymatgen.core import Lattice, Structure
 
 from tgdmat.data.templates import count_formula_units, count_templates, ground_state_units, load_templates, save_templates
-from tgdmat.formula_units import cell_for_atoms, cell_for_bare_formula, predict_cell, prompt_cell, request_cell, stoichiometry
+from tgdmat.formula_units import cell_for_atoms, cell_for_bare_formula, predict_cell, prompt_cell, request_cell
 from tgdmat.text.prompts import parse_prompt
 
 
@@ -29,19 +29,16 @@ def test_training_counts_record_formula_units_and_the_lowest_energy_cell_and_sur
     assert loaded.formula_units == units and loaded.formula_ground == ground
 
 
-def test_a_bare_formula_takes_its_lowest_energy_cell_and_group_and_an_unseen_one_its_stoichiometry():
-    seen = {"LiFePO4": Counter({1: 5, 4: 1}), "NaMnAsO4": Counter({2: 3})}
-    ground = {"LiFePO4": (4, 0.0, 62), "NaMnAsO4": (2, 0.01, 14)}
-    by_ratio = {stoichiometry("LiFePO4"): Counter({1: 5, 4: 1, 2: 3})}
-    got = cell_for_bare_formula("LiFePO4", seen, by_ratio, ground)
+def test_a_bare_formula_takes_its_lowest_energy_cell_and_group():
+    seen = {"LiFePO4": Counter({1: 5, 4: 1})}
+    ground = {"LiFePO4": (4, 0.0, 62)}
+    got = cell_for_bare_formula("LiFePO4", seen, ground)
     assert (got.formula, got.num_atoms, got.spacegroup) == ("Li4Fe4P4O16", 28, 62)  # the ground state, not the commonest cell
-    assert "lowest-energy" in got.note and "Pnma (62)" in got.note
-    unseen = cell_for_bare_formula("NaCoPO4", seen, by_ratio, ground)
-    assert (unseen.formula, unseen.num_atoms, unseen.spacegroup) == ("NaCoPO4", 7, None) and "1:1:1:4" in unseen.note
-    assert cell_for_bare_formula("Li4Fe4P4O16", seen, by_ratio, ground) is None  # a multiple means that cell
-    assert cell_for_bare_formula("XyZ", seen, by_ratio, ground) is None
-    too_big = {"LiFePO4": (8, 0.0, 62)}  # 56 atoms: beyond every shipped model, so the stoichiometry decides
-    assert cell_for_bare_formula("LiFePO4", seen, by_ratio, too_big).num_atoms == 7
+    assert "lowest-energy" in got.note and "Pnma (62)" in got.note and "6 crystal(s)" in got.note
+    assert cell_for_bare_formula("NaCoPO4", seen, ground) is None  # never seen: as written
+    assert cell_for_bare_formula("Li4Fe4P4O16", seen, ground) is None  # a multiple means that cell
+    assert cell_for_bare_formula("XyZ", seen, ground) is None
+    assert cell_for_bare_formula("LiFePO4", seen, {"LiFePO4": (8, 0.0, 62)}) is None  # 56 atoms: beyond every shipped model
 
 
 def test_the_cell_request_keeps_specialised_families_stated_sizes_and_symmetry():

@@ -5,10 +5,11 @@ A chemist who types GaN means the compound (wurtzite: 2 formula units, 4 atoms, 
 formula in lowest terms with nothing else fixing the cell (atoms per cell, space group, crystal
 system, prototype), the product takes the formula units per primitive cell and the space group of
 the formula's lowest-energy crystal (least energy above the hull) in the general models' training
-sets, which the shipped Wyckoff template files of MP-20 and MPTS-52 record; for a formula never
-seen, the number of formula units most often seen for its stoichiometry (NaCoPO4: 1:1:1:4) and the
-model's own symmetry. A multiple as written (Ga2N2) or ``--atoms`` fixes the cell instead.
-Benchmarks give every test crystal's own cell and never come here.
+sets, which the shipped Wyckoff template files of MP-20 and MPTS-52 record. A formula never seen
+keeps its cell as written and the model's own symmetry: the commonest cell of its stoichiometry
+was tried and matched MP-20 test crystals no more often (10.5% against 11.5% on 200 rows,
+``scripts/bare_formula_benchmark.py`` at 30648b4). A multiple as written (Ga2N2) or ``--atoms``
+fixes the cell instead. Benchmarks give every test crystal's own cell and never come here.
 """
 from __future__ import annotations
 
@@ -46,13 +47,6 @@ def amounts(formula: str) -> dict[str, int]:
     return out
 
 
-def stoichiometry(formula: str) -> tuple[int, ...]:
-    """The formula's reduced amounts, sorted: LiFePO4 and NaMnAsO4 are both (1, 1, 1, 4)."""
-    counts = amounts(formula)
-    g = math.gcd(*counts.values())
-    return tuple(sorted(n // g for n in counts.values()))
-
-
 @functools.lru_cache(maxsize=4)
 def seen_units(datasets: tuple[str, ...] = GENERAL_DATASETS) -> dict[str, Counter]:
     """reduced formula -> Counter of formula units per cell over the general libraries; their
@@ -80,33 +74,10 @@ def ground_states(datasets: tuple[str, ...] = GENERAL_DATASETS) -> dict[str, tup
     return out
 
 
-@functools.lru_cache(maxsize=4)
-def seen_by_stoichiometry(datasets: tuple[str, ...] = GENERAL_DATASETS) -> dict[tuple[int, ...], Counter]:
-    """stoichiometry -> Counter of formula units per cell over the formulas of the general libraries."""
-    out: dict[tuple[int, ...], Counter] = {}
-    for formula, units in seen_units(datasets).items():
-        try:
-            out.setdefault(stoichiometry(formula), Counter()).update(units)
-        except ValueError:
-            continue
-    return out
-
-
-def most_common_units(counts: Counter, atoms_per_unit: int, max_atoms: int = MAX_ATOMS) -> tuple[int, int] | None:
-    """(formula units, crystals with that many) most often seen within ``max_atoms``; the smaller
-    cell on a tie; None when nothing fits."""
-    fitting = [(k, z) for z, k in counts.items() if z * atoms_per_unit <= max_atoms]
-    if not fitting:
-        return None
-    k, z = max(fitting, key=lambda kz: (kz[0], -kz[1]))
-    return z, k
-
-
-def cell_for_bare_formula(formula: str, seen: dict[str, Counter] | None = None, by_stoichiometry: dict | None = None, ground: dict | None = None) -> CellChoice | None:
-    """The cell of a formula in lowest terms: its lowest-energy training crystal's cell and space
-    group, else the commonest number of formula units of its stoichiometry (the model's own
-    symmetry); None when the formula is a multiple as written (the cell is meant), does not parse,
-    or nothing was seen that fits."""
+def cell_for_bare_formula(formula: str, seen: dict[str, Counter] | None = None, ground: dict | None = None) -> CellChoice | None:
+    """The cell and space group of a formula's lowest-energy training crystal, for a formula in
+    lowest terms; None when the formula is a multiple as written (the cell is meant), does not
+    parse, was not seen, or its cell is beyond every shipped model."""
     from pymatgen.core import Composition
 
     from .text.prompts import spacegroup_symbol
@@ -122,24 +93,14 @@ def cell_for_bare_formula(formula: str, seen: dict[str, Counter] | None = None, 
     seen = seen_units() if seen is None else seen
     ground = ground_states() if ground is None else ground
     lowest = ground.get(reduced)
-    if lowest and lowest[0] * per_unit <= MAX_ATOMS:
-        z, energy, group = lowest
-        cell = f"{z} formula unit{'s' if z > 1 else ''}, {z * per_unit} atom{'s' if z * per_unit > 1 else ''}, {spacegroup_symbol(group)} ({group})"
-        note = (f"cell and symmetry: those of the lowest-energy {reduced} in the general models' training data ({cell}; "
-                f"{energy:.3f} eV/atom above the hull; {sum(seen.get(reduced, Counter()).values())} crystal(s) of {reduced} there): the model places the atoms in that group; "
-                f"--atoms keeps the model's own symmetry, a space group in the text sets another")
-        return CellChoice(_formula(counts, z), z * per_unit, group, note)
-    by_stoichiometry = seen_by_stoichiometry() if by_stoichiometry is None else by_stoichiometry
-    pattern = stoichiometry(formula)
-    found = most_common_units(by_stoichiometry.get(pattern, Counter()), per_unit)
-    if not found:
+    if not lowest or lowest[0] * per_unit > MAX_ATOMS:
         return None
-    z, k = found
-    ratio = ":".join(map(str, pattern))
-    note = (f"cell: {z} formula unit{'s' if z > 1 else ''} of {reduced} ({z * per_unit} atom{'s' if z * per_unit > 1 else ''}), "
-            f"{reduced} is not in the training data and this is the cell most often seen for its stoichiometry {ratio} ({k} of {sum(by_stoichiometry[pattern].values())} crystals); "
-            f"--atoms or a formula written as a multiple sets another")
-    return CellChoice(_formula(counts, z), z * per_unit, None, note)
+    z, energy, group = lowest
+    cell = f"{z} formula unit{'s' if z > 1 else ''}, {z * per_unit} atom{'s' if z * per_unit > 1 else ''}, {spacegroup_symbol(group)} ({group})"
+    note = (f"cell and symmetry: those of the lowest-energy {reduced} in the general models' training data ({cell}; "
+            f"{energy:.3f} eV/atom above the hull; {sum(seen.get(reduced, Counter()).values())} crystal(s) of {reduced} there): the model places the atoms in that group; "
+            f"--atoms keeps the model's own symmetry, a space group in the text sets another")
+    return CellChoice(_formula(counts, z), z * per_unit, group, note)
 
 
 def _formula(unit: dict[str, int], z: int) -> str:
@@ -162,7 +123,7 @@ def request_cell(formula: str, atoms: int | None = None, fields=None) -> CellCho
     """The cell to sample for ``predict``/``generate``: ``atoms`` (or the text's stated count) fixes
     it; a Perov-5-like ABX3 or pure carbon stays as written (their specialised models know their
     cells); a space group, crystal system or prototype leaves the size to the templates; else a
-    bare formula takes ``cell_for_bare_formula``."""
+    bare formula seen in training takes ``cell_for_bare_formula``, and any other stays as written."""
     from .pretrained import composition_family
 
     as_written = CellChoice(formula, sum(amounts(formula).values()) if _parses(formula) else 0)
@@ -176,10 +137,7 @@ def request_cell(formula: str, atoms: int | None = None, fields=None) -> CellCho
             return as_written
     except (ValueError, KeyError, TypeError, AttributeError):
         return as_written  # a bad formula is reported by the sampler itself
-    choice = cell_for_bare_formula(formula)
-    if choice is None or (choice.num_atoms == as_written.num_atoms and choice.spacegroup is None):
-        return as_written  # the cell as written is the one training saw most: nothing to say
-    return choice
+    return cell_for_bare_formula(formula) or as_written
 
 
 def _parses(formula: str) -> bool:

@@ -5,6 +5,7 @@ Shipped checkpoints live in ``tgdmat/checkpoints/<name>.safetensors`` with a mod
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +42,28 @@ def composition_family(formula: str) -> str:
         return "carbon"
     anions = {e: n for e, n in counts.items() if e in PEROVSKITE_ANION_ELEMENTS}
     cations = {e: n for e, n in counts.items() if e not in anions}
-    if sum(counts.values()) == 5 and anions in PEROVSKITE_ANIONS and sorted(cations.values()) in ([1, 1], [2]):
+    if sum(counts.values()) == 5 and anions in PEROVSKITE_ANIONS and sorted(cations.values()) in ([1, 1], [2]) and set(counts) <= perovskite_elements():
         return "perovskite"
-    return "general"
+    return "general"  # CaCO3, NaNO3: ABX3 formulas of elements Perov-5 never had
+
+
+@functools.lru_cache(maxsize=1)
+def perovskite_elements() -> frozenset[str]:
+    """Elements of the Perov-5 predict model's training data (read from its metadata; every
+    element where that model is not shipped)."""
+    from safetensors import safe_open
+
+    path = CHECKPOINT_DIR / f"{DEFAULT_PREDICT_MODEL}.safetensors"
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            elements = ModelInfo.from_json((fh.metadata() or {}).get("info", "{}")).elements
+    except Exception:  # not shipped or unreadable: the formula alone decides, as before
+        elements = []
+    if not elements:
+        from pymatgen.core.periodic_table import Element
+
+        return frozenset(e.symbol for e in Element)
+    return frozenset(elements)
 
 
 CARBON_ATOMS = (6, 24)  # Carbon-24's cells; other carbon cells (diamond's 2-atom primitive cell) go to the general model

@@ -6,6 +6,7 @@ pymatgen Structures; ``tgdmat.output`` writes them (CIFs, one extxyz, a JSON/CSV
 """
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field, replace
 
@@ -317,6 +318,8 @@ class Sampler:
 
         options = (options or self.options).with_values(**option_values)
         comp_fields = parse_prompt(formula)
+        if not comp_fields.formula and re.fullmatch(r"(?:[A-Z][a-z]?\d*)+", formula.strip()):  # "BN", "KI": words in free text, formulas here
+            comp_fields = parse_prompt(f"The chemical formula is {formula.strip()}")
         if not comp_fields.formula:
             raise PromptError(f"'{formula}' is not a chemical formula (e.g. SrTiO3)")
         comp = Composition(formula)
