@@ -89,7 +89,7 @@ def main() -> int:
     from tgdmat.data import load_split
     from tgdmat.data.templates import formula_units
     from tgdmat.evaluate import eval_subset
-    from tgdmat.formula_units import _formula, amounts, cell_for_bare_formula, ground_states, seen_units, with_spacegroup
+    from tgdmat.formula_units import _formula, amounts, cell_for_bare_formula, ground_state, with_spacegroup
     from tgdmat.metrics import match_rate_rmse
     from tgdmat.pretrained import GENERAL_MAX_ATOMS
     from tgdmat.sample import Sampler
@@ -98,7 +98,6 @@ def main() -> int:
     sampler = Sampler.load(args.checkpoint)
     dataset = sampler.cfg.data.dataset
     library = (dataset,)
-    seen, ground = seen_units(library), ground_states(library)
     table = eval_subset(load_split(dataset, args.split, sampler.cfg.data.data_root), args.limit)
     targets = table.structures()
     arms: dict[str, list] = {"as_written": [], "chosen": []}
@@ -108,10 +107,10 @@ def main() -> int:
         counts = amounts(target.composition.formula.replace(" ", ""))
         g = math.gcd(*counts.values())
         bare = _formula({el: n // g for el, n in counts.items()}, 1)
-        choice = cell_for_bare_formula(bare, seen, ground)
+        choice = cell_for_bare_formula(bare, library)
         _, units = formula_units(target)
         group = SpacegroupAnalyzer(target, symprec=0.1).get_space_group_number()
-        stats["formula_seen"] += target.composition.reduced_formula in ground
+        stats["formula_seen"] += ground_state(target.composition.reduced_formula, library) is not None
         if choice is not None and choice.num_atoms > GENERAL_MAX_ATOMS:
             stats["beyond_model"] += 1
             choice = None
@@ -135,7 +134,7 @@ def main() -> int:
            "seconds": round(time.time() - t0, 1), "command": "python " + " ".join(sys.argv)}
     for arm, preds in arms.items():
         out[arm] = match_rate_rmse(preds, targets, workers=1, progress=False)
-    seen_rows = [i for i, t in enumerate(targets) if t.composition.reduced_formula in ground]
+    seen_rows = [i for i, t in enumerate(targets) if ground_state(t.composition.reduced_formula, library) is not None]
     for arm, preds in arms.items():  # where the two answers differ: the rows whose formula training has
         out[f"{arm}_seen_rows"] = match_rate_rmse([preds[i] for i in seen_rows], [targets[i] for i in seen_rows], workers=1, progress=False)
     print(json.dumps(out, indent=1))

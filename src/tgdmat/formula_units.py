@@ -48,36 +48,33 @@ def amounts(formula: str) -> dict[str, int]:
 
 
 @functools.lru_cache(maxsize=4)
-def seen_units(datasets: tuple[str, ...] = GENERAL_DATASETS) -> dict[str, Counter]:
-    """reduced formula -> Counter of formula units per cell over the general libraries; their
-    training sets share many crystals (MPTS-52's holds every MP-20 row here), so each count is the
-    larger of the two, not their sum."""
-    from .data.templates import load_templates
+def _tables(datasets: tuple[str, ...]) -> tuple[tuple[dict, dict], ...]:
+    from .data.templates import load_formula_tables
 
-    out: dict[str, Counter] = {}
-    for name in datasets:
-        for formula, units in load_templates(name).formula_units.items():
-            out.setdefault(formula, Counter()).__ior__(units)
+    return tuple(load_formula_tables(name) for name in datasets)
+
+
+def seen_units(formula: str, datasets: tuple[str, ...] = GENERAL_DATASETS) -> Counter:
+    """Formula units per cell -> training crystals of this reduced formula in the general
+    libraries; their training sets share many crystals (MPTS-52's holds every MP-20 row here), so
+    each count is the larger of the libraries', not their sum."""
+    out: Counter = Counter()
+    for units, _ in _tables(datasets):
+        out |= Counter({int(z): int(k) for z, k in units.get(formula, {}).items()})
     return out
 
 
-@functools.lru_cache(maxsize=4)
-def ground_states(datasets: tuple[str, ...] = GENERAL_DATASETS) -> dict[str, tuple[int, float, int]]:
-    """reduced formula -> (formula units, eV/atom above the hull, space group) of its lowest-energy crystal over the general libraries."""
-    from .data.templates import load_templates
-
-    out: dict[str, tuple[int, float, int]] = {}
-    for name in datasets:
-        for formula, lowest in load_templates(name).formula_ground.items():
-            if formula not in out or lowest[1] < out[formula][1]:
-                out[formula] = lowest
-    return out
+def ground_state(formula: str, datasets: tuple[str, ...] = GENERAL_DATASETS) -> tuple[int, float, int] | None:
+    """(formula units, eV/atom above the hull, space group) of the reduced formula's lowest-energy
+    crystal over the general libraries; None where none holds it."""
+    found = [(int(ground[formula][0]), float(ground[formula][1]), int(ground[formula][2])) for _, ground in _tables(datasets) if formula in ground]
+    return min(found, key=lambda x: x[1]) if found else None
 
 
-def cell_for_bare_formula(formula: str, seen: dict[str, Counter] | None = None, ground: dict | None = None) -> CellChoice | None:
-    """The cell and space group of a formula's lowest-energy training crystal, for a formula in
-    lowest terms; None when the formula is a multiple as written (the cell is meant), does not
-    parse, was not seen, or its cell is beyond every shipped model."""
+def cell_for_bare_formula(formula: str, datasets: tuple[str, ...] = GENERAL_DATASETS) -> CellChoice | None:
+    """The cell and space group of a formula's lowest-energy training crystal in ``datasets``'
+    libraries, for a formula in lowest terms; None when the formula is a multiple as written (the
+    cell is meant), does not parse, was not seen, or its cell is beyond every shipped model."""
     from pymatgen.core import Composition
 
     from .text.prompts import spacegroup_symbol
@@ -90,15 +87,13 @@ def cell_for_bare_formula(formula: str, seen: dict[str, Counter] | None = None, 
         return None
     per_unit = sum(counts.values())
     reduced = Composition(formula).reduced_formula
-    seen = seen_units() if seen is None else seen
-    ground = ground_states() if ground is None else ground
-    lowest = ground.get(reduced)
+    lowest = ground_state(reduced, datasets)
     if not lowest or lowest[0] * per_unit > MAX_ATOMS:
         return None
     z, energy, group = lowest
     cell = f"{z} formula unit{'s' if z > 1 else ''}, {z * per_unit} atom{'s' if z * per_unit > 1 else ''}, {spacegroup_symbol(group)} ({group})"
     note = (f"cell and symmetry: those of the lowest-energy {reduced} in the general models' training data ({cell}; "
-            f"{energy:.3f} eV/atom above the hull; {sum(seen.get(reduced, Counter()).values())} crystal(s) of {reduced} there): the model places the atoms in that group; "
+            f"{energy:.3f} eV/atom above the hull; {sum(seen_units(reduced, datasets).values())} crystal(s) of {reduced} there): the model places the atoms in that group; "
             f"--atoms keeps the model's own symmetry, a space group in the text sets another")
     return CellChoice(_formula(counts, z), z * per_unit, group, note)
 

@@ -207,6 +207,22 @@ def save_templates(path: str | Path, counts: Counter, meta: dict, element_cn: di
             json.dump({**meta, "templates": rows, "element_coordination": cn, "site_elements": sites, "formula_units": per_formula, "formula_ground_state": lowest}, fh)
 
 
+def load_formula_tables(dataset: str, path: str | Path | None = None) -> tuple[dict, dict]:
+    """(reduced formula -> {formula units: crystals}, reduced formula -> (formula units, eV/atom
+    above the hull, space group) of its lowest-energy crystal) of a template file, as stored: what
+    a bare formula's cell needs before any model loads, without building the templates; empty
+    where there is no file."""
+    path = Path(path) if path else TEMPLATE_DIR / f"{dataset}.json.gz"
+    if not path.exists():
+        return {}, {}
+    try:
+        with gzip.open(path, "rt") as fh:
+            data = json.load(fh)
+        return data.get("formula_units", {}), data.get("formula_ground_state", {})
+    except Exception as exc:
+        raise ValueError(f"{path}: unreadable template file ({type(exc).__name__})") from None
+
+
 def load_templates(dataset: str, path: str | Path | None = None) -> TemplateLibrary:
     """The shipped (or given) template counts of a dataset; empty when there are none."""
     path = Path(path) if path else TEMPLATE_DIR / f"{dataset}.json.gz"
@@ -215,13 +231,12 @@ def load_templates(dataset: str, path: str | Path | None = None) -> TemplateLibr
     try:
         with gzip.open(path, "rt") as fh:
             data = json.load(fh)
-        rows = data["templates"]
-        element_cn = {el: Counter({tuple(int(x) for x in k): int(v) for k, v in pairs}) for el, pairs in data.get("element_coordination", {}).items()}
-        site_elements = {(int(g), str(letter)): Counter({str(el): int(v) for el, v in c.items()}) for g, letter, c in data.get("site_elements", [])}
         units = {str(f): Counter({int(z): int(k) for z, k in c.items()}) for f, c in data.get("formula_units", {}).items()}
         ground = {str(f): (int(z), float(e), int(g)) for f, (z, e, g) in data.get("formula_ground_state", {}).items()}
+        element_cn = {el: Counter({tuple(int(x) for x in k): int(v) for k, v in pairs}) for el, pairs in data.get("element_coordination", {}).items()}
+        site_elements = {(int(g), str(letter)): Counter({str(el): int(v) for el, v in c.items()}) for g, letter, c in data.get("site_elements", [])}
         out = TemplateLibrary(element_cn=element_cn, site_elements=site_elements, formula_units=units, formula_ground=ground)
-        for r in rows:
+        for r in data["templates"]:
             cn = tuple(tuple(int(x) for x in v) for v in r["cn"]) if r.get("cn") else None
             out[RoleTemplate(int(r["sg"]), int(r["n"]), int(r["roles"]), tuple((int(a), str(b)) for a, b in r["sites"]), cn)] += int(r["count"])
         return out
