@@ -4,7 +4,7 @@ from collections import Counter
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from tgdmat.data.templates import count_formula_units, count_templates, ground_state_units, load_templates, save_templates
+from tgdmat.data.templates import count_formula_units, count_templates, ground_state_units, load_formula_tables, load_templates, save_templates
 from tgdmat.formula_units import cell_for_atoms, cell_for_bare_formula, predict_cell, prompt_cell, request_cell
 from tgdmat.text.prompts import parse_prompt
 
@@ -25,8 +25,9 @@ def test_training_counts_record_formula_units_and_the_lowest_energy_cell_and_sur
     assert cells == [(225, 2)]  # 8 atoms as given, 2 in the primitive cell: NaCl's one formula unit
     assert count_formula_units([conventional], cells) == {"NaCl": Counter({1: 1})}
     save_templates(tmp_path / "t.json.gz", Counter(), {"dataset": "x"}, None, None, units, ground)
-    loaded = load_templates("x", tmp_path / "t.json.gz")
-    assert loaded.formula_units == units and loaded.formula_ground == ground
+    loaded_units, loaded_ground = load_formula_tables("x", tmp_path / "t.json.gz")
+    assert loaded_units == {"NaCl": {"1": 1, "2": 2}, "O2": {"1": 1}} and loaded_ground == {"NaCl": [2, 0.0, 123]}
+    assert len(load_templates("x", tmp_path / "t.json.gz")) == 0  # no templates were saved: the tables stand apart
 
 
 def test_a_bare_formula_takes_its_lowest_energy_cell_and_group(monkeypatch):

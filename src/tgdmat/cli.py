@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=commands.cmd_generate)
 
     r = _command(sub, "predict", help="crystal structure prediction for a composition")
-    r.add_argument("--formula", required=True, help="composition, e.g. LiFePO4: in lowest terms, general chemistry takes the cell most often seen for it in training (LiFePO4: 28 atoms) and a Perov-5-like ABX3 or carbon the cell as written (SrTiO3: 5 atoms, C8: 8); a multiple such as Sr2Ti2O6 asks for that cell")
+    r.add_argument("--formula", required=True, help="composition, e.g. GaN: in lowest terms and held by the general models' training data, the cell and space group of its lowest-energy crystal there (GaN: 4 atoms, P6_3mc); otherwise, and for a Perov-5-like ABX3 or carbon, the cell as written (SrTiO3: 5 atoms, C8: 8); a multiple such as Ga2N2 asks for that cell")
     r.add_argument("--atoms", type=int, help="atoms per cell, a whole number of formula units (default: see --formula)")
     r.add_argument("--text", help="optional description to guide the prediction")
     _sampling_args(r, f"{pretrained.DEFAULT_PREDICT_MODEL}; {pretrained.CARBON_PREDICT_MODEL} for a carbon-only formula")

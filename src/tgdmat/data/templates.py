@@ -60,15 +60,11 @@ class TemplateLibrary(Counter):
 
     element_cn: dict
     site_elements: dict
-    formula_units: dict
-    formula_ground: dict
 
-    def __init__(self, *args, element_cn: dict | None = None, site_elements: dict | None = None, formula_units: dict | None = None, formula_ground: dict | None = None, **kwargs):
+    def __init__(self, *args, element_cn: dict | None = None, site_elements: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.element_cn = element_cn or {}
         self.site_elements = site_elements or {}
-        self.formula_units = formula_units or {}  # reduced formula -> Counter of formula units per cell
-        self.formula_ground = formula_ground or {}  # reduced formula -> (formula units, eV/atom above the hull, space group) of its lowest-energy crystal
 
     def site_affinity(self, spacegroup: int, sites, smoothing: float = 1.0) -> float:
         """Geometric mean over a typed template's orbits of (training crystals with that element on
@@ -203,15 +199,15 @@ def save_templates(path: str | Path, counts: Counter, meta: dict, element_cn: di
             cn = {el: [[list(k), v] for k, v in c.most_common()] for el, c in (element_cn or {}).items()}
             sites = [[g, letter, dict(c.most_common())] for (g, letter), c in sorted((site_elements or {}).items())]
             per_formula = {f: {str(z): k for z, k in sorted(c.items())} for f, c in sorted((units or {}).items())}
-            lowest = {f: [z, round(e, 6), g] for f, (z, e, g) in sorted((ground or {}).items())}
+            lowest = {f: [z, round(e, 3), g] for f, (z, e, g) in sorted((ground or {}).items())}  # meV/atom is plenty
             json.dump({**meta, "templates": rows, "element_coordination": cn, "site_elements": sites, "formula_units": per_formula, "formula_ground_state": lowest}, fh)
 
 
 def load_formula_tables(dataset: str, path: str | Path | None = None) -> tuple[dict, dict]:
     """(reduced formula -> {formula units: crystals}, reduced formula -> (formula units, eV/atom
     above the hull, space group) of its lowest-energy crystal) of a template file, as stored: what
-    a bare formula's cell needs before any model loads, without building the templates; empty
-    where there is no file."""
+    a bare formula's cell needs before any model loads (``formula_units``), without building the
+    templates; empty where there is no file."""
     path = Path(path) if path else TEMPLATE_DIR / f"{dataset}.json.gz"
     if not path.exists():
         return {}, {}
@@ -231,11 +227,9 @@ def load_templates(dataset: str, path: str | Path | None = None) -> TemplateLibr
     try:
         with gzip.open(path, "rt") as fh:
             data = json.load(fh)
-        units = {str(f): Counter({int(z): int(k) for z, k in c.items()}) for f, c in data.get("formula_units", {}).items()}
-        ground = {str(f): (int(z), float(e), int(g)) for f, (z, e, g) in data.get("formula_ground_state", {}).items()}
         element_cn = {el: Counter({tuple(int(x) for x in k): int(v) for k, v in pairs}) for el, pairs in data.get("element_coordination", {}).items()}
         site_elements = {(int(g), str(letter)): Counter({str(el): int(v) for el, v in c.items()}) for g, letter, c in data.get("site_elements", [])}
-        out = TemplateLibrary(element_cn=element_cn, site_elements=site_elements, formula_units=units, formula_ground=ground)
+        out = TemplateLibrary(element_cn=element_cn, site_elements=site_elements)
         for r in data["templates"]:
             cn = tuple(tuple(int(x) for x in v) for v in r["cn"]) if r.get("cn") else None
             out[RoleTemplate(int(r["sg"]), int(r["n"]), int(r["roles"]), tuple((int(a), str(b)) for a, b in r["sites"]), cn)] += int(r["count"])
