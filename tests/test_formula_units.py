@@ -50,7 +50,7 @@ def test_the_cell_request_keeps_specialised_families_stated_sizes_and_symmetry()
     assert request_cell("SrTiO3").formula == "SrTiO3" and request_cell("SrTiO3").note is None  # Perov-5's 5-atom cell
     assert request_cell("C").note is None
     assert request_cell("LiFePO4", atoms=14).formula == "Li2Fe2P2O8"
-    assert request_cell("TiO2", fields=parse_prompt("TiO2 in space group P4_2/mnm")).note is None  # the templates size it
+    assert request_cell("UO2", fields=parse_prompt("rutile UO2")).note is None  # a prototype sets its own cell
     formula, text, note = predict_cell("GaN")  # the shipped libraries: wurtzite's 4-atom P6_3mc cell, not rock salt's 2
     assert (formula, text) == ("Ga2N2", "space group P6_3mc") and note.startswith("cell and symmetry")
     assert predict_cell("GaN", atoms=2) == ("GaN", None, None)  # --atoms: the model's own symmetry
@@ -59,3 +59,14 @@ def test_the_cell_request_keeps_specialised_families_stated_sizes_and_symmetry()
     assert prompt_cell("GaN with 8 atoms") == ("GaN with 8 atoms", None, None)
     with pytest.raises(ValueError, match="whole number"):
         cell_for_atoms("LiFePO4", 8)
+
+
+def test_a_stated_symmetry_sizes_the_cell_from_training():
+    """LiFePO4 in Pnma has no 7-atom cell: olivine's 28 atoms (MPTS-52's model); TiO2 in P4_2/mnm rutile's 6."""
+    formula, text, note = predict_cell("LiFePO4", text="orthorhombic, space group Pnma")
+    assert (formula, text) == ("Li4Fe4P4O16", "orthorhombic, space group Pnma") and "28 atoms" in note
+    assert predict_cell("TiO2", text="space group P4_2/mnm")[0] == "Ti2O4"
+    assert predict_cell("NaCl", text="space group Fm-3m") == ("NaCl", "space group Fm-3m", None)  # as written already
+    prompt, atoms, _ = prompt_cell("LiFePO4 in space group Pnma")
+    assert atoms == 28  # beyond MP-20's 20 atoms: generate must know it to choose the model
+    assert prompt_cell("TiO2 in space group P4_2/mnm") == ("TiO2 in space group P4_2/mnm", None, None)  # the planner sizes it

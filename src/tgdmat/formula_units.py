@@ -117,22 +117,56 @@ def cell_for_atoms(formula: str, num_atoms: int) -> str:
 def request_cell(formula: str, atoms: int | None = None, fields=None) -> CellChoice:
     """The cell to sample for ``predict``/``generate``: ``atoms`` (or the text's stated count) fixes
     it; a Perov-5-like ABX3 or pure carbon stays as written (their specialised models know their
-    cells); a space group, crystal system or prototype leaves the size to the templates; else a
-    bare formula seen in training takes ``cell_for_bare_formula``, and any other stays as written."""
+    cells); a prototype sets its own cell; a stated space group or crystal system takes
+    ``cell_for_symmetry``; else a bare formula seen in training takes ``cell_for_bare_formula``,
+    and any other stays as written."""
     from .pretrained import composition_family
 
     as_written = CellChoice(formula, sum(amounts(formula).values()) if _parses(formula) else 0)
     atoms = atoms or (fields.num_atoms if fields is not None else None)
     if atoms:
         return CellChoice(cell_for_atoms(formula, atoms), atoms)
-    if fields is not None and (fields.spacegroup_number or fields.crystal_system or fields.prototype):
-        return as_written
+    if fields is not None and fields.prototype:
+        return as_written  # the prototype's cell
     try:
         if composition_family(formula) != "general":
             return as_written
     except (ValueError, KeyError, TypeError, AttributeError):
         return as_written  # a bad formula is reported by the sampler itself
+    if fields is not None and (fields.spacegroup_number or fields.crystal_system):
+        return cell_for_symmetry(formula, fields) or as_written
     return cell_for_bare_formula(formula) or as_written
+
+
+def cell_for_symmetry(formula: str, fields) -> CellChoice | None:
+    """For a formula in lowest terms with a stated space group or crystal system: the cell size
+    training crystals of this stoichiometry and symmetry had most often, over both general
+    libraries (MP-20's up to 20 atoms, MPTS-52's above; ``conditioning._size_prior``), the smaller
+    on a tie: LiFePO4 in Pnma has no 7-atom cell. None when the formula is a multiple as written,
+    the cell as written is the choice, or no template of the symmetry holds it."""
+    from .conditioning import _size_prior, spacegroup_pool
+    from .data.templates import load_templates
+    from .pretrained import GENERAL_MAX_ATOMS
+    from .text.prompts import PromptError
+
+    counts = amounts(formula)
+    if math.gcd(*counts.values()) != 1:
+        return None
+    per_unit, pool, weights = sum(counts.values()), spacegroup_pool(fields), {}
+    for name, sizes in (("mp_20", range(1, GENERAL_MAX_ATOMS + 1)), ("mpts_52", range(GENERAL_MAX_ATOMS + 1, MAX_ATOMS + 1))):
+        try:
+            weights.update(_size_prior(formula, pool, load_templates(name), {n: 1 for n in sizes}, None, {}))
+        except PromptError:
+            continue
+    if not weights:
+        return None
+    size = max(sorted(weights), key=weights.__getitem__)
+    if size == per_unit:
+        return None
+    z = size // per_unit
+    note = (f"cell: {z} formula units of {formula} ({size} atoms), the size training crystals of this stoichiometry in the stated symmetry have most often "
+            f"({formula} as written has {per_unit}); --atoms sets another")
+    return CellChoice(_formula(counts, z), size, None, note)
 
 
 def _parses(formula: str) -> bool:
@@ -170,7 +204,15 @@ def prompt_cell(prompt: str) -> tuple[str, int | None, str | None]:
     choice = request_cell(fields.formula, None, fields)
     if not choice.note:
         return prompt, None, None
+    if (fields.spacegroup_number or fields.crystal_system) and choice.num_atoms <= _general_max_atoms():
+        return prompt, None, None  # generate's planner draws each crystal's size for the symmetry itself; only a larger cell changes the model
     return with_spacegroup(prompt, choice.spacegroup), choice.num_atoms, choice.note
+
+
+def _general_max_atoms() -> int:
+    from .pretrained import GENERAL_MAX_ATOMS
+
+    return GENERAL_MAX_ATOMS
 
 
 def with_spacegroup(text: str | None, group: int | None) -> str | None:
