@@ -89,7 +89,7 @@ def main() -> int:
     from tgdmat.data import load_split
     from tgdmat.data.templates import formula_units
     from tgdmat.evaluate import eval_subset
-    from tgdmat.formula_units import _formula, amounts, cell_for_bare_formula, ground_state, with_spacegroup
+    from tgdmat.formula_units import cell_formula, amounts, cell_for_bare_formula, ground_state, with_spacegroup
     from tgdmat.metrics import match_rate_rmse
     from tgdmat.pretrained import GENERAL_MAX_ATOMS
     from tgdmat.sample import Sampler
@@ -106,7 +106,7 @@ def main() -> int:
     for i, target in enumerate(targets):
         counts = amounts(target.composition.formula.replace(" ", ""))
         g = math.gcd(*counts.values())
-        bare = _formula({el: n // g for el, n in counts.items()}, 1)
+        bare = cell_formula({el: n // g for el, n in counts.items()}, 1)
         choice = cell_for_bare_formula(bare, library)
         _, units = formula_units(target)
         group = SpacegroupAnalyzer(target, symprec=0.1).get_space_group_number()

@@ -527,3 +527,9 @@ def test_predict_reads_a_formula_of_one_letter_elements(tiny_checkpoint, tmp_pat
     out = tmp_path / "ki"
     assert main(["predict", "--formula", "KI", "-n", "1", "--checkpoint", tiny_checkpoint, "--out", str(out), "--quiet", "--allow-out-of-scope", "--steps", "3"]) == 0
     assert [r["formula"] for r in json.loads((out / "summary.json").read_text())["structures"]] == ["KI"]
+
+
+def test_evaluate_refuses_min_atoms_for_generation(tiny_checkpoint, capsys):
+    assert main(["evaluate", "--task", "gen", "--checkpoint", tiny_checkpoint, "--min-atoms", "21", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--min-atoms selects CSP" in err[0]

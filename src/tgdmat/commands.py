@@ -268,6 +268,10 @@ def cmd_predict(args) -> int:
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_csp, evaluate_gen, markdown_table, write_json
 
+    if args.min_atoms and args.task != "csp":
+        raise ValueError("--min-atoms selects CSP test crystals; --task gen samples from prompts")
+    if args.min_atoms < 0:
+        raise ValueError(f"--min-atoms must be at least 0, not {args.min_atoms}")
     options = sampling_options(args)
     sampler = _load_sampler(args, options)
     common = dict(workers=args.workers, data_root=args.data_root, progress=not args.quiet, prompt=args.prompt)

@@ -95,10 +95,10 @@ def cell_for_bare_formula(formula: str, datasets: tuple[str, ...] = GENERAL_DATA
     note = (f"cell and symmetry: those of the lowest-energy {reduced} in the general models' training data ({cell}; "
             f"{energy:.3f} eV/atom above the hull; {sum(seen_units(reduced, datasets).values())} crystal(s) of {reduced} there): the model places the atoms in that group; "
             f"--atoms keeps the model's own symmetry, a space group in the text sets another")
-    return CellChoice(_formula(counts, z), z * per_unit, group, note)
+    return CellChoice(cell_formula(counts, z), z * per_unit, group, note)
 
 
-def _formula(unit: dict[str, int], z: int) -> str:
+def cell_formula(unit: dict[str, int], z: int) -> str:
     """Li4Fe4P4O16 from {Li: 1, Fe: 1, P: 1, O: 4} and 4 (ones left out: GaAs)."""
     return "".join(f"{el}{n * z if n * z > 1 else ''}" for el, n in unit.items())
 
@@ -111,7 +111,7 @@ def cell_for_atoms(formula: str, num_atoms: int) -> str:
     per_unit = sum(unit.values())
     if num_atoms < 1 or num_atoms % per_unit:
         raise ValueError(f"--atoms {num_atoms} is not a whole number of {formula} units ({per_unit} atoms each)")
-    return _formula(unit, num_atoms // per_unit)
+    return cell_formula(unit, num_atoms // per_unit)
 
 
 def request_cell(formula: str, atoms: int | None = None, fields=None) -> CellChoice:
@@ -166,7 +166,7 @@ def cell_for_symmetry(formula: str, fields) -> CellChoice | None:
     z = size // per_unit
     note = (f"cell: {z} formula units of {formula} ({size} atoms), the size training crystals of this stoichiometry in the stated symmetry have most often "
             f"({formula} as written has {per_unit}); --atoms sets another")
-    return CellChoice(_formula(counts, z), size, None, note)
+    return CellChoice(cell_formula(counts, z), size, None, note)
 
 
 def _parses(formula: str) -> bool:
