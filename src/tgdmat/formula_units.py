@@ -67,8 +67,11 @@ def seen_units(formula: str, datasets: tuple[str, ...] = GENERAL_DATASETS) -> Co
 def ground_state(formula: str, datasets: tuple[str, ...] = GENERAL_DATASETS) -> tuple[int, float, int] | None:
     """(formula units, eV/atom above the hull, space group) of the reduced formula's lowest-energy
     crystal over the general libraries; None where none holds it."""
-    found = [(int(ground[formula][0]), float(ground[formula][1]), int(ground[formula][2])) for _, ground in _tables(datasets) if formula in ground]
-    return min(found, key=lambda x: x[1]) if found else None
+    found = [ground[formula] for _, ground in _tables(datasets) if formula in ground]
+    if not found:
+        return None
+    z, energy, group = min(found, key=lambda row: row[1])
+    return int(z), float(energy), int(group)
 
 
 def cell_for_bare_formula(formula: str, datasets: tuple[str, ...] = GENERAL_DATASETS) -> CellChoice | None:
@@ -122,17 +125,17 @@ def request_cell(formula: str, atoms: int | None = None, fields=None) -> CellCho
     and any other stays as written."""
     from .pretrained import composition_family
 
-    as_written = CellChoice(formula, sum(amounts(formula).values()) if _parses(formula) else 0)
     atoms = atoms or (fields.num_atoms if fields is not None else None)
     if atoms:
         return CellChoice(cell_for_atoms(formula, atoms), atoms)
+    try:
+        as_written = CellChoice(formula, sum(amounts(formula).values()))
+    except ValueError:
+        return CellChoice(formula, 0)  # a bad formula is reported by the sampler itself
     if fields is not None and fields.prototype:
         return as_written  # the prototype's cell
-    try:
-        if composition_family(formula) != "general":
-            return as_written
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return as_written  # a bad formula is reported by the sampler itself
+    if composition_family(formula) != "general":
+        return as_written
     if fields is not None and (fields.spacegroup_number or fields.crystal_system):
         return cell_for_symmetry(formula, fields) or as_written
     return cell_for_bare_formula(formula) or as_written
@@ -169,14 +172,6 @@ def cell_for_symmetry(formula: str, fields) -> CellChoice | None:
     return CellChoice(cell_formula(counts, z), size, None, note)
 
 
-def _parses(formula: str) -> bool:
-    try:
-        amounts(formula)
-        return True
-    except ValueError:
-        return False
-
-
 def _fields(text: str | None):
     from .text.prompts import PromptError, parse_prompt
 
@@ -204,15 +199,11 @@ def prompt_cell(prompt: str) -> tuple[str, int | None, str | None]:
     choice = request_cell(fields.formula, None, fields)
     if not choice.note:
         return prompt, None, None
-    if (fields.spacegroup_number or fields.crystal_system) and choice.num_atoms <= _general_max_atoms():
-        return prompt, None, None  # generate's planner draws each crystal's size for the symmetry itself; only a larger cell changes the model
-    return with_spacegroup(prompt, choice.spacegroup), choice.num_atoms, choice.note
-
-
-def _general_max_atoms() -> int:
     from .pretrained import GENERAL_MAX_ATOMS
 
-    return GENERAL_MAX_ATOMS
+    if (fields.spacegroup_number or fields.crystal_system) and choice.num_atoms <= GENERAL_MAX_ATOMS:
+        return prompt, None, None  # generate's planner draws each crystal's size for the symmetry itself; only a larger cell changes the model
+    return with_spacegroup(prompt, choice.spacegroup), choice.num_atoms, choice.note
 
 
 def with_spacegroup(text: str | None, group: int | None) -> str | None:

@@ -203,30 +203,33 @@ def save_templates(path: str | Path, counts: Counter, meta: dict, element_cn: di
             json.dump({**meta, "templates": rows, "element_coordination": cn, "site_elements": sites, "formula_units": per_formula, "formula_ground_state": lowest}, fh)
 
 
+def _read_template_file(dataset: str, path: str | Path | None) -> dict | None:
+    """The stored JSON of a dataset's (or the given) template file; None where there is none."""
+    path = Path(path) if path else TEMPLATE_DIR / f"{dataset}.json.gz"
+    if not path.exists():
+        return None
+    try:
+        with gzip.open(path, "rt") as fh:
+            return json.load(fh)
+    except Exception as exc:
+        raise ValueError(f"{path}: unreadable template file ({type(exc).__name__})") from None
+
+
 def load_formula_tables(dataset: str, path: str | Path | None = None) -> tuple[dict, dict]:
     """(reduced formula -> {formula units: crystals}, reduced formula -> (formula units, eV/atom
     above the hull, space group) of its lowest-energy crystal) of a template file, as stored: what
     a bare formula's cell needs before any model loads (``formula_units``), without building the
     templates; empty where there is no file."""
-    path = Path(path) if path else TEMPLATE_DIR / f"{dataset}.json.gz"
-    if not path.exists():
-        return {}, {}
-    try:
-        with gzip.open(path, "rt") as fh:
-            data = json.load(fh)
-        return data.get("formula_units", {}), data.get("formula_ground_state", {})
-    except Exception as exc:
-        raise ValueError(f"{path}: unreadable template file ({type(exc).__name__})") from None
+    data = _read_template_file(dataset, path) or {}
+    return data.get("formula_units", {}), data.get("formula_ground_state", {})
 
 
 def load_templates(dataset: str, path: str | Path | None = None) -> TemplateLibrary:
     """The shipped (or given) template counts of a dataset; empty when there are none."""
-    path = Path(path) if path else TEMPLATE_DIR / f"{dataset}.json.gz"
-    if not path.exists():
+    data = _read_template_file(dataset, path)
+    if data is None:
         return TemplateLibrary()
     try:
-        with gzip.open(path, "rt") as fh:
-            data = json.load(fh)
         element_cn = {el: Counter({tuple(int(x) for x in k): int(v) for k, v in pairs}) for el, pairs in data.get("element_coordination", {}).items()}
         site_elements = {(int(g), str(letter)): Counter({str(el): int(v) for el, v in c.items()}) for g, letter, c in data.get("site_elements", [])}
         out = TemplateLibrary(element_cn=element_cn, site_elements=site_elements)
@@ -235,4 +238,4 @@ def load_templates(dataset: str, path: str | Path | None = None) -> TemplateLibr
             out[RoleTemplate(int(r["sg"]), int(r["n"]), int(r["roles"]), tuple((int(a), str(b)) for a, b in r["sites"]), cn)] += int(r["count"])
         return out
     except Exception as exc:
-        raise ValueError(f"{path}: unreadable template file ({type(exc).__name__})") from None
+        raise ValueError(f"{path or TEMPLATE_DIR / f'{dataset}.json.gz'}: unreadable template file ({type(exc).__name__})") from None
