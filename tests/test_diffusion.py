@@ -169,6 +169,24 @@ def test_one_pass_per_step_reuses_the_correctors_pass_and_halves_the_passes():
         DiffusionConfig(passes_per_step=3)
 
 
+def test_noise_scale_is_a_temperature_on_the_reverse_steps_noise():
+    """noise_scale 1 is the default sampler bit for bit; 0 removes every draw after the first, so a
+    network that predicts no score leaves the coordinates where the initial draw put them."""
+    model = _tiny_model()
+    types, num = torch.tensor([38, 22, 8, 8, 8]), torch.tensor([5])
+
+    def draw(scale, seed=5):
+        return model.sample(num, atom_types=types, steps=8, generator=torch.Generator().manual_seed(seed), noise_scale=scale)
+
+    assert torch.equal(draw(None).frac_coords, draw(1.0).frac_coords) and torch.equal(draw(None).lattices, draw(1.0).lattices)
+    model._denoise = lambda a, f, l, *rest, **kw: (torch.zeros_like(l), torch.zeros_like(f), torch.zeros(len(a), model.net.type_out.out_features))
+    g = torch.Generator().manual_seed(5)  # the sampler's first draws: the lattice, then the coordinates
+    torch.randn(1, 3, 3, generator=g)
+    initial = torch.rand(5, 3, generator=g)
+    assert torch.allclose(draw(0.0).frac_coords, initial, atol=1e-6)
+    assert not torch.allclose(draw(1.0).frac_coords, initial, atol=1e-3)
+
+
 def test_bf16_sampling_keeps_composition_and_stays_finite():
     model = _tiny_model()
     types = torch.tensor([38, 22, 8, 8, 8])

@@ -11,7 +11,7 @@ from tgdmat.options import SamplingOptions, split_options
     (dict(steps=0), "--steps"), (dict(guidance=math.nan), "--guidance"), (dict(batch_size=0), "--batch-size"),
     (dict(seed=-1), "--seed"), (dict(threads=0), "--threads"), (dict(step_lr=math.inf), "--step-lr"),
     (dict(site_order="oracle"), "site_order"), (dict(rank="luck"), "rank"), (dict(precision="half"), "precision"),
-    (dict(passes_per_step=3), "passes per step"),
+    (dict(passes_per_step=3), "passes per step"), (dict(noise_scale=1.5), "--noise-scale"), (dict(noise_scale=math.nan), "--noise-scale"),
 ])
 def test_an_option_out_of_range_is_one_clear_line(bad, words):
     with pytest.raises(ValueError, match=words):
@@ -45,7 +45,7 @@ def test_a_runs_integrator_corrector_and_passes_reach_the_sampler_as_at_load_tim
 
     plain = Sampler.load("perov_5_csp_facts")
     other_passes = 3 - plain.cfg.diffusion.passes_per_step  # the one the model does not default to
-    for option in (dict(integrator="multistep"), dict(corrector="fixed"), dict(passes_per_step=other_passes)):
+    for option in (dict(integrator="multistep"), dict(corrector="fixed"), dict(passes_per_step=other_passes), dict(noise_scale=0.5)):
         per_run = coordinates(plain, **option)
         assert not np.allclose(per_run, coordinates(plain))  # it changes the draw
         assert np.allclose(per_run, coordinates(Sampler.load("perov_5_csp_facts", options=SamplingOptions(**option))))

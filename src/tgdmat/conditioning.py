@@ -61,14 +61,13 @@ def _most_probable(weights: list[float]) -> int:
 
 
 def _element_counts(formula: str, num_atoms: int) -> dict[str, int]:
-    from pymatgen.core import Composition
+    """``formula_units.cell_counts`` as a prompt error."""
+    from .formula_units import cell_counts
 
-    amounts = {el.symbol: int(round(n)) for el, n in Composition(formula).items()}
-    g = math.gcd(*amounts.values())  # not pymatgen's reduced composition: it writes one O atom as O2
-    unit = sum(amounts.values()) // g
-    if num_atoms % unit:
-        raise PromptError(f"{num_atoms} atoms is not a whole number of {formula} formula units ({unit} atoms each)")
-    return {el: n // g * (num_atoms // unit) for el, n in amounts.items()}
+    try:
+        return cell_counts(formula, num_atoms)
+    except ValueError as exc:
+        raise PromptError(str(exc)) from None
 
 
 def _coordinated_templates(counts: dict[str, int], pool: list[int], library: Counter, coordination: dict[str, tuple[int, ...]] | None) -> dict[Template, float]:

@@ -54,8 +54,10 @@ class DiffusionConfig:
     corrector_rescale: bool = False  # Langevin step x respacing stride, so fewer steps keep the corrector's total step
     passes_per_step: int = 2  # network passes per sampling step: 2 = DiffCSP's predictor-corrector (a fresh pass after the corrector's move), 1 = the predictor reuses the corrector's pass
     integrator: str = "ancestral"  # sampler predictor: ancestral (reverse SDE), ode (probability flow for F, DDIM for L) or multistep (the reverse SDE with a second-order correction for F)
+    noise_scale: float = 1.0  # sampling temperature: the reverse steps' noise for F and L times this (1: the learned distribution; below 1: nearer its modes)
 
     def __post_init__(self) -> None:
+        _in_range("diffusion.noise_scale", self.noise_scale, 0.0, 1.0)
         if self.integrator not in INTEGRATORS:
             raise ValueError(f"diffusion.integrator must be one of {', '.join(INTEGRATORS)}, not {self.integrator!r}")
         if self.passes_per_step not in PASSES_PER_STEP:
@@ -79,10 +81,12 @@ class DataConfig:
     prompt_variants: int = 4  # short prompts per crystal: canonical + shuffled/partial ones
     field_keep: float = 0.7  # in the shuffled variants, each field is kept with this probability
     described_only: bool = False  # train and validate on the crystals the shipped long-description cache holds (twins of any prompt kind on one described subset)
+    min_atoms: int = 0  # train and validate only on cells of at least this many atoms (a large-cell fine-tune; 0: every cell)
 
     def __post_init__(self) -> None:
         if self.prompt not in PROMPT_KINDS:
             raise ValueError(f"data.prompt must be one of {', '.join(PROMPT_KINDS)}, not {self.prompt!r}")
+        _in_range("data.min_atoms", self.min_atoms, 0, 1000)
 
 
 @dataclass

@@ -106,15 +106,21 @@ def cell_formula(unit: dict[str, int], z: int) -> str:
     return "".join(f"{el}{n * z if n * z > 1 else ''}" for el, n in unit.items())
 
 
-def cell_for_atoms(formula: str, num_atoms: int) -> str:
-    """The formula of a cell of ``num_atoms`` atoms (ValueError unless a whole multiple of the formula's units)."""
+def cell_counts(formula: str, num_atoms: int) -> dict[str, int]:
+    """Element -> atoms in a cell of ``num_atoms`` atoms of ``formula`` (ValueError unless a whole
+    number of its formula units; units by gcd, not pymatgen's reduced composition, which writes one
+    O atom as O2)."""
     counts = amounts(formula)
     g = math.gcd(*counts.values())
-    unit = {el: n // g for el, n in counts.items()}
-    per_unit = sum(unit.values())
+    per_unit = sum(counts.values()) // g
     if num_atoms < 1 or num_atoms % per_unit:
-        raise ValueError(f"--atoms {num_atoms} is not a whole number of {formula} units ({per_unit} atoms each)")
-    return cell_formula(unit, num_atoms // per_unit)
+        raise ValueError(f"{num_atoms} atoms is not a whole number of {formula} units ({per_unit} atoms each)")
+    return {el: n // g * (num_atoms // per_unit) for el, n in counts.items()}
+
+
+def cell_for_atoms(formula: str, num_atoms: int) -> str:
+    """The formula of a cell of ``num_atoms`` atoms (ValueError unless a whole multiple of the formula's units)."""
+    return cell_formula(cell_counts(formula, num_atoms), 1)
 
 
 def request_cell(formula: str, atoms: int | None = None, fields=None) -> CellChoice:

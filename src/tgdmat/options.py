@@ -31,6 +31,7 @@ class SamplingOptions:
     corrector: str | None = None  # "fixed" or "rescaled" Langevin step (None: the model's)
     integrator: str | None = None  # coordinate integrator (None: the model's)
     passes_per_step: int | None = None  # network passes per step: 2 predictor-corrector, 1 the predictor reuses the corrector's (None: the model's)
+    noise_scale: float | None = None  # sampling temperature: the reverse steps' noise for F and L times this, in 0..1 (None: the model's)
     site_order: str = "bond-valence"  # doubted cation site orders drawn again ("bond-valence") or kept ("model")
     enforce: bool = True  # what the prompt states (formula, space group, lattice numbers) binds every step
     rank: str | None = None  # sort the samples by CHGNet "energy" or "bond-valence" plausibility
@@ -66,13 +67,14 @@ class SamplingOptions:
 
 
 def diffusion_settings(diffusion, options: SamplingOptions) -> dict:
-    """The sampler's corrector scaling, integrator and passes per step as ``JointDiffusion.sample``
+    """The sampler's corrector scaling, integrator, passes per step and noise scale as ``JointDiffusion.sample``
     takes them: the run's options where they are set, else the model's ``diffusion`` config. The one
     place that resolves them (``Sampler.load`` makes them the run's defaults, every draw reads them)."""
     return {
         "corrector_rescale": diffusion.corrector_rescale if options.corrector is None else options.corrector == "rescaled",
         "integrator": options.integrator or diffusion.integrator,
         "passes_per_step": options.passes_per_step or diffusion.passes_per_step,
+        "noise_scale": diffusion.noise_scale if options.noise_scale is None else options.noise_scale,
     }
 
 
@@ -108,6 +110,8 @@ def _problems(o: SamplingOptions):
         yield f"integrator must be one of {', '.join(INTEGRATORS)}, not {o.integrator!r}"
     if o.passes_per_step is not None and o.passes_per_step not in PASSES_PER_STEP:
         yield f"passes per step must be 1 or 2, not {o.passes_per_step!r}"
+    if o.noise_scale is not None and not (isinstance(o.noise_scale, (int, float)) and math.isfinite(o.noise_scale) and 0.0 <= o.noise_scale <= 1.0):
+        yield f"--noise-scale must be a finite number in 0..1, not {o.noise_scale}"
     if o.site_order not in SITE_ORDERS:
         yield f"site_order must be one of {', '.join(SITE_ORDERS)}, not {o.site_order!r}"
     if o.rank is not None and o.rank not in RANKINGS:

@@ -236,6 +236,7 @@ class TGDMat(nn.Module):
         facts: "Facts | None" = None,
         integrator: str | None = None,
         passes_per_step: int | None = None,
+        noise_scale: float | None = None,
     ) -> Crystal:
         """Crystals with the given numbers of atoms; CSP when ``atom_types`` (atomic numbers) is given.
 
@@ -253,7 +254,9 @@ class TGDMat(nn.Module):
         ``passes_per_step`` (default ``diffusion.passes_per_step``): 2 evaluates the network again
         after the corrector's Langevin move, as DiffCSP does; 1 lets the predictor reuse the
         corrector's pass, its score carried along the move (``WrappedNormalCoords.moved_score``):
-        half the network passes.
+        half the network passes. ``noise_scale`` (default ``diffusion.noise_scale``): the
+        coordinate and lattice noise of every predictor and corrector step times this, a sampling
+        temperature (below 1 the draws keep nearer the modes of the learned distribution).
         """
         d = self.cfg.diffusion
         dev = next(self.parameters()).device
@@ -264,6 +267,7 @@ class TGDMat(nn.Module):
         corrector_rescale = d.corrector_rescale if corrector_rescale is None else corrector_rescale
         integrator = d.integrator if integrator is None else integrator
         passes_per_step = d.passes_per_step if passes_per_step is None else passes_per_step
+        tau = d.noise_scale if noise_scale is None else noise_scale
         if integrator not in INTEGRATORS:
             raise ValueError(f"integrator must be one of {', '.join(INTEGRATORS)}, not {integrator!r}")
         ode = integrator == "ode"
@@ -308,6 +312,7 @@ class TGDMat(nn.Module):
         def move(f, terms):  # a step of drift and noise (std 0: the ODE, no draw)
             nonlocal p
             drift, std = terms
+            std = std * tau
             if sym is None:
                 return (f + drift + (std * randn(N, 3) if std else 0.0)) % 1.0
             p = sym.move(p, drift, std * randn(sym.num_orbits, 3) if std else 0.0)
@@ -330,7 +335,7 @@ class TGDMat(nn.Module):
             if ode:
                 l = self.lattice.ddim_step(l, eps_hat, t, s, project_l0=project)
             else:
-                l = self.lattice.reverse_step(l, eps_hat, t, s, randn(B, 3, 3), project_l0=project)
+                l = self.lattice.reverse_step(l, eps_hat, t, s, tau * randn(B, 3, 3), project_l0=project)
             if sym is not None:
                 l = sym.lattice(l, with_targets=False)
             score = self.coords.score(score_hat, t)
