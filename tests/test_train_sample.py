@@ -338,23 +338,25 @@ def test_described_only_trains_on_the_rows_with_a_long_description(tmp_path, mon
     assert tables.train.num_crystals == len(train_ids[::3]) and tables.val.num_crystals == 2
 
 
-def test_min_atoms_keeps_only_the_large_cells_with_their_text_and_facts():
-    """data.min_atoms (a large-cell fine-tune) drops smaller cells from both splits and keeps every
-    cell's text and facts aligned with it; a threshold no cell reaches is one clear error."""
-    from tgdmat.data.bundle import TrainingTables
-    from tgdmat.text.facts import Facts, crystal_facts
-    from tgdmat.train import TrainError, cells_of_at_least
+def test_min_atoms_keeps_only_the_large_cells(tmp_path, monkeypatch):
+    """data.min_atoms (a large-cell fine-tune) drops smaller cells from both splits before anything
+    is encoded; a bundle keeps its threshold; a threshold no cell reaches is one clear error."""
+    import tgdmat.train as tr
+    from tgdmat.data.bundle import BundleError, read_bundle, write_bundle
+    from tgdmat.data.csv import CrystalTable
 
     sizes = [2, 5, 3, 6]
-    lattices = torch.eye(3).repeat(4, 1, 1) * torch.arange(1.0, 5.0).view(4, 1, 1)
-    c = Crystal(torch.arange(1, sum(sizes) + 1), torch.rand(sum(sizes), 3), lattices, torch.tensor(sizes))
-    text = torch.arange(4.0).view(4, 1, 1)
-    facts = Facts.cat([crystal_facts(g) for g in (1, 2, 3, 4)])
-    tables = TrainingTables(c, c, text, text, facts, facts, {2: 1, 3: 1, 5: 1, 6: 1}, ["H"], "test")
-    big = cells_of_at_least(tables, 5)
+    lattices = torch.eye(3, dtype=torch.float64).repeat(4, 1, 1) * torch.arange(3.0, 7.0, dtype=torch.float64).view(4, 1, 1)
+    c = Crystal(torch.tensor([8] * sum(sizes)), torch.rand(sum(sizes), 3, dtype=torch.float64), lattices, torch.tensor(sizes))
+    monkeypatch.setattr(tr, "load_split", lambda *a, **kw: CrystalTable([f"id{i}" for i in range(4)], c, [None] * 4))
+    cfg = small_config()
+    cfg.data.min_atoms = 5
+    big = tr.training_tables(cfg)
     assert big.train.num_atoms.tolist() == [5, 6] and big.val.num_atoms.tolist() == [5, 6]
-    assert torch.equal(big.train.lattices, lattices[[1, 3]]) and big.train.atom_types.tolist() == list(range(3, 8)) + list(range(11, 17))
-    assert big.text_train.flatten().tolist() == [1.0, 3.0] and big.facts_val.spacegroup.tolist() == [2, 4]
-    assert big.num_atoms_hist == {5: 1, 6: 1} and cells_of_at_least(tables, 0) is tables
-    with pytest.raises(TrainError, match="min_atoms"):
-        cells_of_at_least(tables, 7)
+    assert torch.equal(big.train.lattices, lattices[[1, 3]]) and big.num_atoms_hist == {5: 1, 6: 1}
+    path = write_bundle(tmp_path / "big.bundle", big, cfg)
+    with pytest.raises(BundleError, match="min_atoms"):
+        read_bundle(path, small_config())
+    cfg.data.min_atoms = 7
+    with pytest.raises(tr.TrainError, match="min_atoms"):
+        tr.training_tables(cfg)

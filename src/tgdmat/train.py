@@ -88,8 +88,10 @@ def training_tables(cfg: Config) -> TrainingTables:
         paths = {split: shipped_description_path(cfg.data.dataset, split) for split in ("train", "val")}
         texts = {path: load_descriptions(path) for path in set(paths.values())}
         train_table, val_table = (described_rows(t, cfg.data.dataset, split, texts[paths[split]], paths[split]) for t, split in ((train_table, "train"), (val_table, "val")))
-    if cfg.data.min_atoms:  # before the text is encoded: only these rows are trained on (cells_of_at_least)
+    if cfg.data.min_atoms:  # a large-cell fine-tune: filtered before the text is encoded (a bundle keeps the filter, see bundle_key)
         train_table, val_table = (t.subset([i for i, n in enumerate(t.crystals.num_atoms.tolist()) if n >= cfg.data.min_atoms]) for t in (train_table, val_table))
+        if not len(train_table) or not len(val_table):
+            raise TrainError(f"data.min_atoms={cfg.data.min_atoms}: no training or no validation cell has that many atoms")
     text_train = text_val = facts_train = facts_val = None
     if cfg.model.use_text:
         text_train = embed_prompts(train_table, cfg, "train", cfg.data.prompt_variants)
@@ -134,25 +136,6 @@ def training_bf16(tc, device: str) -> bool:
 
 
 @torch.no_grad()
-def cells_of_at_least(tables: TrainingTables, min_atoms: int) -> TrainingTables:
-    """The training and validation rows with at least ``min_atoms`` atoms per cell, their text and
-    facts with them (``data.min_atoms``: a fine-tune on the large cells a mixed pool holds few of)."""
-    if min_atoms <= 0:
-        return tables
-
-    def rows(crystals: Crystal) -> torch.Tensor:
-        return torch.nonzero(crystals.num_atoms >= min_atoms).flatten()
-
-    tr, va = rows(tables.train), rows(tables.val)
-    if len(tr) == 0 or len(va) == 0:
-        raise TrainError(f"data.min_atoms={min_atoms}: no training or no validation cell has that many atoms")
-    hist = {n: c for n, c in tables.num_atoms_hist.items() if n >= min_atoms}
-    return dataclasses.replace(tables, train=tables.train.select(tr), val=tables.val.select(va),
-                   text_train=None if tables.text_train is None else tables.text_train[tr], text_val=None if tables.text_val is None else tables.text_val[va],
-                   facts_train=None if tables.facts_train is None else tables.facts_train.select(tr), facts_val=None if tables.facts_val is None else tables.facts_val.select(va),
-                   num_atoms_hist=hist)
-
-
 def validation_loss(model: TGDMat, crystals: Crystal, text: torch.Tensor | None, batch_size: int, facts: Facts | None = None) -> float:
     """Mean loss over the validation set with fixed noise (seeded), so epochs compare fairly."""
     gen = torch.Generator(device=crystals.device).manual_seed(1234)
@@ -406,7 +389,7 @@ def _train(cfg: Config, out: Path, resume: bool, device: str, command: str, rank
     if tc.threads:
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
-    tables = cells_of_at_least(read_bundle(bundle, cfg) if bundle else training_tables(cfg), cfg.data.min_atoms)
+    tables = read_bundle(bundle, cfg) if bundle else training_tables(cfg)
     if tables.text_train is not None:
         cfg.model.text_dim = int(tables.text_train.shape[-1])
     text_train, text_val = (t.to(device) if t is not None else None for t in (tables.text_train, tables.text_val))

@@ -45,6 +45,8 @@ def bundle_key(cfg) -> dict:
     """The config fields a bundle's contents depend on; reading it under others is refused."""
     d, m = cfg.data, cfg.model
     key = {"dataset": d.dataset, "niggli": d.niggli, "primitive": d.primitive, "use_text": m.use_text, "facts": m.facts, "facts_numbers": m.facts_numbers, "described_only": d.described_only}
+    if d.min_atoms:  # only then: bundles written before the field existed still read under 0
+        key["min_atoms"] = d.min_atoms
     if m.use_text:
         from ..pretrained import encoder_spec
 
