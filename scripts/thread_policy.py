@@ -1,5 +1,5 @@
 """Measure one denoiser pass at 1 and 2 intra-op threads, idle and beside busy processes, for
-the thread policy of ``tgdmat.threads`` (SPLIT_EDGES and the OpenMP wait policy).
+the thread policy of ``tgdmat.threads`` (the OpenMP wait policy and its spin count).
 
     python scripts/thread_policy.py --checkpoint perov_5_csp_facts --sizes 4x5 64x5 16x10 64x10 128x10 --busy 0 1
 Each (threads, wait policy) runs in a fresh process, since OpenMP reads its wait policy once.
@@ -46,13 +46,24 @@ def busy(k: int) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(k)]
 
 
+def policy_env(policy: str) -> dict:
+    """The environment of one child: OMP_WAIT_POLICY=ACTIVE/PASSIVE, or "SPIN=N": no wait policy
+    and libgomp's GOMP_SPINCOUNT=N (threads spin N rounds before they sleep)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    if policy.startswith("SPIN="):
+        env["GOMP_SPINCOUNT"] = policy[len("SPIN="):]
+    else:
+        env["OMP_WAIT_POLICY"] = policy
+    return env
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="perov_5_csp_facts")
     ap.add_argument("--sizes", nargs="+", default=["4x5", "64x5", "256x5", "16x10", "64x10", "128x10"], help="crystals x atoms")
     ap.add_argument("--busy", nargs="+", type=int, default=[0, 1], help="numbers of busy processes beside")
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    ap.add_argument("--policies", nargs="+", default=["ACTIVE", "PASSIVE"])
+    ap.add_argument("--policies", nargs="+", default=["ACTIVE", "PASSIVE", "SPIN=10000"], help="OpenMP wait policies: ACTIVE, PASSIVE or SPIN=N (GOMP_SPINCOUNT)")
     ap.add_argument("--precision", default="bf16")
     ap.add_argument("--seconds", type=float, default=1.5, help="timing per size")
     ap.add_argument("--json", help="write the table here")
@@ -67,7 +78,7 @@ def main() -> int:
             for policy in args.policies:
                 for threads in args.threads:
                     code = CHILD.format(scripts=scripts, threads=threads, checkpoint=args.checkpoint, sizes=sizes, precision=args.precision, seconds=args.seconds)
-                    env = {**os.environ, "OMP_WAIT_POLICY": policy}
+                    env = policy_env(policy)
                     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
                     ms = json.loads(res.stdout.strip().splitlines()[-1])
                     rows.append({"busy": k, "policy": policy, "threads": threads, "ms": ms})

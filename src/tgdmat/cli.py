@@ -244,21 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-SAMPLING_COMMANDS = ("generate", "predict", "evaluate")  # OpenMP threads sleep while waiting (tgdmat.threads)
-
-
 def main(argv: list[str] | None = None) -> int:
     import time
 
     started = time.perf_counter()
+    from .threads import bounded_spin_openmp
+
+    bounded_spin_openmp()  # before anything imports torch (building the parser does): OpenMP reads it once, when torch loads
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.command_line = "tgdmat " + shlex.join(argv)  # recorded with every result and checkpoint
     args.started = started  # the run's summary records the seconds to its first network pass
-    if args.command in SAMPLING_COMMANDS:
-        from .threads import passive_openmp
-
-        passive_openmp()  # before torch starts its thread pool
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -1,11 +1,14 @@
-"""CPU threads for one network pass, chosen from its size.
+"""CPU threads for one network pass, chosen from measured step times.
 
 A pass over a few small crystals is a long chain of tiny parallel regions; with two intra-op
 threads, one descheduled thread (any other job on the machine) stalls the other at every region,
-and a 5 ms pass takes a second (issue 28). Such passes run on one thread; only passes with enough
-edges to pay for the split (``SPLIT_EDGES``, measured with ``scripts/thread_policy.py``) use every
-thread the process may use. ``--threads`` (or any explicit count) overrides the policy. torch is
-imported only where threads are set, so the CLI can choose OpenMP's wait policy before torch starts.
+and a 5 ms pass takes a second (issue 28). So the sampler measures: ``ThreadTuner`` runs each
+step on whichever thread count was faster over the last steps, trying the other now and then.
+Between regions OpenMP's threads spin a bounded while before they sleep (``bounded_spin_openmp``):
+sleeping at once made two threads slower than one on an idle machine (the wake-up costs more
+than the work), spinning forever made them collapse beside a busy process.
+``--threads`` (or any explicit count) overrides the policy. torch is imported only where threads
+are set, so the CLI can choose OpenMP's spin before torch starts.
 """
 from __future__ import annotations
 
@@ -13,13 +16,17 @@ import contextlib
 import os
 import time
 
-# Passes of fewer edges (sum of N^2 over the batch's crystals) always run on one thread: idle, two
-# threads gain little there (4 crystals x 5 atoms: 6.6 -> 5.5 ms) and beside one busy process they
-# double the time (7.1 -> 14.0 ms); from about 1,600 edges two threads pay when a core is free
-# (64 x 5 atoms: 77 -> 42 ms) and lose when none is (65 -> 78 ms). docs/results/speed/thread_policy_fp32.json
-MIN_SPLIT_EDGES = 1024
-PROBE_EVERY = 24  # steps between trials of the other thread count (doubled after a trial that lost badly)
-WINDOW = 4  # step times kept per thread count
+# libgomp's spin rounds before a waiting thread sleeps. Measured per bf16 pass on the 2-core Intel
+# Xeon (scripts/thread_policy.py, docs/results/speed/spin/thread_policy_spin_intel.json), 2 threads
+# against 1: idle, sleeping at once (PASSIVE) 24.8 against 12.9 ms for 32 crystals x 5 atoms;
+# 10,000 rounds 9.1 against 12.6 ms (4 x 5 atoms: 4.7 against 5.8; 256 x 10: 173 against 280);
+# beside one busy process 2 threads lose under every policy (32 x 5: 60 ms at 10,000 rounds,
+# 13.5 ms PASSIVE, 12.6 ms on 1 thread), which the tuner sees within its first steps.
+SPIN_COUNT = 10_000
+FIRST_TRIAL = 4  # steps on one thread before the first trial of more
+TRIAL_STEPS = 3  # steps of one trial of the other thread count
+PROBE_EVERY = 24  # steps between trials (doubled after a trial that lost badly)
+WINDOW = 5  # step times kept per thread count
 
 
 def available_threads() -> int:
@@ -30,31 +37,28 @@ def available_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def edges_of(num_atoms) -> int:
-    sizes = num_atoms.tolist() if hasattr(num_atoms, "tolist") else list(num_atoms)
-    return sum(n * n for n in sizes)
-
-
 class ThreadTuner:
     """Chooses the intra-op thread count between sampler steps from measured step times.
 
-    Small passes (< MIN_SPLIT_EDGES) run on one thread. Larger ones start on every available
-    thread and try the other count for one step every PROBE_EVERY steps, keeping whichever was
-    faster over its last WINDOW steps, so the choice follows the machine's load as it changes.
-    ``fixed`` (``--threads``) turns the policy off. Call ``step()`` once after every sampler step.
+    Each run starts on one thread; after FIRST_TRIAL steps it tries the other count for
+    TRIAL_STEPS steps, and again every PROBE_EVERY steps, keeping whichever count has the lower
+    median of its last WINDOW step times (medians, because a step beside other jobs is sometimes
+    a scheduler's time slice long), so the choice follows the machine's load as it changes; a
+    trial that lost badly doubles the wait before the next. ``fixed`` (``--threads``) turns the
+    policy off. Call ``step()`` once after every sampler step.
     """
 
-    def __init__(self, num_atoms, fixed: int | None = None):
+    def __init__(self, fixed: int | None = None):
         import torch
 
         self._torch = torch
         self.fixed = fixed
         most = available_threads()
-        self.options = [1] if fixed or most == 1 or edges_of(num_atoms) < MIN_SPLIT_EDGES else [1, most]
-        self.current = fixed or self.options[-1]
+        self.options = [1] if fixed or most == 1 else [1, most]
+        self.current = fixed or 1
         self.times: dict[int, list[float]] = {k: [] for k in self.options}
         self.before = torch.get_num_threads()
-        self.interval, self.count, self.probing = PROBE_EVERY, 0, False
+        self.interval, self.count, self.trial_left, self.next_trial = PROBE_EVERY, 0, 0, FIRST_TRIAL
         self._set(self.current)
         self.last = time.perf_counter()
 
@@ -62,9 +66,9 @@ class ThreadTuner:
         if self._torch.get_num_threads() != k:
             self._torch.set_num_threads(k)
 
-    def _mean(self, k: int) -> float:
-        t = self.times[k]
-        return sum(t) / len(t) if t else float("inf")
+    def _median(self, k: int) -> float:
+        t = sorted(self.times[k])
+        return t[len(t) // 2] if t else float("inf")
 
     def step(self) -> None:
         now = time.perf_counter()
@@ -72,17 +76,20 @@ class ThreadTuner:
         self.count += 1
         if self.fixed or len(self.options) == 1 or self.count == 1:  # the first step pays start-up costs
             return
-        self.times.setdefault(used, []).append(elapsed)
+        self.times[used].append(elapsed)
         del self.times[used][:-WINDOW]
-        if self.probing:  # a trial just ended: keep the faster count; a bad loss waits longer to try again
-            self.probing = False
-            other = self.current
-            if self._mean(used) < self._mean(other):
+        if self.trial_left:
+            self.trial_left -= 1
+            if self.trial_left:
+                return
+            other = self.current  # a trial just ended: keep the faster count; a bad loss waits longer to try again
+            if self._median(used) < self._median(other):
                 self.current = used
-            elif elapsed > 2 * self._mean(other):
+            elif self._median(used) > 2 * self._median(other):
                 self.interval *= 2
-        elif self.count % self.interval == 0 or not self.times[self.options[0]]:
-            self.probing = True
+            self.next_trial = self.count + self.interval
+        elif self.count >= self.next_trial:
+            self.trial_left = TRIAL_STEPS
             self._set(next(k for k in self.options if k != self.current))
             return
         self._set(self.current)
@@ -92,16 +99,18 @@ class ThreadTuner:
 
 
 @contextlib.contextmanager
-def pass_threads(num_atoms, fixed: int | None = None):
-    """A ThreadTuner for a batch of crystals; the thread count is restored afterwards."""
-    tuner = ThreadTuner(num_atoms, fixed)
+def pass_threads(fixed: int | None = None):
+    """A ThreadTuner for one sampling run; the thread count is restored afterwards."""
+    tuner = ThreadTuner(fixed)
     try:
         yield tuner
     finally:
         tuner.close()
 
 
-def passive_openmp() -> None:
-    """Ask OpenMP to let idle threads sleep instead of spinning (before torch starts its pool),
-    so a waiting thread gives its core to the one it waits for; a user's own setting stays."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+def bounded_spin_openmp() -> None:
+    """Let OpenMP's waiting threads spin SPIN_COUNT rounds, then sleep (before torch starts its
+    pool): idle, the next parallel region starts without a wake-up; beside another job a
+    waiting thread soon gives its core back. A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT stays."""
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", str(SPIN_COUNT))
