@@ -79,12 +79,16 @@ def sampling_options(args, **overrides):
 
 
 def _report(rows: list[dict], out: str, result) -> None:
+    from .metrics.quality import MISFIT
+
     print(f"prompt seen by the model: {result.text}")
     for note in result.notes:
         print(f"note: {note}")
     for r in rows:
         bench = "passes" if r["struct_valid"] and r["comp_valid"] else "fails"
         quality = f"quality ok (shortest {r['min_distance']:.2f} Å)" if r["quality"] == "ok" else f"SUSPECT: {r['quality_reasons']}"
+        if r["quality"] == "ok" and r.get("site_order_in_doubt"):
+            quality += f", but its cation sites are in doubt (bond-valence misfit {r['bond_valence_misfit']:.2f} above {MISFIT}: another cation order may fit better)"
         asked = f", misses {r['fails']}" if r.get("fails") else (", as asked" if r.get("satisfies") else "")
         print(f"  {r['file']}: {r['formula']} {r['spacegroup']} ({r['spacegroup_number']}), a,b,c = {r['a']:.3f} {r['b']:.3f} {r['c']:.3f}, {r['density']:.2f} g/cm3{asked}; {quality}; benchmark 0.5 Å/SMACT check {bench}")
     suspect = sum(r["quality"] != "ok" for r in rows)

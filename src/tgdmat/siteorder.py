@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from itertools import combinations
 
 from .conditioning import CrystalPlan, template_plan
-from .metrics.quality import assess, quality_score
+from .metrics.quality import MISFIT, assess, quality_score
 from .symmetry import Template, orbit_ops, wyckoff_orbits
 
-MISFIT = 0.45  # bond-valence misfit above which a site order is doubted (right perovskites: 0.15-0.35; anti-site ones: 0.6-1.8)
 COINCIDENT = 0.5  # Å: closer than any bond (H-H 0.74 Å); two orbits of one letter drawn onto one point (GeTe in R3m) come out this close
 SYMPRECS = (0.1, 0.5)  # Å: orbits for the exchange, one tolerance per round (the looser one finds the aristotype of a distorted cell)
 
@@ -76,15 +75,10 @@ def coincident(q) -> bool:
 def doubted(q) -> bool:
     """A draw to redraw: two atoms on one point, or cation sites in doubt (a flagged bond-valence
     sum, or a misfit above MISFIT)."""
-    if coincident(q):
-        return True
-    cations = {el for el, v in q.oxidation.items() if v > 0}
-    if not q.bvs or len(cations) < 2:
-        return False
-    return any("bond-valence" in r for r in q.reasons) or q.bond_valence_misfit > MISFIT
+    return coincident(q) or q.sites_in_doubt
 
 
-def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symprecs: tuple[float, ...] = SYMPRECS, width: int | None = None, qualities: list | None = None) -> tuple[list, SiteRepair]:
+def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symprecs: tuple[float, ...] = SYMPRECS, width: int | None = None, qualities: list | None = None, fresh_beside_exchange: bool = True) -> tuple[list, SiteRepair]:
     """The structures with doubted site orders repaired. Each round (one per ``symprecs``) draws every
     doubted crystal again with its cations exchanged between its orbits at that tolerance (where
     they allow an exchange), then the ones still doubted afresh from their own ``plans`` (the model
@@ -95,7 +89,9 @@ def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symp
     where the exchange of every doubted crystal and at least two fresh candidates of each fit,
     they are drawn together in one pass (the exchange first, then up to MAX_CANDIDATES fresh
     ones) and the repair ends there: one repair pass instead of rounds in turn. ``qualities``:
-    the structures' assessments where the caller already made them."""
+    the structures' assessments where the caller already made them. ``fresh_beside_exchange=False``
+    (crystals whose fresh candidates were all doubted already): that one pass draws only the
+    exchange where there is one, fresh candidates only for the crystals without one."""
     out, source = list(structures), list(structures)  # best so far; the draw the next exchange starts from
     qualities = list(qualities) if qualities is not None else [assess(s) for s in out]
     tried, kept = set(), set()
@@ -119,10 +115,11 @@ def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symp
             templates = exchanged_templates(source[i], {el for el, v in qualities[i].oxidation.items() if v > 0}, symprec) if source[i] is not None else []
             if templates:
                 exchange.append((i, template_plan(templates[0])))
-        doubtful = still_doubted()
+        exchanged = {i for i, _ in exchange}
+        doubtful = [i for i in still_doubted() if fresh_beside_exchange or i not in exchanged]
         room = width - _pass_width([p for _, p in exchange]) if width else 0
         k = min(MAX_CANDIDATES, room // _pass_width([plans[i] for i in doubtful])) if width and doubtful else 0
-        if k >= 2:  # the exchanges and k fresh candidates of every doubted crystal in one pass
+        if k >= 2 or (width and exchange and not doubtful):  # the exchanges and k fresh candidates of every doubted crystal in one pass
             todo = [i for i, _ in exchange] + [i for i in doubtful for _ in range(k)]
             redraw(todo, [p for _, p in exchange] + [plans[i] for i in todo[len(exchange):]])
             break
@@ -255,7 +252,7 @@ def _settle_in_one_pass(sampler, plans, text, options, lattice, facts, bar, on_b
         if j > 0:
             later.add(i)
     resample = redrawer(sampler, text, options, lattice, facts, bar)
-    fixed, rep = repair_site_order(first, plans, resample, symprecs=SYMPRECS[:1], width=options.batch_size, qualities=qualities)
+    fixed, rep = repair_site_order(first, plans, resample, symprecs=SYMPRECS[:1], width=options.batch_size, qualities=qualities, fresh_beside_exchange=False)  # its k fresh candidates were drawn
     if on_batch is not None:
         on_batch(fixed)
     return fixed, SiteRepair(sorted(set(rep.tried) | later), sorted(set(rep.kept) | later))

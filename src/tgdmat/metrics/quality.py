@@ -32,6 +32,7 @@ IONIC_ANIONS = {"O", "F", "Cl", "Br", "I"}
 CC_BOND = 1.75
 CC_SHORTEST = 1.2
 CC_CN = (2, 4)
+MISFIT = 0.45  # bond-valence misfit above which a site order is doubted (right perovskites: 0.15-0.35; anti-site ones: 0.6-1.8)
 
 
 @dataclass
@@ -57,11 +58,23 @@ class Quality:
         rel = [v / self.oxidation[el] - 1.0 for el, vs in self.bvs.items() for v in vs]
         return float(np.sqrt(np.mean(np.square(rel)))) if rel else float("nan")
 
+    @property
+    def sites_in_doubt(self) -> bool:
+        """Whether the bond valences doubt which cation takes which site: two cation elements or
+        more with bond-valence sums, and a flagged sum or a misfit above MISFIT. A crystal can
+        pass every check (``ok``) and still be in doubt here: its cations are bonded within range
+        but fit worse than a right perovskite's do."""
+        cations = {el for el, v in self.oxidation.items() if v > 0}
+        if not self.bvs or len(cations) < 2:
+            return False
+        return any("bond-valence" in r for r in self.reasons) or self.bond_valence_misfit > MISFIT
+
     def row(self) -> dict:
         """Flat fields for summary.json / summary.csv."""
         d = asdict(self)
         return {
             "quality": "ok" if self.ok else "suspect",
+            "site_order_in_doubt": self.sites_in_doubt,
             "quality_reasons": "; ".join(self.reasons),
             "min_distance": round(self.min_distance, 3),
             "coordination": " ".join(f"{el}:{','.join(map(str, cns))}" for el, cns in d["coordination"].items()),
