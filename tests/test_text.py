@@ -54,6 +54,42 @@ def test_offline_encoder_is_deterministic_and_cached(tmp_path):
     assert torch.allclose(fresh[0], a[0], atol=1e-5)
 
 
+def test_bert_without_transformers_gives_transformers_embeddings(tmp_path):
+    """tgdmat.text.bert runs the shipped MiniLM folder: the same tokens and, within float noise,
+    the same mean-pooled embeddings as transformers' BertModel, truncation and padding included;
+    a folder of another architecture goes to transformers, unreadable weights are one line."""
+    import shutil
+
+    from transformers import AutoModel, AutoTokenizer
+
+    from tgdmat.text import bert
+    from tgdmat.text.encoder import _resolve_path
+
+    texts = ["Below is a description of a bulk material. The chemical formula is KTaO3.", "x", "SrTiO3 " * 300]
+    enc = TextEncoder("minilm")
+    ours = enc.encode(texts)
+    assert enc._native
+    folder = _resolve_path("minilm")
+    tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    with torch.inference_mode():
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        theirs = (model(**batch).last_hidden_state * mask).sum(1) / mask.sum(1)
+    tokens = enc._tokenizer(texts, 256)
+    assert all(torch.equal(tokens[k], batch[k]) for k in tokens) and tokens["input_ids"].shape[1] == 256
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    other = tmp_path / "roberta"
+    shutil.copytree(folder, other)
+    (other / "config.json").write_text('{"model_type": "roberta"}')
+    assert bert.readable(other) is None
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(EncoderError, match="cannot be read") as err:
+        TextEncoder(str(broken)).encode(["x"])
+    assert "\n" not in str(err.value)
+
+
 def test_missing_encoder_names_both_options():
     with pytest.raises(EncoderError, match="matscibert") as err:
         TextEncoder("/nonexistent/model/path").encode(["x"])

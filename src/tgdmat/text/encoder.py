@@ -63,6 +63,7 @@ class TextEncoder:
         self.device = torch.device(device)
         self._model = None
         self._tokenizer = None
+        self._native = False  # a BERT folder run by tgdmat.text.bert, not transformers
         self._store = EmbeddingStore(cache_dir, self.spec) if cache_dir is not None else None
         self.encoded_count = 0  # texts that went through the network (not the cache)
 
@@ -70,6 +71,17 @@ class TextEncoder:
         if self._model is not None:
             return
         path = _resolve_path(self.spec.name)
+        if Path(path).is_dir():
+            from . import bert
+
+            try:
+                native = bert.load(path)
+            except Exception as exc:  # unreadable weights or tokenizer: one line, not a traceback
+                raise EncoderError(f"text encoder {self.spec.name!r} at {path} cannot be read: {exc}") from None
+            if native is not None:
+                self._tokenizer, self._model = native[0], native[1].to(self.device)
+                self._native = True
+                return
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer
@@ -92,7 +104,15 @@ class TextEncoder:
     @property
     def dim(self) -> int:
         self._load()
-        return int(self._model.config.hidden_size)
+        return self._model.hidden_size if self._native else int(self._model.config.hidden_size)
+
+    def _hidden(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(last hidden states, attention mask) of a batch of texts."""
+        if self._native:
+            enc = {k: v.to(self.device) for k, v in self._tokenizer(texts, self.spec.max_length).items()}
+            return self._model(**enc), enc["attention_mask"]
+        enc = self._tokenizer(texts, padding=True, truncation=True, max_length=self.spec.max_length, return_tensors="pt").to(self.device)
+        return self._model(**enc).last_hidden_state, enc["attention_mask"]
 
     @torch.inference_mode()
     def _encode(self, texts: Sequence[str], batch_size: int, progress: bool) -> np.ndarray:
@@ -103,14 +123,13 @@ class TextEncoder:
             from tqdm import tqdm
 
             batches = tqdm(batches, desc=f"encode text ({self.spec.name})", file=sys.stderr, mininterval=1.0)
-        result = np.zeros((len(texts), self._model.config.hidden_size), dtype=np.float32)
+        result = np.zeros((len(texts), self.dim), dtype=np.float32)
         for idx in batches:
-            enc = self._tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=self.spec.max_length, return_tensors="pt").to(self.device)
-            hidden = self._model(**enc).last_hidden_state
+            hidden, attention = self._hidden([texts[i] for i in idx])
             if self.spec.pooling == "cls":
                 pooled = hidden[:, 0]
             else:
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                mask = attention.unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
             result[idx] = pooled.float().cpu().numpy()
         self.encoded_count += len(texts)
