@@ -274,13 +274,15 @@ def test_exchanges_and_fresh_redraws_that_fit_one_pass_are_drawn_at_once():
     assert len(calls) > 1
 
 
-def test_a_small_run_draws_candidates_in_its_first_pass_and_keeps_the_first_plausible():
+def test_a_small_run_draws_candidates_in_its_first_pass_and_keeps_the_first_plausible(monkeypatch):
     """predict --formula BaTiO3 -n 2: MAX_CANDIDATES of each crystal in one trajectory; a crystal
     keeps its first candidate with a plausible site order, and no repair pass follows when every
     crystal has one."""
     from tgdmat.conditioning import CrystalPlan
     from tgdmat.options import SamplingOptions
-    from tgdmat.siteorder import MAX_CANDIDATES, choose_candidate, first_candidates, sample_settling_sites
+    from tgdmat import siteorder
+    from tgdmat.metrics.quality import assess
+    from tgdmat.siteorder import MAX_CANDIDATES, choose_candidate, doubted, first_candidates, sample_settling_sites
 
     anti = lambda: _perovskite(4.55, "Ti", "Ba")  # noqa: E731
     right = lambda: _perovskite(4.0, "Ba", "Ti")  # noqa: E731
@@ -288,9 +290,15 @@ def test_a_small_run_draws_candidates_in_its_first_pass_and_keeps_the_first_plau
     assert first_candidates(plans, 64) == MAX_CANDIDATES and first_candidates(plans * 6, 64) == 5 and first_candidates(plans * 20, 64) == 1
     assert first_candidates([CrystalPlan(8, None, [6] * 8)], 64) == 1 and first_candidates([CrystalPlan(2, None, [11, 17])], 64) == 1  # carbon, NaCl: nothing to doubt
     candidates = [anti(), right(), anti()]
-    j, qualities = choose_candidate(candidates)
-    assert candidates[j].species[0].symbol == "Ba" and j == 1 and len(qualities) == 3
+    assessed = []
+    monkeypatch.setattr(siteorder, "assess", lambda s: assessed.append(s) or assess(s))
+    j, quality = choose_candidate(candidates)
+    assert candidates[j].species[0].symbol == "Ba" and j == 1 and not doubted(quality)
+    assert len(assessed) == 2  # the third candidate is not needed
     assert choose_candidate([right(), anti()])[0] == 0
+    j, quality = choose_candidate([anti(), anti(), None])
+    assert j in (0, 1) and doubted(quality)  # none plausible: the most plausible of the drawn ones
+    monkeypatch.undo()
 
     class FakeSampler:
         calls: list = []

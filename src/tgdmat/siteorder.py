@@ -148,13 +148,19 @@ def _may_be_doubted(plan: CrystalPlan) -> bool:
     return plan.atom_types is not None and len(set(plan.atom_types)) >= 3
 
 
-def choose_candidate(candidates: list) -> tuple[int, list]:
-    """(index of the crystal kept of one crystal's candidates, their assessments): the first whose
-    site order is not doubted, else the most plausible (lowest ``quality_score``)."""
-    qualities = [assess(s) if s is not None else None for s in candidates]
-    plausible = [j for j, q in enumerate(qualities) if q is not None and not doubted(q)]
+def choose_candidate(candidates: list) -> tuple[int, object]:
+    """(index of the crystal kept of one crystal's candidates, its assessment): the first whose
+    site order is not doubted, else the most plausible (lowest ``quality_score``). Candidates are
+    assessed in turn until the first plausible one (the rest are not needed)."""
+    qualities = []
+    for s in candidates:
+        q = assess(s) if s is not None else None
+        qualities.append(q)
+        if q is not None and not doubted(q):
+            return len(qualities) - 1, q
     scored = [(quality_score(q), j) for j, q in enumerate(qualities) if q is not None]
-    return (plausible[0] if plausible else min(scored)[1] if scored else 0), qualities
+    j = min(scored)[1] if scored else 0
+    return j, qualities[j] if qualities else None
 
 
 REDRAW_SEED = 104_729  # redraw k of a run samples with seed + REDRAW_SEED * k
@@ -246,9 +252,9 @@ def _settle_in_one_pass(sampler, plans, text, options, lattice, facts, bar, on_b
     drawn = sampler.sample_plans([plans[i] for i in index], _rows(text, index), options, lattice=lattice, facts=_rows(facts, index), progress=bar or False)
     first, qualities, later = [], [], set()
     for i in range(len(plans)):
-        j, assessed = choose_candidate(drawn[i * k : (i + 1) * k])
+        j, quality = choose_candidate(drawn[i * k : (i + 1) * k])
         first.append(drawn[i * k + j])
-        qualities.append(assessed[j])
+        qualities.append(quality)
         if j > 0:
             later.add(i)
     resample = redrawer(sampler, text, options, lattice, facts, bar)
