@@ -413,3 +413,40 @@ def test_a_draw_its_candidates_cannot_mend_is_parted_and_says_so():
     assert move is not None and move > 0.5 and separation(got[0]) > 1.0
     assert describe_result(got[0])["atoms_parted_A"] == round(move, 3)
     assert "pushed apart" in separation_note(got)
+
+
+def test_a_cell_too_short_for_its_stack_is_stretched_only_where_no_lattice_was_stated():
+    """Two O on each of P3m1's 1a and 1b lines in a cell 1.5 Å long along c: no push along z can
+    part them. With no lattice number stated the cell is stretched along c by the smallest factor
+    that lets the push part them, the group stays P3m1 and the summary and note say so; with a
+    stated lattice it is left as drawn, flagged."""
+    from pymatgen.core import Lattice, Structure
+
+    from tgdmat.conditioning import CrystalPlan
+    from tgdmat.metrics.quality import contact_distances, min_distance
+    from tgdmat.options import SamplingOptions
+    from tgdmat.output import describe_result
+    from tgdmat.proposals import redrawing_coincident, spacegroup_number
+    from tgdmat.sample import Condition, Draw, separation_note
+    from tgdmat.symmetry import LatticeTarget
+
+    warnings.simplefilter("ignore")
+    tpl = Template(156, (("O", "a"), ("O", "a"), ("O", "b"), ("O", "b")))
+    plans = [CrystalPlan(4, tpl, [8, 8, 8, 8])]
+    crowded = Structure(Lattice.hexagonal(3.0, 1.5), ["O"] * 4, [[0, 0, 0], [0, 0, 0.3], [1 / 3, 2 / 3, 0.1], [1 / 3, 2 / 3, 0.6]])
+
+    def draw(plans_, context, options, on_batch):
+        out = [crowded.copy() for _ in plans_]
+        if on_batch is not None:
+            on_batch(out)
+        return out
+
+    options = SamplingOptions(steps=3, batch_size=1, seed=5)
+    got = redrawing_coincident(draw, candidates=2)(plans, Draw(Condition(torch.zeros(1, 1), None)), options, None)[0]
+    assert got.properties["cell_stretch"] == 1.5 and got.properties["separation_move"] is not None  # at 1.25 moving off P6mm brought two O closer again
+    assert spacegroup_number(got) == 156 and np.allclose(got.lattice.abc, (3.0, 3.0, 2.25))
+    assert min_distance(got) >= contact_distances()[8, 8] - 1e-6
+    assert describe_result(got)["cell_stretched_by"] == 1.5 and "stretched along one axis" in separation_note([got])
+    stated = Draw(Condition(torch.zeros(1, 1), None), lattice=LatticeTarget(a=3.0))
+    kept = redrawing_coincident(draw, candidates=2)(plans, stated, options, None)[0]
+    assert kept.properties["separation_move"] is None and "cell_stretch" not in kept.properties and np.allclose(kept.lattice.abc, (3.0, 3.0, 1.5))

@@ -307,6 +307,9 @@ def supergroup_moves(structures: list) -> dict:
             moved: round(len(done) / n, 4), unresolved: round((len(moves) - len(done)) / n, 4),
             f"{prefix}_median_A": round(float(np.median(done)), 3) if done else None, f"{prefix}_max_A": round(float(max(done)), 3) if done else None,
         })
+    stretched = [s for s in structures if s is not None and "cell_stretch" in s.properties]
+    if stretched:
+        out["cells_stretched"] = round(len(stretched) / n, 4)
     return out
 
 

@@ -43,6 +43,8 @@ def describe_result(s) -> dict:
     if "separation_move" in s.properties:  # two atoms drawn onto one point, pushed apart (proposals.separated)
         move = s.properties["separation_move"]
         moved["atoms_parted_A"] = round(move, 3) if move is not None else "unresolved"
+    if "cell_stretch" in s.properties:  # a crowded cell stretched along one axis before the push (proposals.separated)
+        moved["cell_stretched_by"] = s.properties["cell_stretch"]
     return {
         "formula": s.composition.reduced_formula,
         "num_atoms": len(s),

@@ -140,7 +140,7 @@ def redrawing_coincident(draw: DrawFn, candidates: int = COINCIDENT_CANDIDATES) 
                     if gap > gaps[i]:
                         fixed[i], gaps[i] = s, gap
                     if on_one_point(gaps[i]):
-                        fixed[i] = separated(fixed[i], plans[start + i], options.seed + start + i)
+                        fixed[i] = separated(fixed[i], plans[start + i], options.seed + start + i, stretch=context.lattice is None or context.lattice.is_empty())
             out.extend(fixed)
             if on_batch is not None:
                 on_batch(fixed)
@@ -151,27 +151,51 @@ def redrawing_coincident(draw: DrawFn, candidates: int = COINCIDENT_CANDIDATES) 
     return wrapped
 
 
-def separated(structure, plan: CrystalPlan, seed: int):
+def separated(structure, plan: CrystalPlan, seed: int, stretch: bool = False):
     """A template draw with two atoms on one point that its redraw did not mend: its atoms pushed
     apart along the template's free coordinates until no contact is shorter than the quality
     checks allow (``symmetry.separate_orbits``; lattice and group kept, then moved off any larger
-    group that made, as every template draw is). ``properties['separation_move']``: the largest
-    atomic move in Å, or None where the atoms could not be parted (the draw is returned as it was)."""
+    group that made, as every template draw is). With ``stretch`` (no lattice number was stated),
+    a cell too short for its atoms (orbits stacked on one axis) is stretched along one direction
+    (``symmetry.stretch_directions``, by the smallest of ``symmetry.STRETCHES`` that lets the push
+    part them and keeps the template's group) before the push. ``properties['separation_move']``:
+    the largest atomic move in Å, or None where the atoms could not be parted (the draw is returned
+    as it was); ``properties['cell_stretch']``: the factor, where the cell was stretched."""
     import numpy as np
     import torch
 
     from .metrics.quality import contact_distances
-    from .symmetry import SymmetryConstraint, crystal_orbits, keep_spacegroup, separate_orbits
+    from .symmetry import STRETCHES, SymmetryConstraint, crystal_orbits, keep_spacegroup, separate_orbits, stretch_directions, stretched
     from .text.prompts import SYMPREC
 
     sym = SymmetryConstraint.build([plan.template], dtype=torch.float64)
     if structure is None or sym.A.shape[0] != len(structure):
         return structure
-    orbits, rng = crystal_orbits(sym, 0, 0, len(structure)), np.random.default_rng(seed)
-    out, move = separate_orbits(structure, orbits, contact_distances(), rng)
-    if move is not None:
-        out, _ = keep_spacegroup(out, orbits, rng, symprec=SYMPREC, strain=False)
-    out.properties = {**structure.properties, "separation_move": move}
+    orbits, rng, contact = crystal_orbits(sym, 0, 0, len(structure)), np.random.default_rng(seed), contact_distances()
+
+    def parted(cell):
+        out, move = separate_orbits(cell, orbits, contact, rng)
+        if move is not None:
+            out, _ = keep_spacegroup(out, orbits, rng, symprec=SYMPREC, strain=False)
+        return out, move
+
+    def clear(cell) -> bool:  # no contact shorter than the push's line (moving off a larger group can bring atoms closer again)
+        i, j, _, d = cell.get_neighbor_list(float(contact.max()), exclude_self=True)
+        Z = np.array(cell.atomic_numbers)
+        return not (d < contact[Z[i], Z[j]] - 1e-6).any()
+
+    out, move = parted(structure)
+    factor = None
+    if stretch and (move is None or not clear(out)):
+        for f in STRETCHES:
+            for u in stretch_directions(structure):
+                trial, trial_move = parted(stretched(structure, u, f))
+                if trial_move is not None and clear(trial) and spacegroup_number(trial) == plan.template.spacegroup:
+                    out, move, factor = trial, trial_move, f
+                    break
+            if factor is not None:
+                break
+    out.properties = {**structure.properties, "separation_move": move, **({"cell_stretch": factor} if factor is not None else {})}
     return out
 
 

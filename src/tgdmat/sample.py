@@ -433,9 +433,13 @@ def separation_note(structures: list) -> str | None:
     """One line on the crowded template draws whose atoms were pushed apart (None when there were none)."""
     from .metrics.quality import SHORT_BOND
 
-    return _move_note(structures, "separation_move", "had two atoms on one point in every draw of their Wyckoff template",
-                      "had their atoms pushed apart along the group's free coordinates (at most {:.2f} Å, lattice kept) until no contact is shorter than " + f"{SHORT_BOND} of the covalent radius sum",
+    line = _move_note(structures, "separation_move", "had two atoms on one point in every draw of their Wyckoff template",
+                      "had their atoms pushed apart along the group's free coordinates (at most {:.2f} Å) until no contact is shorter than " + f"{SHORT_BOND} of the covalent radius sum",
                       "could not be parted (flagged)")
+    stretches = [s.properties["cell_stretch"] for s in structures if s is not None and "cell_stretch" in s.properties]
+    if line and stretches:
+        line += f"; {len(stretches)} of them only after their cell was stretched along one axis (up to {max(stretches):g}x; no lattice number was stated)"
+    return line
 
 
 def _with_note(notes: list[str], *new: str | None) -> list[str]:
