@@ -244,14 +244,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+INTERACTIVE_COMMANDS = ("generate", "predict")  # OpenMP threads spin a bounded while, then sleep (tgdmat.threads); long runs keep OpenMP's default
+
+
 def main(argv: list[str] | None = None) -> int:
     import time
 
     started = time.perf_counter()
-    from .threads import bounded_spin_openmp
-
-    bounded_spin_openmp()  # before anything imports torch (building the parser does): OpenMP reads it once, when torch loads
     argv = sys.argv[1:] if argv is None else list(argv)
+    if next((a for a in argv if not a.startswith("-")), None) in INTERACTIVE_COMMANDS:
+        from .threads import bounded_spin_openmp
+
+        bounded_spin_openmp()  # before anything imports torch (building the parser does): OpenMP reads it once, when torch loads
     args = build_parser().parse_args(argv)
     args.command_line = "tgdmat " + shlex.join(argv)  # recorded with every result and checkpoint
     args.started = started  # the run's summary records the seconds to its first network pass

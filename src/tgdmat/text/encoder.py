@@ -77,7 +77,7 @@ class TextEncoder:
             try:
                 native = bert.load(path)
             except Exception as exc:  # unreadable weights or tokenizer: one line, not a traceback
-                raise EncoderError(f"text encoder {self.spec.name!r} at {path} cannot be read: {exc}") from None
+                raise EncoderError(f"text encoder {self.spec.name!r} at {path} cannot be read: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
             if native is not None:
                 self._tokenizer, self._model = native[0], native[1].to(self.device)
                 self._native = True
