@@ -49,6 +49,14 @@ def test_a_time_slice_now_and_then_does_not_mislead_the_choice(monkeypatch):
     assert used[-200:].count(1) >= 175  # one thread, but for trials of three steps every 24
 
 
+def test_a_compiled_network_runs_on_one_thread_count(monkeypatch):
+    """torch.compile guards on the thread count, so a compiled run is pinned (the user's count, else
+    every thread); an eager one is left to the tuner."""
+    monkeypatch.setattr(threads, "available_threads", lambda: 2)
+    assert threads.run_threads(None, compiled=True) == 2 and threads.run_threads(1, compiled=True) == 1
+    assert threads.run_threads(None, compiled=False) is None and threads.run_threads(3, compiled=False) == 3
+
+
 def test_explicit_threads_override_the_policy(monkeypatch):
     assert set(_run(monkeypatch, {1: 0.1, 2: 0.1, 3: 1.0}, fixed=3)) == {3}
     assert ThreadTuner(fixed=1).options == [1]

@@ -23,7 +23,7 @@ from .conditioning import CrystalPlan, lattice_for_plans, plan_crystals, spacegr
 from .diffusion.joint import resolve_precision, respaced_steps
 from .symmetry import LatticeTarget, SymmetryConstraint, Template
 from .prototypes import prototype_cell_size
-from .threads import pass_threads
+from .threads import pass_threads, run_threads
 from .text.facts import Facts, element_coordination
 from .text.prompts import SYMPREC, PromptError, PromptFields, parse_prompt, short_prompt
 
@@ -240,7 +240,7 @@ class Sampler:
                 targets = [lattice] * len(batch) if lattice is not None and not lattice.is_empty() else None
                 sym = SymmetryConstraint.build([p.template or Template(1, tuple((None, "a") for _ in range(p.num_atoms))) for p in batch], targets)
             c = draw.cond.select(index)
-            with pass_threads(self.threads) as tuner:
+            with pass_threads(run_threads(self.threads, self.model.compiled)) as tuner:
                 crystals = self.model.sample(
                     counts, c.text, types, steps=options.steps, guidance=options.guidance, generator=gen, progress=_ticker(tuner, bar),
                     allowed_types=self.allowed_types(), symmetry=sym, step_lr=options.step_lr, precision=self.precision,
