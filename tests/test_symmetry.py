@@ -450,3 +450,23 @@ def test_a_cell_too_short_for_its_stack_is_stretched_only_where_no_lattice_was_s
     stated = Draw(Condition(torch.zeros(1, 1), None), lattice=LatticeTarget(a=3.0))
     kept = redrawing_coincident(draw, candidates=2)(plans, stated, options, None)[0]
     assert kept.properties["separation_move"] is None and "cell_stretch" not in kept.properties and np.allclose(kept.lattice.abc, (3.0, 3.0, 1.5))
+
+
+def test_template_files_are_parsed_once_per_version_and_every_caller_gets_its_own_counts(srtio3, tmp_path):
+    """load_templates memoises a file's parse (a stated symmetry's cell choice and the sampler both
+    read MP-20's): a second load is equal but independent, and a rewritten file is read again."""
+    import os
+    from collections import Counter
+
+    from tgdmat.data.templates import count_templates, save_templates
+
+    path = tmp_path / "t.json.gz"
+    counts, _, site_elements, _ = count_templates([srtio3])
+    save_templates(path, counts, {"dataset": "x"}, None, site_elements)
+    first = load_templates("x", path)
+    first[next(iter(first))] += 100  # a caller changing its counts does not change the next caller's
+    second = load_templates("x", path)
+    assert second == counts and second is not first
+    save_templates(path, Counter({k: 7 for k in counts}), {"dataset": "x"}, None, site_elements)
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))  # a later version, whatever the clock's resolution
+    assert set(load_templates("x", path).values()) == {7}

@@ -8,6 +8,7 @@ sampling needs no benchmark data; ``tgdmat templates --dataset NAME`` rebuilds t
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import math
@@ -225,7 +226,18 @@ def load_formula_tables(dataset: str, path: str | Path | None = None) -> tuple[d
 
 
 def load_templates(dataset: str, path: str | Path | None = None) -> TemplateLibrary:
-    """The shipped (or given) template counts of a dataset; empty when there are none."""
+    """The shipped (or given) template counts of a dataset; empty when there are none. Parsed once
+    per process and file version (a stated symmetry's cell choice and the sampler both read
+    MP-20's, 0.25 s each); every call gets its own counts to change."""
+    file = Path(path) if path else TEMPLATE_DIR / f"{dataset}.json.gz"
+    version = file.stat().st_mtime_ns if file.exists() else None
+    lib = _parsed_templates(dataset, str(path) if path else None, version)
+    return TemplateLibrary(lib, element_cn=lib.element_cn, site_elements=lib.site_elements)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_templates(dataset: str, path: str | None, version: int | None) -> TemplateLibrary:
+    """``load_templates``' parse of one version (``version``: the file's mtime) of a template file."""
     data = _read_template_file(dataset, path)
     if data is None:
         return TemplateLibrary()
