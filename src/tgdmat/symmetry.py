@@ -500,23 +500,27 @@ def separate_orbits(structure, orbits: CrystalOrbits, contact: np.ndarray, rng: 
 STRETCHES = (1.1, 1.25, 1.5, 1.75, 2.0)  # factors tried along one direction where pushes alone cannot part a draw's atoms
 
 
-def stretch_directions(structure) -> list[np.ndarray]:
+def stretch_directions(structure) -> list[np.ndarray | None]:
     """Unit Cartesian directions a crowded cell may be stretched along: its three lattice vectors
-    (a unique axis of a hexagonal, tetragonal or monoclinic cell is one of them) and a + b + c (the
-    3-fold axis of a rhombohedral primitive cell). Whether a stretch keeps the group is checked by
-    the caller."""
-    L = structure.lattice.matrix
-    out = [L[0], L[1], L[2], L.sum(axis=0)]
-    return [v / np.linalg.norm(v) for v in out if np.linalg.norm(v) > 1e-9]
+    (a unique axis of a hexagonal, tetragonal or monoclinic cell is one of them), their sums and
+    differences in pairs (the conventional axes of a C-, A- or B-centred primitive cell), a + b + c
+    (the 3-fold axis of a rhombohedral primitive cell), and None: every direction at once (cubic
+    cells). Whether a stretch keeps the group is checked by the caller."""
+    a, b, c = structure.lattice.matrix
+    out = [a, b, c, a + b, a - b, b + c, b - c, a + c, a - c, a + b + c]
+    return [v / np.linalg.norm(v) for v in out if np.linalg.norm(v) > 1e-9] + [None]
 
 
-def stretched(structure, direction: np.ndarray, factor: float):
+def stretched(structure, direction: np.ndarray | None, factor: float):
     """``structure`` with its cell stretched by ``factor`` along the unit Cartesian ``direction``
-    (fractional coordinates kept): every lattice vector v becomes v + (factor - 1)(v . u) u."""
+    (fractional coordinates kept): every lattice vector v becomes v + (factor - 1)(v . u) u;
+    ``direction`` None scales the whole cell by ``factor``."""
     from pymatgen.core import Lattice, Structure
 
-    u = np.asarray(direction, dtype=float)
     L = structure.lattice.matrix
+    if direction is None:
+        return Structure(Lattice(L * factor), structure.species, structure.frac_coords, site_properties=structure.site_properties)
+    u = np.asarray(direction, dtype=float)
     return Structure(Lattice(L + (factor - 1.0) * np.outer(L @ u, u)), structure.species, structure.frac_coords, site_properties=structure.site_properties)
 
 
