@@ -165,7 +165,7 @@ def separated(structure, plan: CrystalPlan, seed: int, stretch: bool = False):
     import torch
 
     from .metrics.quality import contact_distances
-    from .symmetry import STRETCHES, SymmetryConstraint, crystal_orbits, keep_spacegroup, separate_orbits, stretch_directions, stretched
+    from .symmetry import STRETCHES, SymmetryConstraint, crystal_orbits, keep_spacegroup, separate_orbits, short_contacts, stretch_directions, stretched
     from .text.prompts import SYMPREC
 
     sym = SymmetryConstraint.build([plan.template], dtype=torch.float64)
@@ -180,15 +180,14 @@ def separated(structure, plan: CrystalPlan, seed: int, stretch: bool = False):
         return out, move
 
     def clear(cell) -> bool:  # no contact shorter than the push's line (moving off a larger group can bring atoms closer again)
-        i, j, _, d = cell.get_neighbor_list(float(contact.max()), exclude_self=True)
-        Z = np.array(cell.atomic_numbers)
-        return not (d < contact[Z[i], Z[j]] - 1e-6).any()
+        return not len(short_contacts(cell, contact)[3])
 
     out, move = parted(structure)
     factor = None
     if stretch and (move is None or not clear(out)):
+        directions = stretch_directions(structure)
         for f in STRETCHES:
-            for u in stretch_directions(structure):
+            for u in directions:
                 trial, trial_move = parted(stretched(structure, u, f))
                 if trial_move is not None and clear(trial) and spacegroup_number(trial) == plan.template.spacegroup:
                     out, move, factor = trial, trial_move, f

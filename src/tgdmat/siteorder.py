@@ -112,7 +112,7 @@ def repair_site_order(structures: list, plans: list[CrystalPlan], resample, symp
     for symprec in symprecs:
         exchange = []
         for i in still_doubted():  # the oxidation states follow from the composition, the same in every draw of crystal i
-            templates = exchanged_templates(source[i], {el for el, v in qualities[i].oxidation.items() if v > 0}, symprec) if source[i] is not None else []
+            templates = exchanged_templates(source[i], qualities[i].cations, symprec) if source[i] is not None else []
             if templates:
                 exchange.append((i, template_plan(templates[0])))
         exchanged = {i for i, _ in exchange}

@@ -462,6 +462,16 @@ def keep_spacegroup(structure, orbits: CrystalOrbits, rng: np.random.Generator, 
 SEPARATION_STEPS = 200  # pushes tried before a crowded draw is given up (left as drawn)
 
 
+def short_contacts(structure, contact: np.ndarray):
+    """(i, j, images, distances, wanted distances) of every pair of atoms closer than
+    ``contact[Z_i, Z_j]`` Å (each pair listed both ways); empty arrays where there is none."""
+    Z = np.array(structure.atomic_numbers)
+    i, j, images, d = structure.get_neighbor_list(float(contact.max()), exclude_self=True)
+    want = contact[Z[i], Z[j]]
+    close = d < want
+    return i[close], j[close], images[close], d[close], want[close]
+
+
 def separate_orbits(structure, orbits: CrystalOrbits, contact: np.ndarray, rng: np.random.Generator, steps: int = SEPARATION_STEPS):
     """``structure`` (in group G = orbits.spacegroup by construction) with every pair of atoms i, j
     closer than ``contact[Z_i, Z_j]`` Å pushed apart along G's free Wyckoff coordinates only (the
@@ -473,20 +483,15 @@ def separate_orbits(structure, orbits: CrystalOrbits, contact: np.ndarray, rng: 
 
     L = structure.lattice.matrix
     inv = np.linalg.inv(L)
-    Z = np.array(structure.atomic_numbers)
     F0 = structure.frac_coords.copy()
     # a tiny G-move first, so that two atoms drawn onto exactly one point have a direction to part along
     F = F0 + orbits.pull_back(np.einsum("nij,nj->ni", orbits.A, rng.normal(scale=1e-4, size=(len(orbits.pinv), 3))[orbits.orbit]))
-    reach = float(contact.max())
     for _ in range(steps):
         trial = Structure(Lattice(L), structure.species, F % 1.0)
-        i, j, images, d = trial.get_neighbor_list(reach, exclude_self=True)
-        want = contact[Z[i], Z[j]]
-        close = d < want
-        if not close.any():
+        i, j, images, d, want = short_contacts(trial, contact)
+        if not len(d):
             moved = np.linalg.norm(((F - F0 + 0.5) % 1.0 - 0.5) @ L, axis=-1).max()
             return trial, float(moved)
-        i, j, images, d, want = i[close], j[close], images[close], d[close], want[close]
         away = (trial.frac_coords[i] - trial.frac_coords[j] - images) @ L  # Cartesian j -> i; each pair is listed both ways
         push = np.zeros_like(F)
         np.add.at(push, i, away / np.maximum(d, 1e-6)[:, None] * (0.5 * (want - d) + 0.01)[:, None])

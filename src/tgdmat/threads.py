@@ -4,9 +4,10 @@ A pass over a few small crystals is a long chain of tiny parallel regions; with 
 threads, one descheduled thread (any other job on the machine) stalls the other at every region,
 and a 5 ms pass takes a second (issue 28). So the sampler measures: ``ThreadTuner`` runs each
 step on whichever thread count was faster over the last steps, trying the other now and then.
-Between regions OpenMP's threads spin a bounded while before they sleep (``bounded_spin_openmp``):
-sleeping at once made two threads slower than one on an idle machine (the wake-up costs more
-than the work), spinning forever made them collapse beside a busy process.
+For ``generate`` and ``predict`` OpenMP's threads spin a bounded while between regions before they
+sleep (``bounded_spin_openmp``): sleeping at once made two threads slower than one on an idle
+machine (the wake-up costs more than the work), spinning long made them collapse beside a busy
+process; long runs (``evaluate``, ``train``) keep OpenMP's default, which a compiled batch runs faster under.
 ``--threads`` (or any explicit count) overrides the policy. torch is imported only where threads
 are set, so the CLI can choose OpenMP's spin before torch starts.
 """

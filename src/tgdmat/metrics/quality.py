@@ -59,13 +59,17 @@ class Quality:
         return float(np.sqrt(np.mean(np.square(rel)))) if rel else float("nan")
 
     @property
+    def cations(self) -> set[str]:
+        """The elements with a positive guessed oxidation state."""
+        return {el for el, v in self.oxidation.items() if v > 0}
+
+    @property
     def sites_in_doubt(self) -> bool:
         """Whether the bond valences doubt which cation takes which site: two cation elements or
         more with bond-valence sums, and a flagged sum or a misfit above MISFIT. A crystal can
         pass every check (``ok``) and still be in doubt here: its cations are bonded within range
         but fit worse than a right perovskite's do."""
-        cations = {el for el, v in self.oxidation.items() if v > 0}
-        if not self.bvs or len(cations) < 2:
+        if not self.bvs or len(self.cations) < 2:
             return False
         return any("bond-valence" in r for r in self.reasons) or self.bond_valence_misfit > MISFIT
 
