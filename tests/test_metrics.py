@@ -240,6 +240,7 @@ def _perovskite(a: float, A: str, B: str, X: str = "O", move: tuple[int, list[fl
     ("anti-site SrTiO3 (Sr in the octahedron)", _perovskite(3.905, "Ti", "Sr"), "Sr site 1: bond-valence sum"),
     ("pure oxygen O5", _perovskite(3.9, "O", "O"), "only O"),
     ("KNaF3 (no charge balance)", _perovskite(4.0, "K", "Na", "F"), "cannot be charge-balanced"),
+    ("MgOH3 with H-H 0.45 A (0.70 x the radius sum is 0.43 A)", _perovskite(4.0, "Mg", "O", "H", move=(3, [0.5 + 0.45 / 4.0, 0.5, 0.0])), "H-H 0.45 Å is too short"),
 ])
 def test_quality_flags_what_a_chemist_would_reject(name, structure, reason):
     from tgdmat.metrics.quality import assess
@@ -448,3 +449,21 @@ def test_the_oxidation_table_copy_gives_pymatgen_its_own_table_and_a_corrupt_cop
     assert json.loads(copy.read_text(encoding="utf-8"))  # the corrupt copy was written again
     quality._oxidation_guess_of.cache_clear()
 
+
+
+def test_invalid_samples_lists_each_invalid_crystal_with_why():
+    """evaluate_gen's ``invalid_samples``: the index, the prompt's formula, the shortest distance and
+    the parting move of every structure-invalid sample, and nothing for a valid one."""
+    from tgdmat.evaluate import invalid_samples
+
+    class Prompts:
+        def structures(self):
+            return [_perovskite(3.905, "Sr", "Ti"), _perovskite(4.0, "Mg", "O", "H")]
+
+    good = _perovskite(3.905, "Sr", "Ti")
+    bad = _perovskite(4.0, "Mg", "O", "H", move=(3, [0.5 + 0.45 / 4.0, 0.5, 0.0]))
+    bad.properties = {"separation_move": 0.35}
+    rows = invalid_samples([good, bad], Prompts())
+    assert len(rows) == 1 and rows[0]["index"] == 1 and rows[0]["prompt_formula"] == "MgH3O"
+    assert abs(rows[0]["shortest_A"] - 0.45) < 1e-3 and rows[0]["separation_move"] == 0.35 and rows[0]["atoms"] == 5
+    assert invalid_samples([good, None], Prompts()) == [{"index": 1, "prompt_formula": "MgH3O"}]

@@ -342,7 +342,8 @@ def test_sampler_moves_each_crystal_of_a_batch_with_its_own_orbits():
     assert supergroup_note(out).startswith("2 of 3 crystals sat within spglib's 0.1 Å of a larger group; 2 were moved")
 
 
-CROWDED = [Template(160, (("Ge", "a"), ("Ge", "a"), ("Te", "a"), ("Te", "a"))), Template(5, (("Li", "a"), ("Co", "a"), ("O", "a"), ("O", "b"))), Template(156, (("Ga", "a"), ("N", "a"), ("Ga", "b"), ("N", "b")))]
+CROWDED = [Template(160, (("Ge", "a"), ("Ge", "a"), ("Te", "a"), ("Te", "a"))), Template(5, (("Li", "a"), ("Co", "a"), ("O", "a"), ("O", "b"))), Template(156, (("Ga", "a"), ("N", "a"), ("Ga", "b"), ("N", "b"))),
+           Template(164, (("H", "d"), ("H", "d"), ("O", "d"), ("O", "d")))]  # hydroxide H: two H on one point
 
 
 def _crowded(tpl: Template):
@@ -359,8 +360,10 @@ def _crowded(tpl: Template):
 def test_separation_parts_atoms_drawn_onto_one_point_and_keeps_the_group(tpl):
     """Two orbits of one letter drawn onto one point (the crowded templates of MP-20's enforced
     generation): pushed apart along the group's free coordinates until no contact is shorter than
-    the quality checks' line, with the lattice, composition and every operation of the group kept."""
+    the quality checks' line (never under CDVAE's 0.5 Å validity line, H-H included), with the
+    lattice, composition and every operation of the group kept."""
     from tgdmat.metrics.quality import contact_distances
+    from tgdmat.metrics.validity import structure_valid
     from tgdmat.symmetry import separate_orbits
 
     warnings.simplefilter("ignore")
@@ -371,7 +374,7 @@ def test_separation_parts_atoms_drawn_onto_one_point_and_keeps_the_group(tpl):
     assert move is not None and 0.0 < move < 5.0
     z = np.array(out.atomic_numbers)
     d = out.distance_matrix + np.diag([np.inf] * len(out))
-    assert (d >= contact[z[:, None], z[None, :]] - 1e-9).all()
+    assert (d >= contact[z[:, None], z[None, :]] - 1e-9).all() and structure_valid(out)
     assert np.allclose(out.lattice.matrix, s.lattice.matrix) and out.composition == s.composition
     assert _invariant_under_group(out, tpl.spacegroup, tol=1e-6)
 

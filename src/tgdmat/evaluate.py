@@ -177,7 +177,7 @@ def evaluate_csp(checkpoint: "str | Sampler | None" = None, split: str = "test",
     emb = prompt_embeddings(sampler, table, split, kind)
     stated = table_facts_for(sampler, table, split, kind, stated_lattice) if network_facts else None
     t0 = time.time()  # sampling time only (the embeddings above may come from a cache or the encoder)
-    failed = 0
+    failed, plans = 0, None
     if enforce:
         samples = []
         texts = None
@@ -328,6 +328,27 @@ def quality_rates(generated: list, reference: list) -> dict:
     }
 
 
+def invalid_samples(generated: list, conditions: CrystalTable, plans: list | None = None) -> list[dict]:
+    """Every structure-invalid sample with what shows why: its prompt's formula, its Wyckoff template
+    (enforced runs), shortest interatomic distance, cell lengths and volume."""
+    from .metrics.quality import min_distance
+    from .metrics.validity import structure_valid
+
+    bad = [i for i, s in enumerate(generated) if not structure_valid(s)]
+    prompts = conditions.structures() if bad else []
+    rows = []
+    for i in bad:
+        s = generated[i]
+        row = {"index": i, "prompt_formula": prompts[i].composition.reduced_formula}
+        if plans is not None:
+            row.update(template=str(plans[i].template), proposed_first=bool(plans[i].propose))
+        if s is not None and len(s):
+            row.update(formula=s.composition.reduced_formula, atoms=len(s), shortest_A=round(min_distance(s), 3), abc=[round(x, 3) for x in s.lattice.abc], volume=round(float(s.volume), 2))
+            row.update({k: s.properties[k] for k in ("separation_move", "cell_stretch") if k in s.properties})
+        rows.append(row)
+    return rows
+
+
 def evaluate_gen(checkpoint: "str | Sampler | None" = None, split: str = "test", num_samples: int = 1000, options: SamplingOptions | None = None, *, workers: int = 2, data_root: str | None = None, progress: bool = True, coverage_metrics: bool = True, stability: int = 0, prompt: str | None = None, **option_values) -> dict:
     """De novo generation conditioned on ``num_samples`` test prompts; CDVAE metrics + adherence.
 
@@ -350,7 +371,7 @@ def evaluate_gen(checkpoint: "str | Sampler | None" = None, split: str = "test",
     emb = prompt_embeddings(sampler, conditions, split, kind)
     stated = table_facts_for(sampler, conditions, split, kind)
     t0 = time.time()  # sampling time only
-    failed = 0
+    failed, plans = 0, None
     if enforce:
         plans, failed = condition_plans(sampler, conditions, seed, typed=True)
         generated = sampler.sample_plans(plans, emb, options, facts=stated, progress=progress)
@@ -364,6 +385,7 @@ def evaluate_gen(checkpoint: "str | Sampler | None" = None, split: str = "test",
         "crystals_per_second": round(len(generated) / seconds, 3),
     }
     result.update(validity(generated))
+    result["invalid_samples"] = invalid_samples(generated, conditions, plans)
     result.update(property_distances(generated, full.structures()))
     if coverage_metrics:
         # DiffCSP's definition: every generated sample takes part, only fingerprint failures are dropped

@@ -431,10 +431,10 @@ def supergroup_note(structures: list) -> str | None:
 
 def separation_note(structures: list) -> str | None:
     """One line on the crowded template draws whose atoms were pushed apart (None when there were none)."""
-    from .metrics.quality import SHORT_BOND
+    from .metrics.quality import CONTACT_FLOOR, SHORT_BOND
 
     line = _move_note(structures, "separation_move", "had two atoms on one point in every draw of their Wyckoff template",
-                      "had their atoms pushed apart along the group's free coordinates (at most {:.2f} Å) until no contact is shorter than " + f"{SHORT_BOND} of the covalent radius sum",
+                      "had their atoms pushed apart along the group's free coordinates (at most {:.2f} Å) until no contact is shorter than " + f"{SHORT_BOND} of the covalent radius sum or {CONTACT_FLOOR} Å",
                       "could not be parted (flagged)")
     stretches = [s.properties["cell_stretch"] for s in structures if s is not None and "cell_stretch" in s.properties]
     if line and stretches:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 SHORT_BOND = 0.70  # a bond shorter than this share of the covalent radius sum is implausible
+CONTACT_FLOOR = 0.6  # Å: no contact line below this, CDVAE's 0.5 Å validity line with a margin (0.70 x H-H's radius sum is 0.43)
 NEIGHBOUR = 1.25  # neighbours: anions within this multiple of the radius sum
 BVS_RANGE = (0.25, 2.5)  # a cation's bond-valence sum outside this multiple of its oxidation state is flagged
 SHELL = 1.2  # coordination shell: anions within this multiple of the nearest anion distance
@@ -98,11 +99,12 @@ def covalent_radius(symbol: str) -> float:
 @functools.lru_cache(maxsize=1)
 def contact_distances() -> np.ndarray:
     """(119, 119) shortest acceptable distance in Å between elements Z_i and Z_j: SHORT_BOND times
-    their covalent radius sum, the line below which ``assess`` calls a bond too short."""
+    their covalent radius sum, never below CONTACT_FLOOR; the line below which ``assess`` calls a
+    bond too short and to which crowded draws are parted."""
     from pymatgen.core.periodic_table import Element
 
     radii = np.array([1.5] + [covalent_radius(Element.from_Z(z).symbol) for z in range(1, 119)])
-    contact = SHORT_BOND * (radii[:, None] + radii[None, :])
+    contact = np.maximum(SHORT_BOND * (radii[:, None] + radii[None, :]), CONTACT_FLOOR)
     contact.flags.writeable = False  # one cached array shared by every caller
     return contact
 
@@ -263,7 +265,7 @@ def assess(structure) -> Quality:
         for n in nbrs:
             pair = tuple(sorted((symbols[i], n.specie.symbol)))
             ratio = n.nn_distance / (radii[symbols[i]] + radii[n.specie.symbol])
-            if ratio < SHORT_BOND and ratio < worst.get(pair, (np.inf,))[0]:
+            if (ratio < SHORT_BOND or n.nn_distance < CONTACT_FLOOR) and ratio < worst.get(pair, (np.inf,))[0]:
                 worst[pair] = (ratio, n.nn_distance)
     for (a, b), (ratio, dist) in sorted(worst.items()):
         q.reasons.append(f"{a}-{b} {dist:.2f} Å is too short (covalent radii sum {radii[a] + radii[b]:.2f} Å)")
