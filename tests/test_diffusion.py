@@ -149,6 +149,40 @@ def test_rescaled_corrector_is_the_plain_one_at_full_steps_and_grows_with_the_st
     assert not torch.allclose(draw(10, False)[0], draw(10, True)[0])
 
 
+@pytest.mark.parametrize("ratio", [0.4, 0.8])
+def test_matched_corrector_noise_keeps_a_gaussians_spread_where_langevin_widens_it(ratio):
+    """Langevin steps of size eps = ratio x sigma_t^2 with the exact score of a Gaussian of spread
+    sigma_t: the matched noise keeps its variance, DiffCSP's sqrt(2 eps) widens it to
+    sigma_t^2 / (1 - ratio / 2) (1.25x at 0.4, Carbon-24's 1,000 steps; 1.67x at 0.8)."""
+    coords = WrappedNormalCoords(1000, 0.005, 0.5)
+    t = 300
+    sigma = float(coords.sigmas[t])
+    step_lr = ratio * float(coords.sigmas[1]) ** 2  # eps = step_lr (sigma_t / sigma_1)^2 = ratio sigma_t^2
+    g = torch.Generator().manual_seed(0)
+    for matched, want in ((True, 1.0), (False, 1.0 / (1.0 - ratio / 2))):
+        x = sigma * torch.randn(200_000, generator=g, dtype=torch.float64)
+        for _ in range(40):
+            drift, std = coords.corrector_terms(-x / sigma**2, t, step_lr, matched)
+            x = x + drift + std * torch.randn(x.shape, generator=g, dtype=torch.float64)
+        assert abs(float(x.var()) / sigma**2 - want) < 0.02, (matched, float(x.var()) / sigma**2)
+
+
+def test_matched_corrector_noise_is_a_sampling_option_and_refuses_unknown_names():
+    """corrector_noise reaches the sampler (another draw than langevin's) and is checked once."""
+    from tgdmat.options import SamplingOptions
+
+    model = _tiny_model()
+    types = torch.tensor([38, 22, 8, 8, 8, 6, 6])
+    num = torch.tensor([5, 2])
+
+    def draw(noise):
+        return model.sample(num, atom_types=types, steps=10, generator=torch.Generator().manual_seed(4), corrector_noise=noise).frac_coords
+
+    assert torch.equal(draw(None), draw("langevin")) and not torch.allclose(draw("langevin"), draw("matched"))
+    with pytest.raises(ValueError, match="corrector noise"):
+        SamplingOptions(corrector_noise="hot")
+
+
 def test_one_pass_per_step_reuses_the_correctors_pass_and_halves_the_passes():
     """passes_per_step=2 evaluates the network again after the Langevin move (DiffCSP's PC sampler);
     1 lets the predictor reuse the corrector's output: half the passes, a nearby draw."""

@@ -34,7 +34,8 @@ def test_the_python_api_keywords_fold_into_the_options():
 
 def test_a_runs_integrator_corrector_and_passes_reach_the_sampler_as_at_load_time():
     """Options given to one run (the Python API, evaluate_csp) were once ignored for the
-    integrator and corrector: only those given when the model was loaded counted."""
+    integrator and corrector: only those given when the model was loaded counted (the corrector's
+    noise included)."""
     import numpy as np
 
     from tgdmat.sample import Sampler
@@ -44,8 +45,11 @@ def test_a_runs_integrator_corrector_and_passes_reach_the_sampler_as_at_load_tim
         return np.concatenate([s.frac_coords.ravel() for s in gen.structures])
 
     plain = Sampler.load("perov_5_csp_facts")
-    other_passes = 3 - plain.cfg.diffusion.passes_per_step  # the one the model does not default to
-    for option in (dict(integrator="multistep"), dict(corrector="fixed"), dict(passes_per_step=other_passes), dict(noise_scale=0.5)):
+    d = plain.cfg.diffusion  # each option below is the one the model does not default to
+    other_passes = 3 - d.passes_per_step
+    other_corrector = "fixed" if d.corrector_rescale else "rescaled"
+    other_noise = "langevin" if d.corrector_noise == "matched" else "matched"
+    for option in (dict(integrator="multistep"), dict(corrector=other_corrector), dict(passes_per_step=other_passes), dict(noise_scale=0.5), dict(corrector_noise=other_noise)):
         per_run = coordinates(plain, **option)
         assert not np.allclose(per_run, coordinates(plain))  # it changes the draw
         assert np.allclose(per_run, coordinates(Sampler.load("perov_5_csp_facts", options=SamplingOptions(**option))))

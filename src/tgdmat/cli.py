@@ -7,7 +7,7 @@ import shlex
 import sys
 
 from . import commands
-from .config import EVAL_PROMPT_KINDS, INTEGRATORS, PASSES_PER_STEP, RANKINGS, SITE_ORDERS
+from .config import CORRECTOR_NOISES, EVAL_PROMPT_KINDS, INTEGRATORS, PASSES_PER_STEP, RANKINGS, SITE_ORDERS
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -33,6 +33,7 @@ def _precision_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corrector", choices=["fixed", "rescaled"], help="Langevin corrector step: per step, or times the respacing stride (default: the model's, see its card)")
     p.add_argument("--integrator", choices=INTEGRATORS, help="predictor step: reverse SDE, probability-flow ODE + DDIM, or the reverse SDE with a second-order multistep correction for the coordinates (default: the model's)")
     p.add_argument("--passes-per-step", type=int, choices=PASSES_PER_STEP, help="network passes per sampling step: 2 = predictor-corrector with a fresh pass after the corrector's move (DiffCSP), 1 = the predictor reuses the corrector's pass, half the time (default: the model's, see its card)")
+    p.add_argument("--corrector-noise", choices=CORRECTOR_NOISES, help="the Langevin corrector's noise: langevin (sqrt(2 eps), DiffCSP) or matched (keeps the step's own noise level at its spread; fewer steps at the same match rate, see docs/speed.md) (default: the model's, see its card)")
     p.add_argument("--noise-scale", type=float, help="sampling temperature in 0..1: the coordinate and lattice noise of every reverse step times this; below 1 the draws keep nearer the model's most probable structures (default: the model's, see its card)")
     p.add_argument("--compile", action="store_true", help="run the denoiser through torch.compile (inductor): one compilation per batch shape (seconds to a minute), then faster passes (see the README's Speed section)")
 
@@ -239,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--corrector", choices=["fixed", "rescaled"], help="new default Langevin step scaling (rescaled: times the respacing stride)")
     x.add_argument("--integrator", choices=INTEGRATORS, help="new default predictor step")
     x.add_argument("--passes-per-step", type=int, choices=PASSES_PER_STEP, help="new default network passes per sampling step (1: the predictor reuses the corrector's pass)")
+    x.add_argument("--corrector-noise", choices=CORRECTOR_NOISES, help="new default corrector noise (matched: sqrt(2 eps - eps^2 / sigma^2))")
     x.add_argument("--noise-scale", type=float, help="new default sampling temperature in 0..1 (the reverse steps' noise times this)")
     x.set_defaults(func=commands.cmd_export)
     return p

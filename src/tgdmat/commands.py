@@ -53,7 +53,7 @@ def cmd_train(args) -> int:
 
 def _sampler_meta(sampler) -> dict:
     d = sampler.cfg.diffusion
-    return {"precision": sampler.precision, "corrector": "rescaled" if d.corrector_rescale else "fixed", "step_lr": d.step_lr, "integrator": d.integrator, "passes_per_step": d.passes_per_step, "noise_scale": d.noise_scale, "compiled": sampler.model.compiled}
+    return {"precision": sampler.precision, "corrector": "rescaled" if d.corrector_rescale else "fixed", "corrector_noise": d.corrector_noise, "step_lr": d.step_lr, "integrator": d.integrator, "passes_per_step": d.passes_per_step, "noise_scale": d.noise_scale, "compiled": sampler.model.compiled}
 
 
 def _load_sampler(args, options):
@@ -464,11 +464,11 @@ def cmd_export(args) -> int:
         cfg.diffusion.step_lr = args.step_lr
     from .options import SamplingOptions, diffusion_settings
 
-    chosen = SamplingOptions(corrector=args.corrector, integrator=args.integrator, passes_per_step=args.passes_per_step, noise_scale=args.noise_scale)
+    chosen = SamplingOptions(corrector=args.corrector, corrector_noise=args.corrector_noise, integrator=args.integrator, passes_per_step=args.passes_per_step, noise_scale=args.noise_scale)
     for name, value in diffusion_settings(cfg.diffusion, chosen).items():
         setattr(cfg.diffusion, name, value)
     out = args.out or CHECKPOINT_DIR / f"{args.name}.safetensors"
     save_checkpoint(out, model, cfg, info)
     d = cfg.diffusion
-    print(f"wrote {out} (sample_steps={d.sample_steps}, step_lr={d.step_lr}, corrector={'rescaled' if d.corrector_rescale else 'fixed'}, integrator={d.integrator}, passes_per_step={d.passes_per_step}, noise_scale={d.noise_scale})")
+    print(f"wrote {out} (sample_steps={d.sample_steps}, step_lr={d.step_lr}, corrector={'rescaled' if d.corrector_rescale else 'fixed'}, corrector_noise={d.corrector_noise}, integrator={d.integrator}, passes_per_step={d.passes_per_step}, noise_scale={d.noise_scale})")
     return 0

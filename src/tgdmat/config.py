@@ -11,6 +11,7 @@ PROMPT_KINDS = ("short", "long")
 EVAL_PROMPT_KINDS = (*PROMPT_KINDS, "formula")  # evaluate also offers formula: only what `predict --formula X` states
 LR_SCHEDULES = ("constant", "cosine", "cosine_time")
 INTEGRATORS = ("ancestral", "ode", "multistep")
+CORRECTOR_NOISES = ("langevin", "matched")  # the Langevin corrector's noise: DiffCSP's sqrt(2 eps), or matched to its step (WrappedNormalCoords.corrector_terms)
 PASSES_PER_STEP = (1, 2)  # network passes per sampling step: 1 the predictor reuses the corrector's, 2 DiffCSP's predictor-corrector
 SITE_ORDERS = ("bond-valence", "model")  # predict: repair cation site orders the bond-valence check flags (siteorder), or keep the model's
 RANKINGS = ("energy", "bond-valence", "consensus")  # --rank: CHGNet energy per atom, plausibility of bonding (metrics.quality), or how many other samples are the same structure (metrics.matching)
@@ -54,12 +55,15 @@ class DiffusionConfig:
     corrector_rescale: bool = False  # Langevin step x respacing stride, so fewer steps keep the corrector's total step
     passes_per_step: int = 2  # network passes per sampling step: 2 = DiffCSP's predictor-corrector (a fresh pass after the corrector's move), 1 = the predictor reuses the corrector's pass
     integrator: str = "ancestral"  # sampler predictor: ancestral (reverse SDE), ode (probability flow for F, DDIM for L) or multistep (the reverse SDE with a second-order correction for F)
+    corrector_noise: str = "langevin"  # the Langevin corrector's noise: langevin (sqrt(2 eps), DiffCSP) or matched (sqrt(2 eps - eps^2 / sigma_t^2): keeps a Gaussian of the step's sigma at its spread)
     noise_scale: float = 1.0  # sampling temperature: the reverse steps' noise for F and L times this (1: the learned distribution; below 1: nearer its modes)
 
     def __post_init__(self) -> None:
         _in_range("diffusion.noise_scale", self.noise_scale, 0.0, 1.0)
         if self.integrator not in INTEGRATORS:
             raise ValueError(f"diffusion.integrator must be one of {', '.join(INTEGRATORS)}, not {self.integrator!r}")
+        if self.corrector_noise not in CORRECTOR_NOISES:
+            raise ValueError(f"diffusion.corrector_noise must be one of {', '.join(CORRECTOR_NOISES)}, not {self.corrector_noise!r}")
         if self.passes_per_step not in PASSES_PER_STEP:
             raise ValueError(f"diffusion.passes_per_step must be 1 or 2, not {self.passes_per_step!r}")
         _in_range("diffusion.facts_dropout", self.facts_dropout, 0.0, 1.0)

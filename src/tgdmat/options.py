@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
-from .config import INTEGRATORS, PASSES_PER_STEP, RANKINGS, SITE_ORDERS
+from .config import CORRECTOR_NOISES, INTEGRATORS, PASSES_PER_STEP, RANKINGS, SITE_ORDERS
 
 PRECISIONS = ("auto", "fp32", "bf16")
 CORRECTORS = ("fixed", "rescaled")
@@ -29,6 +29,7 @@ class SamplingOptions:
     threads: int | None = None  # intra-op threads (None: tgdmat.threads chooses per batch)
     compile: bool = False  # torch.compile the denoiser (eager fallback where it fails)
     corrector: str | None = None  # "fixed" or "rescaled" Langevin step (None: the model's)
+    corrector_noise: str | None = None  # "langevin" or "matched" corrector noise (None: the model's)
     integrator: str | None = None  # coordinate integrator (None: the model's)
     passes_per_step: int | None = None  # network passes per step: 2 predictor-corrector, 1 the predictor reuses the corrector's (None: the model's)
     noise_scale: float | None = None  # sampling temperature: the reverse steps' noise for F and L times this, in 0..1 (None: the model's)
@@ -67,11 +68,12 @@ class SamplingOptions:
 
 
 def diffusion_settings(diffusion, options: SamplingOptions) -> dict:
-    """The sampler's corrector scaling, integrator, passes per step and noise scale as ``JointDiffusion.sample``
+    """The sampler's corrector scaling and noise, integrator, passes per step and noise scale as ``JointDiffusion.sample``
     takes them: the run's options where they are set, else the model's ``diffusion`` config. The one
     place that resolves them (``Sampler.load`` makes them the run's defaults, every draw reads them)."""
     return {
         "corrector_rescale": diffusion.corrector_rescale if options.corrector is None else options.corrector == "rescaled",
+        "corrector_noise": options.corrector_noise or diffusion.corrector_noise,
         "integrator": options.integrator or diffusion.integrator,
         "passes_per_step": options.passes_per_step or diffusion.passes_per_step,
         "noise_scale": diffusion.noise_scale if options.noise_scale is None else options.noise_scale,
@@ -106,6 +108,8 @@ def _problems(o: SamplingOptions):
         yield f"precision must be one of {', '.join(PRECISIONS)}, not {o.precision!r}"
     if o.corrector is not None and o.corrector not in CORRECTORS:
         yield f"corrector must be one of {', '.join(CORRECTORS)}, not {o.corrector!r}"
+    if o.corrector_noise is not None and o.corrector_noise not in CORRECTOR_NOISES:
+        yield f"corrector noise must be one of {', '.join(CORRECTOR_NOISES)}, not {o.corrector_noise!r}"
     if o.integrator is not None and o.integrator not in INTEGRATORS:
         yield f"integrator must be one of {', '.join(INTEGRATORS)}, not {o.integrator!r}"
     if o.passes_per_step is not None and o.passes_per_step not in PASSES_PER_STEP:

@@ -237,6 +237,7 @@ class TGDMat(nn.Module):
         integrator: str | None = None,
         passes_per_step: int | None = None,
         noise_scale: float | None = None,
+        corrector_noise: str | None = None,
     ) -> Crystal:
         """Crystals with the given numbers of atoms; CSP when ``atom_types`` (atomic numbers) is given.
 
@@ -257,6 +258,8 @@ class TGDMat(nn.Module):
         half the network passes. ``noise_scale`` (default ``diffusion.noise_scale``): the
         coordinate and lattice noise of every predictor and corrector step times this, a sampling
         temperature (below 1 the draws keep nearer the modes of the learned distribution).
+        ``corrector_noise`` (default ``diffusion.corrector_noise``): "langevin" or "matched", the
+        corrector's noise (``WrappedNormalCoords.corrector_terms``).
         """
         d = self.cfg.diffusion
         dev = next(self.parameters()).device
@@ -268,6 +271,7 @@ class TGDMat(nn.Module):
         integrator = d.integrator if integrator is None else integrator
         passes_per_step = d.passes_per_step if passes_per_step is None else passes_per_step
         tau = d.noise_scale if noise_scale is None else noise_scale
+        matched = (d.corrector_noise if corrector_noise is None else corrector_noise) == "matched"
         if integrator not in INTEGRATORS:
             raise ValueError(f"integrator must be one of {', '.join(INTEGRATORS)}, not {integrator!r}")
         ode = integrator == "ode"
@@ -324,7 +328,7 @@ class TGDMat(nn.Module):
             if step_lr > 0:
                 lr = step_lr * (t - s) if corrector_rescale else step_lr
                 before = f
-                f = move(f, self.coords.corrector_terms(self.coords.score(out[1], t), t, lr))
+                f = move(f, self.coords.corrector_terms(self.coords.score(out[1], t), t, lr, matched))
                 if passes_per_step == 2:
                     out = self._denoise(a, f, l, t, graph, text_emb, guidance, precision, facts)
                 else:  # the corrector's pass, its score carried along the move
