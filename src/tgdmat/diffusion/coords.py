@@ -134,7 +134,8 @@ class WrappedNormalCoords:
         fixed point is sigma_t^2 / (1 - eps / (2 sigma_t^2)), 25% too wide at eps = 0.4 sigma_t^2
         (Carbon-24 at 1,000 steps) and 67% at 0.8 (500 steps, rescaled). ``matched`` draws
         sqrt(2 eps - eps^2 / sigma_t^2) instead, whose fixed point is sigma_t^2 itself at any eps up to 2 sigma_t^2."""
-        step = step_lr * (float(self.sigmas[t]) / float(self.sigmas[1])) ** 2
+        sigma = float(self.sigmas[t])
+        step = step_lr * (sigma / float(self.sigmas[1])) ** 2
         if matched:
-            return step * score, math.sqrt(max(2 * step - step**2 / float(self.sigmas[t]) ** 2, 0.0))
+            return step * score, math.sqrt(max(2 * step - step**2 / sigma**2, 0.0))
         return step * score, math.sqrt(2 * step)

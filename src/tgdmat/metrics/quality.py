@@ -260,12 +260,13 @@ def assess(structure) -> Quality:
         q.reasons.append(f"exploded cell ({volume / len(structure):.3g} Å³ per atom, longest axis {max(structure.lattice.abc):.3g} Å): the atoms do not bond")
         return q
     neighbours = structure.get_all_neighbors(reach)
+    contact, numbers = contact_distances(), structure.atomic_numbers  # the one too-short line, shared with the parting of crowded draws
     worst: dict[tuple[str, str], float] = {}
     for i, nbrs in enumerate(neighbours):
         for n in nbrs:
             pair = tuple(sorted((symbols[i], n.specie.symbol)))
             ratio = n.nn_distance / (radii[symbols[i]] + radii[n.specie.symbol])
-            if (ratio < SHORT_BOND or n.nn_distance < CONTACT_FLOOR) and ratio < worst.get(pair, (np.inf,))[0]:
+            if n.nn_distance < contact[numbers[i], n.specie.Z] and ratio < worst.get(pair, (np.inf,))[0]:
                 worst[pair] = (ratio, n.nn_distance)
     for (a, b), (ratio, dist) in sorted(worst.items()):
         q.reasons.append(f"{a}-{b} {dist:.2f} Å is too short (covalent radii sum {radii[a] + radii[b]:.2f} Å)")
